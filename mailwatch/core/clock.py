@@ -1,0 +1,558 @@
+"""The response clock: from messages to measured requests (response-clock.md).
+
+`evaluate` is the whole of it: classify every message, thread them, walk each
+thread per client account to open, join, answer, waive and expire requests,
+and give each request its status as of `now`.  It is a pure function of its
+inputs, so processing order, re-runs and late mail cannot change a result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from mailwatch.core.addresses import Directory, normalise_address
+from mailwatch.core.automated import automation_reason, is_out_of_office
+from mailwatch.core.calendar import business_seconds, instant_after
+from mailwatch.core.conversations import thread_messages
+from mailwatch.core.model import (
+    Absence,
+    BusinessHours,
+    Classification,
+    ClockKind,
+    Copy,
+    Message,
+    Policy,
+    Request,
+    Role,
+    Status,
+    Tier,
+    Waiver,
+)
+from mailwatch.core.times import arrival, sent_at
+
+STANDARD_TIER = "standard"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    now: datetime
+    requests: tuple[Request, ...]
+    classifications: dict[str, Classification]
+    thread_of: dict[str, str]
+    absences: tuple[Absence, ...]
+    untimed: tuple[str, ...]  # keys of messages with no usable timestamp at all
+    unlisted_senders: tuple[str, ...]  # agency addresses that wrote to clients but cannot answer
+    unknown_correspondents: tuple[str, ...]  # outside senders staff replied to: missing accounts?
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def merge_copies(messages: Iterable[Message]) -> list[Message]:
+    """One message per key, with the copies of every duplicate (a CC'd colleague, Sent + inbox)."""
+    merged: dict[str, Message] = {}
+    for message in messages:
+        seen = merged.get(message.key)
+        if seen is None:
+            merged[message.key] = message
+        else:
+            copies = seen.copies + tuple(c for c in message.copies if c not in seen.copies)
+            merged[message.key] = replace(seen, copies=copies)
+    return sorted(merged.values(), key=lambda m: m.key)
+
+
+def _as_of(message: Message, now: datetime) -> Message | None:
+    """The message as it was known at `now`: copies that had not yet arrived are dropped."""
+    copies = []
+    for copy in message.copies:
+        single = arrival(replace(message, copies=(copy,)))
+        if single is not None and single[0] > now:
+            continue
+        if copy.waive_seen_at is not None and copy.waive_seen_at > now:
+            copy = replace(copy, waive_keyword=False, waive_folder=False, waive_seen_at=None)
+        copies.append(copy)
+    if message.copies and not copies:
+        return None
+    known = replace(message, copies=tuple(copies))
+    arrived = arrival(known)
+    if arrived is not None and arrived[0] > now:
+        return None
+    return known
+
+
+# ---------------------------------------------------------------- classification
+
+
+def _responder(message: Message, directory: Directory) -> str | None:
+    sender = message.sender_addr
+    if sender and directory.role(sender) is Role.STAFF and sender != message.from_addr:
+        return directory.staff_main_address(sender)
+    if message.from_addr:
+        return directory.staff_main_address(message.from_addr)
+    return None
+
+
+def _people_seen_sending(
+    messages: Sequence[Message], directory: Directory, automated: dict[str, str | None]
+) -> set[str]:
+    """Staff who wrote a human message found in a watched Sent folder: they are people."""
+    people = set()
+    for message in messages:
+        if automated[message.key] is None and any(c.sent_folder for c in message.copies):
+            responder = _responder(message, directory)
+            if responder and directory.role(responder) is Role.STAFF:
+                people.add(responder)
+    return people
+
+
+def classify(
+    messages: Sequence[Message], policy: Policy, directory: Directory
+) -> dict[str, Classification]:
+    automated = {m.key: automation_reason(m, policy) for m in messages}
+    people = _people_seen_sending(messages, directory, automated)
+    result = {}
+    for message in messages:
+        identity = directory.identify(message.from_addr)
+        responder = _responder(message, directory) if identity.role is Role.STAFF else None
+        timed = sent_at(message) if identity.role is Role.STAFF else arrival(message)
+        result[message.key] = Classification(
+            key=message.key,
+            role=identity.role,
+            account=identity.account,
+            automated=automated[message.key],
+            can_answer=bool(
+                responder and (directory.is_listed_staff(responder) or responder in people)
+            ),
+            responder=responder,
+            at=timed[0] if timed else None,
+            time_source=timed[1] if timed else "none",
+        )
+    return result
+
+
+# ---------------------------------------------------------------- tiers and deadlines
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    tier: str
+    clock: ClockKind
+    hours: BusinessHours
+    deadline: datetime
+
+
+_PRIORITY_HEADERS = (
+    ("importance", re.compile(r"^\s*high\b", re.I)),
+    ("x-priority", re.compile(r"^\s*[12]\b")),
+    ("priority", re.compile(r"^\s*urgent\b", re.I)),
+)
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _is_high_priority(message: Message) -> bool:
+    return any(
+        (value := message.header(name)) is not None and pattern.search(value)
+        for name, pattern in _PRIORITY_HEADERS
+    )
+
+
+def matching_tier(message: Message, policy: Policy) -> Tier | None:
+    """The first tier whose rules match this client message."""
+    for tier in policy.tiers:
+        if any(_compiled(p).search(message.subject) for p in tier.subject_patterns):
+            return tier
+        if tier.high_priority and _is_high_priority(message):
+            return tier
+    return None
+
+
+def _deadline(
+    clock: ClockKind, hours: BusinessHours, start: datetime, target: timedelta
+) -> datetime:
+    if clock is ClockKind.BUSINESS:
+        return instant_after(hours, start, target.total_seconds())
+    return start + target
+
+
+def on_clock(clock: ClockKind, hours: BusinessHours, start: datetime, end: datetime) -> int:
+    """Seconds between two instants on a clock (never negative)."""
+    if clock is ClockKind.BUSINESS:
+        return round(business_seconds(hours, start, end))
+    return max(0, round((end - start).total_seconds()))
+
+
+def _propose(message: Message, received_at: datetime, account_name: str, policy: Policy,
+             directory: Directory) -> _Proposal:  # fmt: skip
+    account = directory.account(account_name)
+    clock = account.clock or policy.clock
+    hours = account.business_hours or policy.business_hours
+    target = account.target or policy.target
+    name = STANDARD_TIER
+    tier = matching_tier(message, policy)
+    if tier is not None:
+        name, target, clock = tier.name, tier.target, tier.clock or clock
+    return _Proposal(name, clock, hours, _deadline(clock, hours, received_at, target))
+
+
+# ---------------------------------------------------------------- who is responsible
+
+
+def _local_day(instant: datetime, timezone: str) -> date:
+    return instant.astimezone(ZoneInfo(timezone)).date()
+
+
+def is_away(who: str, at: datetime, policy: Policy, absences: Sequence[Absence]) -> str | None:
+    """Why `who` is away at `at` (leave or an auto-reply), or None when present."""
+    who = normalise_address(who)
+    day = _local_day(at, policy.timezone)
+    for leave in policy.leave:
+        if normalise_address(leave.who) == who and leave.start <= day <= leave.end:
+            return f"on leave {leave.start.isoformat()} to {leave.end.isoformat()}"
+    for absence in absences:
+        if absence.who == who and absence.start <= at < absence.end:
+            return f"out-of-office auto-reply {absence.evidence}"
+    return None
+
+
+def responsible_for(account_name: str, at: datetime, policy: Policy, directory: Directory,
+                    absences: Sequence[Absence]) -> tuple[tuple[str, ...], str]:  # fmt: skip
+    """Who answers for a request opened at `at`, and why."""
+    account = directory.account(account_name)
+    if account.manager is None:
+        return tuple(account.backups), "no manager configured"
+    manager = normalise_address(account.manager)
+    away = is_away(manager, at, policy, absences)
+    if away is None or not account.backups:
+        return (manager,), "account manager" if away is None else f"manager {away}, no backups"
+    present = tuple(b for b in account.backups if is_away(b, at, policy, absences) is None)
+    return (present or tuple(account.backups)), f"manager {away}: backups cover"
+
+
+# ---------------------------------------------------------------- absences
+
+
+def infer_absences(
+    messages: Sequence[Message],
+    classes: dict[str, Classification],
+    policy: Policy,
+    now: datetime,
+) -> tuple[Absence, ...]:
+    """A staff out-of-office auto-reply: absent until their next human sent mail (≤ 7 days)."""
+    human_sent: dict[str, list[datetime]] = {}
+    auto_replies = []
+    for message in messages:
+        c = classes[message.key]
+        if c.role is not Role.STAFF or c.at is None or c.responder is None:
+            continue
+        if c.automated is None:
+            human_sent.setdefault(c.responder, []).append(c.at)
+        elif is_out_of_office(message, policy):
+            auto_replies.append((c.at, c.responder, message.key))
+    absences = []
+    for start, who, key in sorted(auto_replies):
+        end = start + policy.absence_max
+        later = [t for t in human_sent.get(who, ()) if t > start]
+        if later:
+            end = min(end, min(later))
+        if start <= now:
+            absences.append(Absence(who=who, start=start, end=end, evidence=key))
+    return tuple(absences)
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass
+class _Open:
+    account: str
+    thread: str
+    subject: str
+    opened_by: str
+    received_at: datetime
+    proposal: _Proposal
+    responsible: tuple[str, ...]
+    messages: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def deadline(self) -> datetime:
+        return self.proposal.deadline
+
+
+def _ordered(thread: list[Message], classes: dict[str, Classification]) -> list[Message]:
+    """Thread messages in time order, where a reply never precedes what it quotes.
+
+    A skewed `Date` can put a reply before the client message it answers;
+    ordering by "not before anything it references" keeps it after.
+    """
+    by_key = {m.key: m for m in thread}
+    effective: dict[str, datetime] = {}
+
+    def settle(key: str, visiting: frozenset[str]) -> datetime:
+        if key in effective:
+            return effective[key]
+        message = by_key[key]
+        at = classes[key].at
+        assert at is not None
+        for ref in (*message.in_reply_to, *message.references):
+            if ref in by_key and ref not in visiting:
+                at = max(at, settle(ref, visiting | {key}))
+        effective[key] = at
+        return at
+
+    rank = {Role.CLIENT: 0, Role.STAFF: 1, Role.OTHER: 2}
+    return sorted(
+        thread,
+        key=lambda m: (
+            settle(m.key, frozenset()),
+            rank[classes[m.key].role],
+            classes[m.key].at,
+            m.key,
+        ),
+    )
+
+
+def _waiver_for(message: Message, waivers: dict[str, Waiver]) -> Waiver | None:
+    if message.key in waivers:
+        return waivers[message.key]
+    flagged: list[Copy] = [c for c in message.copies if c.waive_keyword or c.waive_folder]
+    if not flagged:
+        return None
+    first = min(flagged, key=lambda c: (c.waive_seen_at is None, c.waive_seen_at))
+    how = "keyword" if first.waive_keyword else "waive folder"
+    arrived = arrival(message)
+    seen = first.waive_seen_at or (arrived[0] if arrived else None)
+    assert seen is not None  # only timed messages reach the request walk
+    return Waiver(message.key, by=f"{how} in {first.mailbox}/{first.folder}", seen_at=seen)
+
+
+@dataclass
+class _Chain:
+    """The request chain of one account in one thread."""
+
+    account: str
+    open: _Open | None = None
+    answered_before: bool = False
+    done: list[Request] = field(default_factory=list)
+
+
+def _close(chain: _Chain, **outcome) -> None:  # type: ignore[no-untyped-def]
+    request = chain.open
+    assert request is not None
+    chain.done.append(_finish(request, **outcome))
+    chain.open = None
+
+
+def _finish(
+    request: _Open,
+    *,
+    now: datetime,
+    answer: tuple[Message, Classification] | None = None,
+    waiver: Waiver | None = None,
+    closed_at: datetime | None = None,
+) -> Request:
+    proposal = request.proposal
+    target = on_clock(proposal.clock, proposal.hours, request.received_at, proposal.deadline)
+    common = dict(
+        account=request.account,
+        thread=request.thread,
+        subject=request.subject,
+        opened_by=request.opened_by,
+        received_at=request.received_at,
+        messages=tuple(request.messages),
+        tier=proposal.tier,
+        clock=proposal.clock,
+        target_seconds=target,
+        deadline=proposal.deadline,
+        responsible=request.responsible,
+        notes=tuple(request.notes),
+    )
+    if answer is not None:
+        message, c = answer
+        assert c.at is not None
+        response = on_clock(proposal.clock, proposal.hours, request.received_at, c.at)
+        return Request(
+            **common,
+            status=Status.MET if response <= target else Status.BREACHED,
+            answered_by=message.key,
+            answered_at=c.at,
+            responder=c.responder,
+            response_seconds=response,
+            elapsed_seconds=response,
+            closed_at=c.at,
+        )
+    if waiver is not None:
+        end = min(now, closed_at) if closed_at else now
+        elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
+        return Request(**common, status=Status.WAIVED, waiver=waiver, elapsed_seconds=elapsed,
+                       closed_at=closed_at)  # fmt: skip
+    end = min(now, closed_at) if closed_at else now
+    elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
+    status = Status.OVERDUE if elapsed > target else Status.OPEN
+    return Request(**common, status=status, elapsed_seconds=elapsed, closed_at=closed_at)
+
+
+def _requests_of_thread(
+    thread_id: str,
+    thread: list[Message],
+    classes: dict[str, Classification],
+    policy: Policy,
+    directory: Directory,
+    waivers: dict[str, Waiver],
+    absences: Sequence[Absence],
+    now: datetime,
+) -> list[Request]:
+    ordered = _ordered(thread, classes)
+    accounts = sorted({c.account for m in thread if (c := classes[m.key]).role is Role.CLIENT
+                       and c.automated is None and c.account})  # fmt: skip
+    results = []
+    for account in accounts:
+        chain = _Chain(account)
+        for message in ordered:
+            _step(chain, message, classes[message.key], thread_id, policy, directory, waivers,
+                  absences, now)  # fmt: skip
+        if chain.open is not None:
+            expiry = chain.open.deadline + policy.request_expiry
+            _close(chain, now=now, closed_at=expiry if expiry <= now else None)
+        results.extend(chain.done)
+    return results
+
+
+def _step(chain: _Chain, message: Message, c: Classification, thread_id: str, policy: Policy,
+          directory: Directory, waivers: dict[str, Waiver], absences: Sequence[Absence],
+          now: datetime) -> None:  # fmt: skip
+    assert c.at is not None
+    if chain.open is not None:
+        expiry = chain.open.deadline + policy.request_expiry
+        if expiry <= c.at:
+            chain.open.notes.append(f"closed unanswered at {expiry:%Y-%m-%d %H:%M}Z (expiry)")
+            _close(chain, now=now, closed_at=expiry)
+    if c.automated is not None:
+        return
+    if c.role is Role.CLIENT and c.account == chain.account:
+        _client_message(chain, message, c, thread_id, policy, directory, waivers, absences, now)
+    elif c.role is Role.STAFF and chain.open is not None:
+        _staff_message(chain, message, c, directory, now)
+
+
+def _client_message(chain: _Chain, message: Message, c: Classification, thread_id: str,
+                    policy: Policy, directory: Directory, waivers: dict[str, Waiver],
+                    absences: Sequence[Absence], now: datetime) -> None:  # fmt: skip
+    assert c.at is not None
+    proposal = _propose(message, c.at, chain.account, policy, directory)
+    if chain.open is None:
+        responsible, why = responsible_for(chain.account, c.at, policy, directory, absences)
+        chain.open = _Open(chain.account, thread_id, message.subject, message.key, c.at, proposal,
+                           responsible, notes=[f"opened by {message.key} from {message.from_addr}",
+                                               f"responsible: {why}"])  # fmt: skip
+        if policy.courtesy and message.courtesy and chain.answered_before:
+            chain.open.messages.append(message.key)
+            waiver = Waiver(message.key, by="mailwatch (courtesy)", seen_at=c.at,
+                            reason="only thanks or acknowledges an answer")  # fmt: skip
+            _close(chain, now=now, waiver=waiver, closed_at=c.at)
+            return
+    elif proposal.deadline < chain.open.deadline:
+        chain.open.notes.append(f"{message.key} tightened the deadline ({proposal.tier})")
+        chain.open.proposal = proposal
+    chain.open.messages.append(message.key)
+    waiver = _waiver_for(message, waivers)
+    if waiver is not None:
+        chain.open.notes.append(f"waived by {waiver.by}")
+        _close(chain, now=now, waiver=waiver, closed_at=c.at)
+
+
+def _staff_message(chain: _Chain, message: Message, c: Classification, directory: Directory,
+                   now: datetime) -> None:  # fmt: skip
+    request = chain.open
+    assert request is not None and c.at is not None
+    if chain.account not in directory.accounts_addressed(message.recipients):
+        return
+    if not c.can_answer:
+        request.notes.append(
+            f"{message.key} from {c.responder} does not count: not a listed person"
+        )
+        return
+    quotes = set(message.in_reply_to) | set(message.references)
+    if c.at >= request.received_at or quotes & set(request.messages):
+        request.notes.append(f"answered by {c.responder} with {message.key}")
+        chain.answered_before = True
+        _close(chain, now=now, answer=(message, c))
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+
+def evaluate(
+    messages: Iterable[Message],
+    policy: Policy,
+    now: datetime,
+    waivers: Iterable[Waiver] = (),
+) -> Evaluation:
+    """Every request in these messages, with its status as of `now`."""
+    directory = Directory(policy)
+    known = [m for m in (_as_of(m, now) for m in merge_copies(messages)) if m is not None]
+    classes = classify(known, policy, directory)
+    untimed = tuple(sorted(k for k, c in classes.items() if c.at is None))
+    timed = [m for m in known if classes[m.key].at is not None]
+    absences = infer_absences(timed, classes, policy, now)
+    threading = thread_messages(
+        timed,
+        time_of=lambda m: classes[m.key].at,  # type: ignore[arg-type,return-value]
+        accounts_of=lambda m: frozenset(directory.accounts_addressed(tuple(m.participants))),
+        policy=policy,
+    )
+    threads: dict[str, list[Message]] = {}
+    for message in timed:
+        threads.setdefault(threading.thread_of[message.key], []).append(message)
+    current_waivers = {w.message_key: w for w in waivers if w.seen_at <= now}
+    requests = []
+    for thread_id in sorted(threads):
+        requests.extend(_requests_of_thread(thread_id, threads[thread_id], classes, policy,
+                                            directory, current_waivers, absences, now))  # fmt: skip
+    requests.sort(key=lambda r: (r.received_at, r.opened_by, r.account))
+    return Evaluation(
+        now=now,
+        requests=tuple(requests),
+        classifications=classes,
+        thread_of=threading.thread_of,
+        absences=absences,
+        untimed=untimed,
+        unlisted_senders=_unlisted_senders(timed, classes, directory),
+        unknown_correspondents=_unknown_correspondents(timed, classes, directory),
+    )
+
+
+def _unlisted_senders(messages: Sequence[Message], classes: dict[str, Classification],
+                      directory: Directory) -> tuple[str, ...]:  # fmt: skip
+    found = set()
+    for message in messages:
+        c = classes[message.key]
+        if (c.role is Role.STAFF and c.automated is None and not c.can_answer and c.responder
+                and directory.accounts_addressed(message.recipients)):  # fmt: skip
+            found.add(c.responder)
+    return tuple(sorted(found))
+
+
+def _unknown_correspondents(messages: Sequence[Message], classes: dict[str, Classification],
+                            directory: Directory) -> tuple[str, ...]:  # fmt: skip
+    by_key = {m.key: m for m in messages}
+    found = set()
+    for message in messages:
+        c = classes[message.key]
+        if c.role is not Role.STAFF or c.automated is not None:
+            continue
+        for ref in message.in_reply_to:
+            parent = by_key.get(ref)
+            if parent and classes[ref].role is Role.OTHER and classes[ref].automated is None:
+                if parent.from_addr:
+                    found.add(parent.from_addr)
+    return tuple(sorted(found))

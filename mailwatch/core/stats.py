@@ -1,0 +1,84 @@
+"""Figures over requests: compliance, median and p90 response times.
+
+Compliance = met / (met + breached + overdue); open and waived requests stay
+out of the ratio.  The median and p90 are over answered requests; the median
+of an even count is the mean of the middle two, p90 is the nearest rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from mailwatch.core.model import Request, Status
+
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    met: int
+    breached: int
+    overdue: int
+    open: int
+    waived: int
+    compliance: float | None
+    median_response_seconds: float | int | None
+    p90_response_seconds: int | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def median(values: list[int]) -> float | int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    mean = (ordered[middle - 1] + ordered[middle]) / 2
+    return int(mean) if mean.is_integer() else mean
+
+
+def nearest_rank(values: list[int], percent: float) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]
+
+
+def summarize(requests: Iterable[Request]) -> Summary:
+    requests = list(requests)
+    counts = {status: 0 for status in Status}
+    for request in requests:
+        counts[request.status] += 1
+    measured = counts[Status.MET] + counts[Status.BREACHED] + counts[Status.OVERDUE]
+    answered = [r.response_seconds for r in requests if r.response_seconds is not None]
+    return Summary(
+        requests=len(requests),
+        met=counts[Status.MET],
+        breached=counts[Status.BREACHED],
+        overdue=counts[Status.OVERDUE],
+        open=counts[Status.OPEN],
+        waived=counts[Status.WAIVED],
+        compliance=counts[Status.MET] / measured if measured else None,
+        median_response_seconds=median(answered),
+        p90_response_seconds=nearest_rank(answered, 90),
+    )
+
+
+def by_account(requests: Iterable[Request]) -> dict[str, Summary]:
+    groups: dict[str, list[Request]] = {}
+    for request in requests:
+        groups.setdefault(request.account, []).append(request)
+    return {name: summarize(group) for name, group in sorted(groups.items())}
+
+
+def by_person(requests: Iterable[Request]) -> dict[str, Summary]:
+    """Per responsible person as recorded when each request opened (shared: counted for each)."""
+    groups: dict[str, list[Request]] = {}
+    for request in requests:
+        for person in request.responsible:
+            groups.setdefault(person, []).append(request)
+    return {person: summarize(group) for person, group in sorted(groups.items())}

@@ -1,0 +1,55 @@
+"""Which timestamp to trust (response-clock.md, "Times").
+
+Client `Date` headers are not trusted for arrival: the agency's own server's
+INTERNALDATE is.  A migrated or re-uploaded mailbox stamps INTERNALDATE with
+the upload time, so a top-most `Received` more than an hour earlier wins.
+Imported files have no INTERNALDATE: Received, then the mbox `From ` line,
+then Date stand in.  A staff message's `Date` is its send time when it is
+plausible against the server's arrival time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from mailwatch.core.model import Copy, Message
+
+_MIGRATION_GAP = timedelta(hours=1)
+_DATE_BEFORE_ARRIVAL = timedelta(hours=48)
+_DATE_AFTER_ARRIVAL = timedelta(minutes=5)
+
+
+def copy_arrival(message: Message, copy: Copy | None) -> tuple[datetime, str] | None:
+    """When this copy arrived, and which timestamp said so."""
+    received = message.received_time
+    if copy is not None and copy.internal_date is not None:
+        if received is not None and received < copy.internal_date - _MIGRATION_GAP:
+            return received, "received"
+        return copy.internal_date, "internaldate"
+    if received is not None:
+        return received, "received"
+    if copy is not None and copy.envelope_time is not None:
+        return copy.envelope_time, "mbox"
+    if message.date is not None:
+        return message.date, "date"
+    return None
+
+
+def arrival(message: Message) -> tuple[datetime, str] | None:
+    """The earliest arrival among the message's copies."""
+    found = [a for a in (copy_arrival(message, c) for c in message.copies or (None,)) if a]
+    return min(found, key=lambda a: a[0]) if found else None
+
+
+def sent_at(message: Message) -> tuple[datetime, str] | None:
+    """A staff message's send time: its Date when plausible, else its arrival."""
+    arrived = arrival(message)
+    if arrived is None:
+        return None
+    date = message.date
+    if (
+        date is not None
+        and arrived[0] - _DATE_BEFORE_ARRIVAL <= date <= arrived[0] + _DATE_AFTER_ARRIVAL
+    ):
+        return date, "date"
+    return arrived
