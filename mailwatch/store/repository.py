@@ -1,0 +1,905 @@
+"""The store: core dataclasses in and out of SQLite or PostgreSQL.
+
+Every write runs in one short transaction.  On SQLite those transactions start
+with BEGIN IMMEDIATE, so a writer takes the lock up front instead of failing
+with SQLITE_BUSY halfway (the SQLAlchemy pysqlite recipe); busy_timeout makes
+the others wait for it.  Idempotency comes from unique keys and
+INSERT … ON CONFLICT DO NOTHING, which both dialects share.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+
+from mailwatch.core.model import (
+    Checkpoint,
+    ClockKind,
+    Copy,
+    Message,
+    Request,
+    Status,
+    Waiver,
+)
+from mailwatch.store.tables import (
+    CheckpointRow,
+    ClaimRow,
+    CopyRow,
+    LeaseRow,
+    MessageRow,
+    QuarantineRow,
+    RequestRow,
+    RetentionRow,
+    SyncStateRow,
+    WaiverRow,
+)
+
+MESSAGES = MessageRow.__table__
+COPIES = CopyRow.__table__
+CHECKPOINTS = CheckpointRow.__table__
+WAIVERS = WaiverRow.__table__
+REQUESTS = RequestRow.__table__
+RETENTION = RetentionRow.__table__
+CLAIMS = ClaimRow.__table__
+LEASES = LeaseRow.__table__
+SYNC_STATES = SyncStateRow.__table__
+QUARANTINE = QuarantineRow.__table__
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+QUARANTINE_RAW_LIMIT = 1024 * 1024
+CHUNK = 500  # values per IN (...) list: well below every SQLite variable limit
+WRITE = "mailwatch_write"  # execution option: this transaction will write
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One fetched or imported copy, ready to persist."""
+
+    message: Message  # core model, with exactly ONE Copy in .copies
+    raw_headers: bytes  # the raw header block as fetched (kept so rules can be re-run)
+    uidvalidity: int | None = None  # IMAP location of this copy; None for imported files
+    uid: int | None = None
+    location: str = ""  # human-readable origin ("alice/INBOX uid 42", "/path/to/file.mbox#17")
+
+
+@dataclass(frozen=True)
+class QuarantinedMessage:
+    location: str
+    error: str
+    seen_at: datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str
+    key: str
+    recipient: str
+    claimed_at: datetime  # the latest claim
+    sent_at: datetime | None
+    attempts: int  # how many times it was claimed
+    error: str | None  # the latest failure, cleared once sent
+    failed_at: datetime | None = None
+    released: bool = False  # a temporary failure gave it back: the next claim retries
+
+
+@dataclass(frozen=True)
+class SyncState:
+    mailbox: str
+    folder: str | None  # None: the mailbox as a whole (login, folder list)
+    last_ok_at: datetime | None
+    last_error: str | None
+    failures: int  # consecutive failures since the last success
+    last_attempt_at: datetime | None = None
+    last_error_at: datetime | None = None
+    fetched: int = 0  # messages fetched by the last successful sync
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+        self.engine = (
+            _sqlite_engine(self.url) if self.dialect == "sqlite" else _postgres_engine(self.url)
+        )
+
+    # ------------------------------------------------------------ schema
+
+    def upgrade(self) -> None:
+        """Apply every migration not applied yet (creates the schema on an empty database)."""
+        config = _alembic_config()
+        with self._writing() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def schema_is_current(self) -> bool:
+        with self.engine.connect() as conn:
+            applied = set(MigrationContext.configure(conn).get_current_heads())
+        return applied == set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ messages
+
+    def add_messages(
+        self, batch: Sequence[StoredMessage], checkpoint: Checkpoint | None = None
+    ) -> int:
+        """Store a batch of copies and, in the same transaction, the checkpoint after it.
+
+        Returns the number of new logical messages.
+        """
+        for item in batch:
+            if len(item.message.copies) != 1:
+                raise ValueError(f"{item.message.key}: a stored copy needs exactly one Copy")
+            if item.uid is None and not item.location:
+                raise ValueError(f"{item.message.key}: a copy needs a uid or a location")
+        with self._writing() as conn:
+            ids, new = self._upsert_messages(conn, batch) if batch else ({}, 0)
+            if batch:
+                self._add_copies(conn, batch, ids)
+            if checkpoint is not None:
+                self._save_checkpoint(conn, checkpoint)
+        return new
+
+    def load_messages(self, arrived_before: datetime | None = None) -> list[Message]:
+        """Every stored message with all its copies, earliest arrival first."""
+        messages = select(MESSAGES).order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
+        copies = select(COPIES).join(MESSAGES).order_by(COPIES.c.message_id, COPIES.c.id)
+        if arrived_before is not None:
+            messages = messages.where(MESSAGES.c.arrived_at < arrived_before)
+            copies = copies.where(MESSAGES.c.arrived_at < arrived_before)
+        with self._reading() as conn:
+            copies_of: dict[int, list[Copy]] = defaultdict(list)
+            for row in conn.execute(copies).mappings():
+                copies_of[row["message_id"]].append(_copy(row))
+            return [
+                _message(row, copies_of[row["id"]]) for row in conn.execute(messages).mappings()
+            ]
+
+    def raw_headers(self, key: str) -> bytes | None:
+        """The raw header block stored with a message, for re-running the rules."""
+        with self._reading() as conn:
+            packed = conn.scalar(select(MESSAGES.c.raw_headers).where(MESSAGES.c.key == key))
+        return None if packed is None else zlib.decompress(packed)
+
+    def delete_messages_before(self, cutoff: datetime) -> int:
+        """Retention: drop messages that arrived before `cutoff`, and quarantined mail
+        seen before it.  Computed requests stay; those received before the cutoff are
+        from now on history that `replace_requests` no longer touches."""
+        old = select(MESSAGES.c.id).where(MESSAGES.c.arrived_at < cutoff)
+        with self._writing() as conn:
+            conn.execute(delete(COPIES).where(COPIES.c.message_id.in_(old)))
+            deleted = conn.execute(delete(MESSAGES).where(MESSAGES.c.arrived_at < cutoff)).rowcount
+            conn.execute(delete(QUARANTINE).where(QUARANTINE.c.seen_at < cutoff))
+            horizon = _retention_horizon(conn)
+            if horizon is None:
+                conn.execute(RETENTION.insert().values(cutoff=cutoff))
+            elif cutoff > horizon:
+                conn.execute(update(RETENTION).values(cutoff=cutoff))
+        return deleted
+
+    # ------------------------------------------------------------ IMAP locations
+
+    def checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
+        query = select(CHECKPOINTS).where(
+            CHECKPOINTS.c.mailbox == mailbox, CHECKPOINTS.c.folder == folder
+        )
+        with self._reading() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return Checkpoint(
+            mailbox=row["mailbox"],
+            folder=row["folder"],
+            uidvalidity=row["uidvalidity"],
+            last_uid=row["last_uid"],
+            uidnext=row["uidnext"],
+            highestmodseq=row["highestmodseq"],
+        )
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self._writing() as conn:
+            self._save_checkpoint(conn, checkpoint)
+
+    def forget_locations(self, mailbox: str, folder: str) -> int:
+        """After a UIDVALIDITY change: the folder's UIDs mean nothing any more.
+
+        The copy rows stay (with their INTERNALDATE and waive flags) but lose their
+        UID; a copy fetched again under the new UIDVALIDITY is matched back to its
+        row by Message-ID instead of becoming a second copy.  Returns the rows changed.
+        """
+        with self._writing() as conn:
+            return conn.execute(
+                update(COPIES)
+                .where(
+                    COPIES.c.mailbox == mailbox,
+                    COPIES.c.folder == folder,
+                    COPIES.c.uid.is_not(None),
+                )
+                .values(uid=None, uidvalidity=None)
+            ).rowcount
+
+    def known_uids(self, mailbox: str, folder: str, uidvalidity: int) -> set[int]:
+        query = select(COPIES.c.uid).where(
+            COPIES.c.mailbox == mailbox,
+            COPIES.c.folder == folder,
+            COPIES.c.uidvalidity == uidvalidity,
+        )
+        with self._reading() as conn:
+            return set(conn.scalars(query))
+
+    def set_waive_keyword(
+        self,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        flagged_uids: set[int],
+        checked_uids: set[int],
+        seen_at: datetime,
+    ) -> int:
+        """Among `checked_uids`, the copies in `flagged_uids` carry the waive keyword and
+        the others do not.  Returns how many copies changed."""
+        flagged = sorted(flagged_uids & checked_uids)
+        unflagged = sorted(checked_uids - flagged_uids)
+        here = (
+            COPIES.c.mailbox == mailbox,
+            COPIES.c.folder == folder,
+            COPIES.c.uidvalidity == uidvalidity,
+        )
+        changed = 0
+        with self._writing() as conn:
+            for uids in _chunks(flagged):
+                changed += conn.execute(
+                    update(COPIES)
+                    .where(*here, COPIES.c.uid.in_(uids), COPIES.c.waive_keyword.is_(False))
+                    .values(
+                        waive_keyword=True,
+                        waive_seen_at=func.coalesce(
+                            COPIES.c.waive_seen_at,
+                            bindparam("seen_at", seen_at, type_=COPIES.c.waive_seen_at.type),
+                        ),
+                    )
+                ).rowcount
+            for uids in _chunks(unflagged):
+                changed += conn.execute(
+                    update(COPIES)
+                    .where(*here, COPIES.c.uid.in_(uids), COPIES.c.waive_keyword.is_(True))
+                    .values(
+                        waive_keyword=False,
+                        # the folder copy still waives: keep when it was seen
+                        waive_seen_at=case(
+                            (COPIES.c.waive_folder.is_(True), COPIES.c.waive_seen_at),
+                            else_=None,
+                        ),
+                    )
+                ).rowcount
+        return changed
+
+    # ------------------------------------------------------------ quarantine and waivers
+
+    def quarantine(self, location: str, error: str, raw: bytes | None, seen_at: datetime) -> None:
+        """Keep aside a message that could not be handled (once per location)."""
+        values: dict[str, Any] = {
+            "location": location,
+            "error": error,
+            "raw": None if raw is None else raw[:QUARANTINE_RAW_LIMIT],
+            "raw_size": None if raw is None else len(raw),
+            "seen_at": seen_at,
+        }
+        with self._writing() as conn:
+            conn.execute(self._insert(QUARANTINE).on_conflict_do_nothing().values(values))
+
+    def quarantined(self) -> list[QuarantinedMessage]:
+        query = select(QUARANTINE.c.location, QUARANTINE.c.error, QUARANTINE.c.seen_at).order_by(
+            QUARANTINE.c.seen_at, QUARANTINE.c.id
+        )
+        with self._reading() as conn:
+            return [QuarantinedMessage(*row) for row in conn.execute(query)]
+
+    def add_waiver(self, waiver: Waiver) -> None:
+        """Record a waiver; the first one for a message wins."""
+        with self._writing() as conn:
+            conn.execute(
+                self._insert(WAIVERS)
+                .on_conflict_do_nothing()
+                .values(
+                    message_key=waiver.message_key,
+                    made_by=waiver.by,
+                    seen_at=waiver.seen_at,
+                    reason=waiver.reason,
+                )
+            )
+
+    def waivers(self) -> list[Waiver]:
+        query = select(WAIVERS).order_by(WAIVERS.c.seen_at, WAIVERS.c.id)
+        with self._reading() as conn:
+            return [
+                Waiver(row["message_key"], row["made_by"], row["seen_at"], row["reason"])
+                for row in conn.execute(query).mappings()
+            ]
+
+    # ------------------------------------------------------------ computed requests
+
+    def replace_requests(self, requests: Sequence[Request], evaluated_at: datetime) -> None:
+        """Replace the computed requests in one transaction.
+
+        Requests received before the retention horizon (the latest cutoff of
+        `delete_messages_before`) are history: their messages are gone, so they are
+        neither deleted nor replaced by a re-evaluation that can no longer see them.
+        """
+        with self._writing() as conn:
+            horizon = _retention_horizon(conn)
+            current = REQUESTS.delete()
+            if horizon is not None:
+                current = current.where(REQUESTS.c.received_at >= horizon)
+            conn.execute(current)
+            rows = [
+                _request_row(request, evaluated_at)
+                for request in requests
+                if horizon is None or request.received_at >= horizon
+            ]
+            if rows:
+                conn.execute(REQUESTS.insert(), rows)
+
+    def requests(
+        self, received_since: datetime | None = None, received_until: datetime | None = None
+    ) -> list[Request]:
+        """The stored requests received in [received_since, received_until), oldest first."""
+        query = select(REQUESTS).order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        if received_since is not None:
+            query = query.where(REQUESTS.c.received_at >= received_since)
+        if received_until is not None:
+            query = query.where(REQUESTS.c.received_at < received_until)
+        with self._reading() as conn:
+            return [_request(row) for row in conn.execute(query).mappings()]
+
+    # ------------------------------------------------------------ claim, then act
+
+    def claim(self, kind: str, key: str, recipient: str, now: datetime) -> bool:
+        """True only for the one caller that gets to send this (kind, key, recipient).
+
+        A claim released by a temporary failure can be taken again (by exactly one
+        caller: the conditional update re-checks `released` under the row lock).
+        A claim whose sender crashed before mark_sent/mark_failed stays taken: the
+        email is sent at most once, never twice.
+        """
+        this = _claim_filter(kind, key, recipient)
+        with self._writing() as conn:
+            inserted = conn.execute(
+                self._insert(CLAIMS)
+                .on_conflict_do_nothing()
+                .values(kind=kind, key=key, recipient=recipient, claimed_at=now, attempts=1)
+            ).rowcount
+            if inserted:
+                return True
+            retaken = conn.execute(
+                update(CLAIMS)
+                .where(*this, CLAIMS.c.released.is_(True))
+                .values(released=False, claimed_at=now, attempts=CLAIMS.c.attempts + 1)
+            ).rowcount
+            return retaken == 1
+
+    def mark_sent(self, kind: str, key: str, recipient: str, now: datetime) -> None:
+        self._update_claim(kind, key, recipient, sent_at=now, error=None, released=False)
+
+    def mark_failed(
+        self, kind: str, key: str, recipient: str, error: str, permanent: bool, now: datetime
+    ) -> None:
+        """A temporary failure releases the claim for a later retry; a permanent one keeps it."""
+        self._update_claim(kind, key, recipient, error=error, failed_at=now, released=not permanent)
+
+    def claims(self, kind: str) -> list[Claim]:
+        query = (
+            select(CLAIMS).where(CLAIMS.c.kind == kind).order_by(CLAIMS.c.claimed_at, CLAIMS.c.id)
+        )
+        with self._reading() as conn:
+            return [
+                Claim(
+                    kind=row["kind"],
+                    key=row["key"],
+                    recipient=row["recipient"],
+                    claimed_at=row["claimed_at"],
+                    sent_at=row["sent_at"],
+                    attempts=row["attempts"],
+                    error=row["error"],
+                    failed_at=row["failed_at"],
+                    released=row["released"],
+                )
+                for row in conn.execute(query).mappings()
+            ]
+
+    # ------------------------------------------------------------ health and workers
+
+    def record_sync(
+        self,
+        mailbox: str,
+        folder: str | None,
+        ok: bool,
+        error: str | None,
+        at: datetime,
+        fetched: int = 0,
+    ) -> None:
+        where = (SYNC_STATES.c.mailbox == mailbox, SYNC_STATES.c.folder == (folder or ""))
+        if ok:
+            changes: dict[str, Any] = {
+                "last_attempt_at": at,
+                "last_ok_at": at,
+                "failures": 0,
+                "fetched": fetched,
+            }
+        else:
+            changes = {
+                "last_attempt_at": at,
+                "last_error": error,
+                "last_error_at": at,
+                "failures": SYNC_STATES.c.failures + 1,
+            }
+        with self._writing() as conn:
+            conn.execute(
+                self._insert(SYNC_STATES)
+                .on_conflict_do_nothing()
+                .values(mailbox=mailbox, folder=folder or "", last_attempt_at=at)
+            )
+            conn.execute(update(SYNC_STATES).where(*where).values(changes))
+
+    def sync_states(self) -> list[SyncState]:
+        query = select(SYNC_STATES).order_by(SYNC_STATES.c.mailbox, SYNC_STATES.c.folder)
+        with self._reading() as conn:
+            return [
+                SyncState(
+                    mailbox=row["mailbox"],
+                    folder=row["folder"] or None,
+                    last_ok_at=row["last_ok_at"],
+                    last_error=row["last_error"],
+                    failures=row["failures"],
+                    last_attempt_at=row["last_attempt_at"],
+                    last_error_at=row["last_error_at"],
+                    fetched=row["fetched"],
+                )
+                for row in conn.execute(query).mappings()
+            ]
+
+    def acquire_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+        """Take or renew the named lease: True while `owner` holds it until now + ttl."""
+        with self._writing() as conn:
+            taken = conn.execute(
+                self._insert(LEASES)
+                .on_conflict_do_nothing()
+                .values(name=name, owner=owner, expires_at=now + ttl)
+            ).rowcount
+            if taken:
+                return True
+            return (
+                conn.execute(
+                    update(LEASES)
+                    .where(
+                        LEASES.c.name == name,
+                        (LEASES.c.owner == owner) | (LEASES.c.expires_at <= now),
+                    )
+                    .values(owner=owner, expires_at=now + ttl)
+                ).rowcount
+                == 1
+            )
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give a lease back at shutdown, so another worker need not wait for it to expire."""
+        with self._writing() as conn:
+            conn.execute(delete(LEASES).where(LEASES.c.name == name, LEASES.c.owner == owner))
+
+    # ------------------------------------------------------------ internals
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which has on_conflict_do_nothing/do_update."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _save_checkpoint(self, conn: Connection, checkpoint: Checkpoint) -> None:
+        position = {
+            "uidvalidity": checkpoint.uidvalidity,
+            "last_uid": checkpoint.last_uid,
+            "uidnext": checkpoint.uidnext,
+            "highestmodseq": checkpoint.highestmodseq,
+        }
+        conn.execute(
+            self._insert(CHECKPOINTS)
+            .values(mailbox=checkpoint.mailbox, folder=checkpoint.folder, **position)
+            .on_conflict_do_update(index_elements=["mailbox", "folder"], set_=position)
+        )
+
+    def _upsert_messages(
+        self, conn: Connection, batch: Sequence[StoredMessage]
+    ) -> tuple[dict[str, int], int]:
+        """Insert the unknown messages; return every key's row id and how many were new."""
+        stored_at = datetime.now(UTC)
+        first: dict[str, StoredMessage] = {}
+        arrival: dict[str, datetime] = {}
+        for item in batch:
+            key = item.message.key
+            first.setdefault(key, item)
+            arrived = _arrival(item.message, stored_at)
+            arrival[key] = min(arrival.get(key, arrived), arrived)
+
+        known = self._message_ids(conn, first)
+        missing = [_message_row(first[key], arrival[key]) for key in first if key not in known]
+        ids = {key: row_id for key, (row_id, _) in known.items()}
+        if missing:
+            returning = (
+                self._insert(MESSAGES)
+                .on_conflict_do_nothing()
+                .returning(MESSAGES.c.key, MESSAGES.c.id)
+            )
+            ids.update({key: row_id for key, row_id in conn.execute(returning, missing)})
+        new = len(ids) - len(known)
+        if len(ids) < len(first):  # another process stored some of them meanwhile
+            lost = {
+                key: row for key, row in self._message_ids(conn, first).items() if key not in ids
+            }
+            ids.update({key: row_id for key, (row_id, _) in lost.items()})
+            known.update(lost)
+
+        earlier = [
+            {"row_id": row_id, "arrived": arrival[key]}
+            for key, (row_id, arrived_at) in known.items()
+            if arrival[key] < arrived_at
+        ]
+        if earlier:
+            conn.execute(
+                update(MESSAGES)
+                .where(MESSAGES.c.id == bindparam("row_id"))
+                .values(arrived_at=bindparam("arrived")),
+                earlier,
+            )
+        return ids, new
+
+    def _message_ids(
+        self, conn: Connection, keys: Iterable[str]
+    ) -> dict[str, tuple[int, datetime]]:
+        found: dict[str, tuple[int, datetime]] = {}
+        for chunk in _chunks(list(keys)):
+            query = select(MESSAGES.c.key, MESSAGES.c.id, MESSAGES.c.arrived_at).where(
+                MESSAGES.c.key.in_(chunk)
+            )
+            found.update({key: (row_id, arrived) for key, row_id, arrived in conn.execute(query)})
+        return found
+
+    def _add_copies(
+        self, conn: Connection, batch: Sequence[StoredMessage], ids: dict[str, int]
+    ) -> None:
+        present = self._present_uids(conn, batch)
+        orphans = self._orphan_copies(conn, set(ids.values()))
+        rebind: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        for item in batch:
+            copy = item.message.copies[0]
+            message_id = ids[item.message.key]
+            if item.uid is not None:
+                where = (copy.mailbox, copy.folder, item.uidvalidity, item.uid)
+                if where in present:
+                    continue
+                present.add(where)
+                spare = orphans.get((message_id, copy.mailbox, copy.folder))
+                if spare:
+                    rebind.append(
+                        {"row_id": spare.pop(), "uidvalidity": item.uidvalidity, "uid": item.uid}
+                    )
+                    continue
+            rows.append(_copy_row(item, message_id))
+        if rebind:
+            conn.execute(
+                update(COPIES)
+                .where(COPIES.c.id == bindparam("row_id"))
+                .values(uidvalidity=bindparam("uidvalidity"), uid=bindparam("uid")),
+                rebind,
+            )
+        if rows:
+            conn.execute(self._insert(COPIES).on_conflict_do_nothing(), rows)
+
+    def _present_uids(
+        self, conn: Connection, batch: Sequence[StoredMessage]
+    ) -> set[tuple[str, str, int | None, int]]:
+        """The batch's IMAP locations that are already stored."""
+        wanted: dict[tuple[str, str, int | None], list[int]] = defaultdict(list)
+        for item in batch:
+            if item.uid is not None:
+                copy = item.message.copies[0]
+                wanted[(copy.mailbox, copy.folder, item.uidvalidity)].append(item.uid)
+        present: set[tuple[str, str, int | None, int]] = set()
+        for (mailbox, folder, uidvalidity), uids in wanted.items():
+            for chunk in _chunks(uids):
+                query = select(COPIES.c.uid).where(
+                    COPIES.c.mailbox == mailbox,
+                    COPIES.c.folder == folder,
+                    COPIES.c.uidvalidity == uidvalidity,
+                    COPIES.c.uid.in_(chunk),
+                )
+                present.update((mailbox, folder, uidvalidity, uid) for uid in conn.scalars(query))
+        return present
+
+    def _orphan_copies(
+        self, conn: Connection, message_ids: set[int]
+    ) -> dict[tuple[int, str, str], list[int]]:
+        """IMAP copies of these messages whose UID was forgotten, by (message, mailbox, folder)."""
+        orphans: dict[tuple[int, str, str], list[int]] = defaultdict(list)
+        for chunk in _chunks(sorted(message_ids)):
+            query = select(
+                COPIES.c.id, COPIES.c.message_id, COPIES.c.mailbox, COPIES.c.folder
+            ).where(
+                COPIES.c.message_id.in_(chunk),
+                COPIES.c.uid.is_(None),
+                COPIES.c.location.is_(None),
+            )
+            for row_id, message_id, mailbox, folder in conn.execute(query):
+                orphans[(message_id, mailbox, folder)].append(row_id)
+        return orphans
+
+    def _update_claim(self, kind: str, key: str, recipient: str, **changes: Any) -> None:
+        with self._writing() as conn:
+            changed = conn.execute(
+                update(CLAIMS).where(*_claim_filter(kind, key, recipient)).values(changes)
+            ).rowcount
+        if not changed:
+            raise LookupError(f"no {kind} claim {key!r} for {recipient}")
+
+
+# ---------------------------------------------------------------- engines
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    _create_private_file(url)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_connected)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _postgres_engine(url: URL) -> Engine:
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _create_private_file(url: URL) -> None:
+    """Create a new SQLite file readable by its owner only: it holds staff mail headers."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin) instead of the driver.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: journal_mode may need to wait
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A deferred transaction that reads, then writes, fails at once with SQLITE_BUSY
+    # when another writer committed in between; IMMEDIATE takes the lock up front.
+    immediate = conn.get_execution_options().get(WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+# ---------------------------------------------------------------- rows <-> dataclasses
+
+
+def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _arrival(message: Message, stored_at: datetime) -> datetime:
+    copy = message.copies[0]
+    for moment in (
+        copy.internal_date,
+        copy.envelope_time,
+        message.received_time,
+        message.date,
+    ):
+        if moment is not None:
+            return moment
+    return stored_at
+
+
+def _message_row(item: StoredMessage, arrived_at: datetime) -> dict[str, Any]:
+    message = item.message
+    return {
+        "key": message.key,
+        "from_addr": message.from_addr,
+        "from_name": message.from_name,
+        "sender_addr": message.sender_addr,
+        "to": list(message.to),
+        "cc": list(message.cc),
+        "bcc": list(message.bcc),
+        "subject": message.subject,
+        "date": message.date,
+        "received_time": message.received_time,
+        "in_reply_to": list(message.in_reply_to),
+        "references": list(message.references),
+        "thread_index": message.thread_index,
+        "headers": [list(pair) for pair in message.headers],
+        "courtesy": message.courtesy,
+        "raw_headers": zlib.compress(item.raw_headers),
+        "arrived_at": arrived_at,
+    }
+
+
+def _message(row: Any, copies: list[Copy]) -> Message:
+    return Message(
+        key=row["key"],
+        from_addr=row["from_addr"],
+        from_name=row["from_name"],
+        sender_addr=row["sender_addr"],
+        to=tuple(row["to"]),
+        cc=tuple(row["cc"]),
+        bcc=tuple(row["bcc"]),
+        subject=row["subject"],
+        date=row["date"],
+        received_time=row["received_time"],
+        in_reply_to=tuple(row["in_reply_to"]),
+        references=tuple(row["references"]),
+        thread_index=row["thread_index"],
+        headers=tuple((name, value) for name, value in row["headers"]),
+        courtesy=row["courtesy"],
+        copies=tuple(copies),
+    )
+
+
+def _copy_row(item: StoredMessage, message_id: int) -> dict[str, Any]:
+    copy = item.message.copies[0]
+    return {
+        "message_id": message_id,
+        "mailbox": copy.mailbox,
+        "folder": copy.folder,
+        "sent_folder": copy.sent_folder,
+        "internal_date": copy.internal_date,
+        "envelope_time": copy.envelope_time,
+        "waive_keyword": copy.waive_keyword,
+        "waive_folder": copy.waive_folder,
+        "waive_seen_at": copy.waive_seen_at,
+        "gm_thrid": copy.gm_thrid,
+        "uidvalidity": item.uidvalidity,
+        "uid": item.uid,
+        "location": None if item.uid is not None else item.location,
+    }
+
+
+def _copy(row: Any) -> Copy:
+    return Copy(
+        mailbox=row["mailbox"],
+        folder=row["folder"],
+        sent_folder=row["sent_folder"],
+        internal_date=row["internal_date"],
+        envelope_time=row["envelope_time"],
+        waive_keyword=row["waive_keyword"],
+        waive_folder=row["waive_folder"],
+        waive_seen_at=row["waive_seen_at"],
+        gm_thrid=row["gm_thrid"],
+    )
+
+
+def _request_row(request: Request, evaluated_at: datetime) -> dict[str, Any]:
+    waiver = request.waiver
+    return {
+        "account": request.account,
+        "thread": request.thread,
+        "subject": request.subject,
+        "opened_by": request.opened_by,
+        "received_at": request.received_at,
+        "messages": list(request.messages),
+        "tier": request.tier,
+        "clock": request.clock.value,
+        "target_seconds": request.target_seconds,
+        "deadline": request.deadline,
+        "responsible": list(request.responsible),
+        "status": request.status.value,
+        "answered_by": request.answered_by,
+        "answered_at": request.answered_at,
+        "responder": request.responder,
+        "response_seconds": request.response_seconds,
+        "elapsed_seconds": request.elapsed_seconds,
+        "closed_at": request.closed_at,
+        "waiver": None
+        if waiver is None
+        else {
+            "message_key": waiver.message_key,
+            "by": waiver.by,
+            "seen_at": waiver.seen_at.astimezone(UTC).isoformat(),
+            "reason": waiver.reason,
+        },
+        "notes": list(request.notes),
+        "evaluated_at": evaluated_at,
+    }
+
+
+def _request(row: Any) -> Request:
+    waiver = row["waiver"]
+    return Request(
+        account=row["account"],
+        thread=row["thread"],
+        subject=row["subject"],
+        opened_by=row["opened_by"],
+        received_at=row["received_at"],
+        messages=tuple(row["messages"]),
+        tier=row["tier"],
+        clock=ClockKind(row["clock"]),
+        target_seconds=row["target_seconds"],
+        deadline=row["deadline"],
+        responsible=tuple(row["responsible"]),
+        status=Status(row["status"]),
+        answered_by=row["answered_by"],
+        answered_at=row["answered_at"],
+        responder=row["responder"],
+        response_seconds=row["response_seconds"],
+        elapsed_seconds=row["elapsed_seconds"],
+        closed_at=row["closed_at"],
+        waiver=None
+        if waiver is None
+        else Waiver(
+            message_key=waiver["message_key"],
+            by=waiver["by"],
+            seen_at=datetime.fromisoformat(waiver["seen_at"]),
+            reason=waiver["reason"],
+        ),
+        notes=tuple(row["notes"]),
+    )
+
+
+def _claim_filter(kind: str, key: str, recipient: str) -> tuple[Any, ...]:
+    return (CLAIMS.c.kind == kind, CLAIMS.c.key == key, CLAIMS.c.recipient == recipient)
+
+
+def _retention_horizon(conn: Connection) -> datetime | None:
+    return conn.scalar(select(func.max(RETENTION.c.cutoff)))

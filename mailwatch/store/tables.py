@@ -1,0 +1,198 @@
+"""The database tables, as SQLModel classes.
+
+The repository talks to them through SQLAlchemy Core (`Row.__table__`), so
+the classes only declare columns and keys; the core dataclasses stay the
+currency of the rest of the program.  Every datetime column is SQLModel's
+UTCDateTime: aware UTC in, aware UTC out, on SQLite too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Named constraints let Alembic's batch mode on SQLite drop and recreate them;
+# the convention must be in place before the first table class is defined.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class MessageRow(SQLModel, table=True):
+    """One logical message, deduplicated by `key` across mailboxes."""
+
+    __tablename__ = "message"
+    __table_args__ = (UniqueConstraint("key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str
+    from_addr: str | None = None
+    from_name: str = ""
+    sender_addr: str | None = None
+    to: list[str] = Field(default_factory=list, sa_type=JSON)
+    cc: list[str] = Field(default_factory=list, sa_type=JSON)
+    bcc: list[str] = Field(default_factory=list, sa_type=JSON)
+    subject: str = ""
+    date: datetime | None = None
+    received_time: datetime | None = None
+    in_reply_to: list[str] = Field(default_factory=list, sa_type=JSON)
+    references: list[str] = Field(default_factory=list, sa_type=JSON)
+    thread_index: str | None = None
+    headers: list[list[str]] = Field(default_factory=list, sa_type=JSON)
+    courtesy: bool = False
+    # zlib-compressed raw header block of the first copy stored, so rules can be re-run
+    raw_headers: bytes = Field(sa_type=LargeBinary)
+    # the earliest time known for the message (copy INTERNALDATE or mbox time,
+    # else Received, else Date, else when it was stored): `--now` and retention use it
+    arrived_at: datetime = Field(index=True)
+
+
+class CopyRow(SQLModel, table=True):
+    """One copy of a message: an IMAP folder location, or a file on import."""
+
+    __tablename__ = "message_copy"
+    __table_args__ = (
+        UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),
+        UniqueConstraint("mailbox", "folder", "location"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", ondelete="CASCADE", index=True)
+    mailbox: str
+    folder: str
+    sent_folder: bool = False
+    internal_date: datetime | None = None
+    envelope_time: datetime | None = None
+    waive_keyword: bool = False
+    waive_folder: bool = False
+    waive_seen_at: datetime | None = None
+    gm_thrid: str | None = None
+    # IMAP UIDs and UIDVALIDITY are unsigned 32-bit: too big for a signed INTEGER
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    uid: int | None = Field(default=None, sa_type=BigInteger)
+    # the origin of an imported copy ("/path/file.mbox#17"); None for IMAP copies,
+    # whose location is (mailbox, folder, uidvalidity, uid)
+    location: str | None = None
+
+
+class CheckpointRow(SQLModel, table=True):
+    __tablename__ = "checkpoint"
+    __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str
+    folder: str
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)
+    uidnext: int | None = Field(default=None, sa_type=BigInteger)
+    highestmodseq: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class WaiverRow(SQLModel, table=True):
+    __tablename__ = "waiver"
+    __table_args__ = (UniqueConstraint("message_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_key: str
+    made_by: str  # Waiver.by ("by" is an SQL keyword)
+    seen_at: datetime
+    reason: str = ""
+
+
+class RequestRow(SQLModel, table=True):
+    """A computed request; kept when retention deletes the messages behind it."""
+
+    __tablename__ = "request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    thread: str
+    subject: str
+    opened_by: str
+    received_at: datetime = Field(index=True)
+    messages: list[str] = Field(default_factory=list, sa_type=JSON)
+    tier: str
+    clock: str
+    target_seconds: int
+    deadline: datetime
+    responsible: list[str] = Field(default_factory=list, sa_type=JSON)
+    status: str
+    answered_by: str | None = None
+    answered_at: datetime | None = None
+    responder: str | None = None
+    response_seconds: int | None = None
+    elapsed_seconds: int = 0
+    closed_at: datetime | None = None
+    waiver: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    notes: list[str] = Field(default_factory=list, sa_type=JSON)
+    evaluated_at: datetime
+
+
+class RetentionRow(SQLModel, table=True):
+    """The latest retention cutoff: requests received before it are frozen history."""
+
+    __tablename__ = "retention"
+
+    id: int | None = Field(default=None, primary_key=True)
+    cutoff: datetime
+
+
+class ClaimRow(SQLModel, table=True):
+    """ "Claim, then act": one row per nudge or digest and recipient."""
+
+    __tablename__ = "claim"
+    __table_args__ = (UniqueConstraint("kind", "key", "recipient"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    key: str
+    recipient: str
+    claimed_at: datetime
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    attempts: int = 0
+    error: str | None = None
+    released: bool = False  # a temporary failure gave the claim back for a retry
+
+
+class LeaseRow(SQLModel, table=True):
+    __tablename__ = "lease"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    owner: str
+    expires_at: datetime
+
+
+class SyncStateRow(SQLModel, table=True):
+    __tablename__ = "sync_state"
+    __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str
+    folder: str  # "" for the mailbox as a whole (a unique key cannot hold NULL)
+    last_attempt_at: datetime
+    last_ok_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    failures: int = 0  # consecutive failures since the last success
+    fetched: int = 0  # messages fetched by the last successful sync
+
+
+class QuarantineRow(SQLModel, table=True):
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("location"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    location: str
+    error: str
+    raw: bytes | None = Field(default=None, sa_type=LargeBinary)
+    raw_size: int | None = None  # the size before capping
+    seen_at: datetime = Field(index=True)
