@@ -460,6 +460,12 @@ def _client_message(chain: _Chain, message: Message, c: Classification, thread_i
                             reason="only thanks or acknowledges an answer")  # fmt: skip
             _close(chain, now=now, waiver=waiver, closed_at=c.at)
             return
+    elif c.at < chain.open.received_at:
+        # only reachable with skewed times (it quotes a later message): the clock still
+        # runs from the earliest unanswered client message
+        chain.open.notes.append(f"{message.key} arrived earlier: the clock starts there")
+        chain.open.received_at, chain.open.opened_by = c.at, message.key
+        chain.open.proposal = min(chain.open.proposal, proposal, key=lambda p: p.deadline)
     elif proposal.deadline < chain.open.deadline:
         chain.open.notes.append(f"{message.key} tightened the deadline ({proposal.tier})")
         chain.open.proposal = proposal

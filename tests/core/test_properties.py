@@ -1,0 +1,90 @@
+"""Properties of the clock that must hold for any mail (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailwatch.core.clock import evaluate
+from mailwatch.core.stats import by_account
+from tests.core.factory import at, client, policy, staff
+
+SUBJECTS = ["Homepage banner", "Invoice 42", "Site down", "Question", "Logo files"]
+ACME = ["jane@acme.example", "tom@acme.example"]
+GLOBEX = ["ann@globex.example", "ceo@gmail.example"]
+STAFF = ["alice@rouge.example", "bob@rouge.example", "carol@rouge.example", "dave@rouge.example"]
+
+
+@st.composite
+def mailboxes(draw, clients=ACME + GLOBEX, prefix="m"):
+    """A small random history: client mail and staff replies, with references, skew and duplicates."""
+    count = draw(st.integers(min_value=1, max_value=14))
+    messages = []
+    for i in range(count):
+        key = f"{prefix}{i}"
+        when = at(0) + timedelta(minutes=draw(st.integers(0, 60 * 24 * 20)))
+        refs = tuple(
+            f"<{prefix}{j}>"
+            for j in draw(st.sets(st.integers(0, max(0, i - 1)), max_size=2))
+            if j < i
+        )
+        subject = draw(st.sampled_from(SUBJECTS))
+        if draw(st.booleans()):
+            messages.append(
+                client(
+                    key,
+                    when,
+                    subject,
+                    frm=draw(st.sampled_from(clients)),
+                    to=(draw(st.sampled_from(STAFF)),),
+                    refs=refs,
+                    courtesy=draw(st.booleans()),
+                )
+            )
+        else:
+            skew = timedelta(minutes=draw(st.integers(-3000, 10)))
+            messages.append(
+                staff(
+                    key,
+                    when,
+                    "Re: " + subject,
+                    frm=draw(st.sampled_from(STAFF)),
+                    to=tuple(
+                        draw(st.sets(st.sampled_from(clients + STAFF), min_size=1, max_size=2))
+                    ),
+                    refs=refs,
+                    date_header=when + skew,
+                )
+            )
+        if draw(st.integers(0, 5)) == 0:
+            messages.append(messages[-1])  # the same message seen twice
+    return messages
+
+
+NOW = at(30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(mailboxes(), st.randoms(use_true_random=False))
+def test_any_order_of_the_input_gives_identical_results(messages, random):
+    shuffled = list(messages)
+    random.shuffle(shuffled)
+    assert evaluate(shuffled, policy(), NOW).requests == evaluate(messages, policy(), NOW).requests
+
+
+@settings(max_examples=150, deadline=None)
+@given(mailboxes())
+def test_response_and_elapsed_times_are_never_negative(messages):
+    for request in evaluate(messages, policy(), NOW).requests:
+        assert request.response_seconds is None or request.response_seconds >= 0
+        assert request.elapsed_seconds >= 0 and request.target_seconds > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(mailboxes(clients=ACME, prefix="a"), mailboxes(clients=GLOBEX, prefix="g"))
+def test_mail_of_an_unrelated_account_never_changes_another_accounts_figures(acme, globex):
+    alone = by_account(evaluate(acme, policy(), NOW).requests).get("Acme Ltd")
+    together = by_account(evaluate(acme + globex, policy(), NOW).requests).get("Acme Ltd")
+    assert alone == together
