@@ -1,0 +1,5 @@
+import sys
+
+from mailwatch.cli import main
+
+sys.exit(main())

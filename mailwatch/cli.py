@@ -1,0 +1,317 @@
+"""The `mailwatch` command: parse arguments, call one service, print its result.
+
+Exit status: 0 success, 1 a failure the command reports (a mailbox that cannot
+be reached, an unknown message), 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from mailwatch import __version__, output, services
+from mailwatch.bootstrap import SchemaOutdated, open_store
+from mailwatch.config import ConfigError, Settings, config_path, load_settings
+from mailwatch.core.durations import human_duration
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def parse_instant(text: str, timezone: str) -> datetime:
+    """`YYYY-MM-DD` is midnight in the agency's timezone; an ISO instant without zone is too."""
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").date()
+            return datetime.combine(day, time(0), ZoneInfo(timezone)).astimezone(UTC)
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 instant (2026-11-27T09:00Z)"
+        ) from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=ZoneInfo(timezone))
+    return instant.astimezone(UTC)
+
+
+def _now(args: argparse.Namespace, settings: Settings) -> datetime:
+    if getattr(args, "now", None):
+        return parse_instant(args.now, settings.policy.timezone)
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    paths = [Path(p) for p in args.paths]
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+    with _store(settings) as store:
+        result = services.import_paths(settings, store, paths, _now(args, settings),
+                                       mailbox=args.mailbox, sent=args.sent)  # fmt: skip
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in result.set_aside:
+        print(f"set aside: {problem}", file=sys.stderr)
+    print(f"read {result.read} messages: {result.new} new, {len(result.set_aside)} set aside")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    zone = settings.policy.timezone
+    since = parse_instant(args.since, zone) if args.since else None
+    until = parse_instant(args.until, zone) if args.until else None
+    with _store(settings) as store:
+        found = services.report(settings, store, _now(args, settings), since, until)
+    _print_requests(args.format, found, settings)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    with _store(settings) as store:
+        found = services.status(settings, store, _now(args, settings))
+        quarantined = store.quarantined()
+        syncs = store.sync_states()
+    if args.format == "json":
+        extra = {
+            "quarantined": [
+                {"location": q.location, "error": q.error, "seen_at": output.iso(q.seen_at)}
+                for q in quarantined
+            ],
+            "untimed": list(found.evaluation.untimed),
+            "unlisted_senders": list(found.evaluation.unlisted_senders),
+            "unknown_correspondents": list(found.evaluation.unknown_correspondents),
+            "mailboxes": [
+                {"mailbox": s.mailbox, "folder": s.folder, "last_ok_at": output.iso(s.last_ok_at),
+                 "last_error": s.last_error, "failures": s.failures}
+                for s in syncs
+            ],
+        }  # fmt: skip
+        print(output.requests_document(found.generated_at, found.requests, **extra))
+        return 0
+    if not found.requests:
+        print("Nothing is waiting for a reply.")
+    else:
+        print(output.requests_table(found.requests, settings.policy.timezone))
+    for line in _attention_lines(found.evaluation, quarantined, syncs):
+        print(line)
+    return 0
+
+
+def _attention_lines(evaluation, quarantined, syncs) -> list[str]:  # type: ignore[no-untyped-def]
+    lines = []
+    if quarantined:
+        lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
+        lines.extend(f"  {q.location}: {q.error}" for q in quarantined[:10])
+    if evaluation.unlisted_senders:
+        lines.append("Agency addresses that wrote to clients but are not listed as [[staff]] "
+                     "(their replies do not count): " + ", ".join(evaluation.unlisted_senders))  # fmt: skip
+    if evaluation.unknown_correspondents:
+        lines.append("Outside senders that staff replied to (missing [[accounts]]?): "
+                     + ", ".join(evaluation.unknown_correspondents[:10]))  # fmt: skip
+    for state in syncs:
+        if state.last_error:
+            lines.append(f"Mailbox {state.mailbox}: {state.last_error}")
+    return lines
+
+
+def _print_requests(fmt: str, found: services.Report, settings: Settings) -> None:
+    if fmt == "json":
+        print(output.requests_document(found.generated_at, found.requests))
+    elif fmt == "csv":
+        sys.stdout.write(output.requests_csv(found.requests))
+    else:
+        print(output.requests_table(found.requests, settings.policy.timezone))
+
+
+def cmd_waive(args: argparse.Namespace, settings: Settings) -> int:
+    with _store(settings) as store:
+        waiver, request = services.waive(settings, store, args.message_id, _now(args, settings),
+                                         args.reason or "")  # fmt: skip
+    if request is None:
+        print(f"{waiver.message_key}: waived (no request holds it now)")
+    else:
+        print(f"{waiver.message_key}: waived; request from {request.account} "
+              f"'{request.subject}' is now {request.status.value}")  # fmt: skip
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    zone = ZoneInfo(settings.policy.timezone)
+    with _store(settings) as store:
+        found = services.explain(settings, store, args.message_id, _now(args, settings))
+    print(f"Thread {found.thread}")
+    for at, key, sender, role, verdict in found.lines:
+        when = at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "(no time)"
+        print(f"  {when}  {role:6}  {sender}  {key}\n      {verdict}")
+    for r in found.requests:
+        print(f"Request opened by {r.opened_by} ({r.account}): {r.status.value}, tier {r.tier}, "
+              f"target {human_duration(r.target_seconds)}, deadline "
+              f"{r.deadline.astimezone(zone):%Y-%m-%d %H:%M}")  # fmt: skip
+        for note in r.notes:
+            print(f"  - {note}")
+    return 0
+
+
+def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.sync import poll_all
+
+    now = _now(args, settings)
+    with _store(settings) as store:
+        results = poll_all(settings, store, now)
+        services.refresh_requests(settings, store, now)
+    failed = False
+    for result in results:
+        if result.skipped:
+            print(f"{result.mailbox}: skipped ({result.skipped})")
+            continue
+        print(f"{result.mailbox}: fetched {result.fetched}, {result.new_messages} new")
+        for error in result.errors:
+            failed = True
+            print(f"  error: {error}", file=sys.stderr)
+    return EXIT_FAILURE if failed else 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.adapters.imap import MailboxError, check_mailbox
+    from mailwatch.adapters.smtp import Mailer, TransportError
+
+    print(f"configuration {settings.source}: ok")
+    failed = False
+    for mailbox in settings.mailboxes:
+        try:
+            for line in check_mailbox(mailbox, settings.sync.waive_folder):
+                print(f"{mailbox.name}: {line}")
+        except (MailboxError, ConfigError) as error:
+            failed = True
+            print(f"{mailbox.name}: FAILED: {error}")
+    if settings.smtp is None:
+        print("smtp: not configured (nudges and digests cannot be sent)")
+    else:
+        try:
+            Mailer(settings.smtp).check()
+            print(f"smtp {settings.smtp.host}:{settings.smtp.port}: login ok")
+        except (TransportError, ConfigError) as error:
+            failed = True
+            print(f"smtp: FAILED: {error}")
+    return EXIT_FAILURE if failed else 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.store.repository import Store
+
+    store = Store(settings.database_url)
+    try:
+        store.upgrade()
+    finally:
+        store.close()
+    print("database schema is up to date")
+    return 0
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+class _store:  # noqa: N801 - used as a context manager, reads like a function
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.store = open_store(self.settings)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="configuration file (default: $MAILWATCH_CONFIG or ./mailwatch.toml)")  # fmt: skip
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog="mailwatch", parents=[common],
+        description="Measures and keeps the promise that every client email gets a human reply.",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"mailwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    handlers: dict[str, Command] = {}
+
+    def command(
+        name: str, handler: Command, help: str, now: bool = False
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help, description=help)
+        if now:
+            sub.add_argument("--now", metavar="ISO8601",
+                             help="evaluate as of this instant instead of the clock")  # fmt: skip
+        handlers[name] = handler
+        return sub
+
+    command("check", cmd_check, "validate the configuration and connect to every mailbox and SMTP")
+    command(
+        "poll", cmd_poll, "one sync pass over every mailbox, then re-evaluate requests", now=True
+    )
+    sub = command(
+        "import", cmd_import, "backfill history from mbox, maildir or .eml files", now=True
+    )
+    sub.add_argument("paths", nargs="+", metavar="PATH")
+    sub.add_argument("--mailbox", metavar="NAME", help="name the mailbox the files came from")
+    sub.add_argument("--sent", action="store_true", help="the files are a Sent folder")
+    sub = command("status", cmd_status, "requests open or overdue now, oldest first", now=True)
+    sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub = command("report", cmd_report, "every request received in [since, until)", now=True)
+    sub.add_argument("--since", metavar="DATE")
+    sub.add_argument("--until", metavar="DATE")
+    sub.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    sub = command(
+        "waive", cmd_waive, 'mark "no reply needed" the request of a client message', now=True
+    )
+    sub.add_argument("message_id", metavar="MESSAGE_ID")
+    sub.add_argument("--reason", metavar="TEXT")
+    sub = command(
+        "explain", cmd_explain, "show why: the thread of a message and what counted", now=True
+    )
+    sub.add_argument("message_id", metavar="MESSAGE_ID")
+    command("migrate", cmd_migrate, "apply database schema migrations")
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(config_path(getattr(args, "config", None)))
+        return handlers[args.command](args, settings)
+    except (ConfigError, UsageError) as error:
+        print(f"mailwatch: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (services.UnknownMessage, SchemaOutdated) as error:
+        print(f"mailwatch: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

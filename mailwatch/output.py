@@ -1,0 +1,127 @@
+"""Requests and figures as JSON (interface.md), CSV and a terminal table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mailwatch.core.durations import human_duration
+from mailwatch.core.model import Request
+from mailwatch.core.stats import by_account, by_person, summarize
+
+
+def iso(instant: datetime | None) -> str | None:
+    if instant is None:
+        return None
+    return instant.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_json(request: Request) -> dict:
+    responsible = list(request.responsible)
+    return {
+        "account": request.account,
+        "thread": request.thread,
+        "subject": request.subject,
+        "opened_by": request.opened_by,
+        "received_at": iso(request.received_at),
+        "answered_by": request.answered_by,
+        "answered_at": iso(request.answered_at),
+        "responder": request.responder,
+        "response_seconds": request.response_seconds,
+        "tier": request.tier,
+        "target_seconds": request.target_seconds,
+        "deadline": iso(request.deadline),
+        "responsible": responsible[0] if len(responsible) == 1 else (responsible or None),
+        "status": request.status.value,
+        "clock": request.clock.value,
+        "elapsed_seconds": request.elapsed_seconds,
+        "waiver": None
+        if request.waiver is None
+        else {
+            "by": request.waiver.by,
+            "seen_at": iso(request.waiver.seen_at),
+            "reason": request.waiver.reason,
+        },
+    }
+
+
+def figures_json(requests: Sequence[Request]) -> dict:
+    return {
+        "summary": summarize(requests).as_dict(),
+        "accounts": {name: s.as_dict() for name, s in by_account(requests).items()},
+        "people": {person: s.as_dict() for person, s in by_person(requests).items()},
+    }
+
+
+def requests_document(generated_at: datetime, requests: Sequence[Request], **extra) -> str:
+    document = {
+        "generated_at": iso(generated_at),
+        "requests": [request_json(r) for r in requests],
+        **figures_json(requests),
+        **extra,
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False)
+
+
+CSV_FIELDS = (
+    "account thread subject opened_by received_at answered_by answered_at responder "
+    "response_seconds tier target_seconds deadline responsible status"
+).split()
+
+
+def requests_csv(requests: Sequence[Request]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for request in requests:
+        row = request_json(request)
+        row["responsible"] = " ".join(request.responsible)
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _cell(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def requests_table(requests: Sequence[Request], timezone: str) -> str:
+    zone = ZoneInfo(timezone)
+    lines = [
+        f"{'Received':16}  {'Account':14}  {'Subject':30}  {'Status':8}  {'Reply after':11}  "
+        f"{'Target':7}  Who"
+    ]
+    for r in requests:
+        if r.response_seconds is not None:
+            taken = human_duration(r.response_seconds)
+        else:
+            taken = f"({human_duration(r.elapsed_seconds)})"
+        who = r.responder or ", ".join(r.responsible) or "-"
+        lines.append(
+            f"{r.received_at.astimezone(zone):%Y-%m-%d %H:%M}  {_cell(r.account, 14):14}  "
+            f"{_cell(r.subject or '(no subject)', 30):30}  {r.status.value:8}  {taken:11}  "
+            f"{human_duration(r.target_seconds):7}  {who}"
+        )
+    lines.append("")
+    lines.append(summary_line(requests))
+    return "\n".join(lines)
+
+
+def summary_line(requests: Sequence[Request]) -> str:
+    s = summarize(requests)
+    compliance = "n/a" if s.compliance is None else f"{s.compliance:.0%}"
+    median = (
+        "n/a"
+        if s.median_response_seconds is None
+        else human_duration(round(s.median_response_seconds))
+    )
+    p90 = "n/a" if s.p90_response_seconds is None else human_duration(s.p90_response_seconds)
+    return (
+        f"{s.requests} requests: {s.met} met, {s.breached} breached, {s.overdue} overdue, "
+        f"{s.open} open, {s.waived} waived. Compliance {compliance}; median reply {median}, "
+        f"p90 {p90}."
+    )

@@ -1,0 +1,209 @@
+"""Use cases: one function per thing a person or the daemon asks mailwatch to do.
+
+Each reads the clock at most once (callers pass `now`), calls the pure core,
+and talks to the world only through the store and adapters it is given.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from mailwatch.adapters.files import ImportedItem, read_path
+from mailwatch.adapters.parse import (
+    UnparsableMessage,
+    body_prefix_of,
+    header_block,
+    parse_message,
+)
+from mailwatch.config import Settings
+from mailwatch.core.clock import Evaluation, evaluate
+from mailwatch.core.model import Copy, Request, Role, Status, Waiver
+from mailwatch.store.repository import Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+IMPORT_BATCH = 500
+DEFAULT_IMPORT_MAILBOX = "import"
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_store(settings: Settings, store: Store, now: datetime) -> Evaluation:
+    """The clock over everything stored, as of `now`."""
+    return evaluate(store.load_messages(), settings.policy, now, store.waivers())
+
+
+def refresh_requests(settings: Settings, store: Store, now: datetime) -> Evaluation:
+    """Re-evaluate and persist the requests, so later mail and waivers update earlier results."""
+    evaluation = evaluate_store(settings, store, now)
+    store.replace_requests(evaluation.requests, now)
+    return evaluation
+
+
+# ---------------------------------------------------------------- import
+
+
+@dataclass
+class ImportResult:
+    read: int = 0
+    new: int = 0
+    set_aside: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def import_paths(
+    settings: Settings,
+    store: Store,
+    paths: Sequence[Path],
+    now: datetime,
+    *,
+    mailbox: str | None = None,
+    sent: bool = False,
+) -> ImportResult:
+    """Backfill mail files through the same pipeline as IMAP (idempotent)."""
+    result = ImportResult()
+    batch: list[StoredMessage] = []
+    for path in paths:
+        for item in read_path(path, sent=sent):
+            if not isinstance(item, ImportedItem):
+                result.warnings.append(f"{item.location}: {item.text}")
+                continue
+            result.read += 1
+            stored = _stored(item, mailbox or DEFAULT_IMPORT_MAILBOX, store, now, result)
+            if stored is not None:
+                batch.append(stored)
+            if len(batch) >= IMPORT_BATCH:
+                result.new += store.add_messages(batch)
+                batch = []
+    if batch:
+        result.new += store.add_messages(batch)
+    refresh_requests(settings, store, now)
+    return result
+
+
+def _stored(item: ImportedItem, mailbox: str, store: Store, now: datetime,
+            result: ImportResult) -> StoredMessage | None:  # fmt: skip
+    try:
+        message = parse_message(item.raw, body_prefix=body_prefix_of(item.raw))
+    except UnparsableMessage as error:
+        store.quarantine(item.location, str(error), item.raw, now)
+        result.set_aside.append(f"{item.location}: {error}")
+        return None
+    copy = Copy(mailbox=mailbox, folder=item.folder, sent_folder=item.sent_folder,
+                envelope_time=item.envelope_time)  # fmt: skip
+    return StoredMessage(
+        replace(message, copies=(copy,)), header_block(item.raw), location=item.location
+    )
+
+
+# ---------------------------------------------------------------- report and status
+
+
+@dataclass(frozen=True)
+class Report:
+    generated_at: datetime
+    requests: tuple[Request, ...]
+    evaluation: Evaluation
+
+
+def report(settings: Settings, store: Store, now: datetime, since: datetime | None = None,
+           until: datetime | None = None) -> Report:  # fmt: skip
+    """Every request received in [since, until), with its status as of `now`."""
+    evaluation = evaluate_store(settings, store, now)
+    chosen = tuple(
+        r for r in evaluation.requests
+        if (since is None or r.received_at >= since) and (until is None or r.received_at < until)
+    )  # fmt: skip
+    return Report(now, chosen, evaluation)
+
+
+def status(settings: Settings, store: Store, now: datetime) -> Report:
+    """Requests open or overdue now, oldest first."""
+    evaluation = evaluate_store(settings, store, now)
+    waiting = tuple(
+        sorted(
+            (r for r in evaluation.requests
+             if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None),
+            key=lambda r: r.received_at,
+        )
+    )  # fmt: skip
+    return Report(now, waiting, evaluation)
+
+
+# ---------------------------------------------------------------- waive and explain
+
+
+class UnknownMessage(Exception):
+    pass
+
+
+def normalise_message_id(text: str) -> str:
+    text = text.strip()
+    if not text.startswith("<"):
+        text = f"<{text}>"
+    local, _, domain = text[1:-1].rpartition("@")
+    return f"<{local}@{domain.lower()}>" if local else text
+
+
+def waive(settings: Settings, store: Store, message_id: str, now: datetime,
+          reason: str = "") -> tuple[Waiver, Request | None]:  # fmt: skip
+    """Mark "no reply needed" the request this client message belongs to."""
+    key = normalise_message_id(message_id)
+    evaluation = evaluate_store(settings, store, now)
+    found = evaluation.classifications.get(key)
+    if found is None:
+        raise UnknownMessage(f"no stored message has Message-ID {key}")
+    if found.role is not Role.CLIENT:
+        raise UnknownMessage(f"{key} is not a client message (it is {found.role.value} mail)")
+    waiver = Waiver(key, by=f"command line ({getpass.getuser()})", seen_at=now, reason=reason)
+    store.add_waiver(waiver)
+    refreshed = refresh_requests(settings, store, now)
+    request = next((r for r in refreshed.requests if key in r.messages), None)
+    return waiver, request
+
+
+@dataclass(frozen=True)
+class Explanation:
+    thread: str
+    lines: tuple[tuple[datetime | None, str, str, str, str], ...]  # at, key, from, role, verdict
+    requests: tuple[Request, ...]
+
+
+def explain(settings: Settings, store: Store, message_id: str, now: datetime) -> Explanation:
+    """The messages of a request's thread, which counted, which did not, and why."""
+    key = normalise_message_id(message_id)
+    messages = store.load_messages()
+    evaluation = evaluate(messages, settings.policy, now, store.waivers())
+    thread = evaluation.thread_of.get(key)
+    if thread is None:
+        if key in evaluation.classifications:
+            raise UnknownMessage(f"{key} has no usable timestamp, so it is not measured")
+        raise UnknownMessage(f"no stored message has Message-ID {key}")
+    members = sorted(
+        (m for m in messages if evaluation.thread_of.get(m.key) == thread),
+        key=lambda m: (evaluation.classifications[m.key].at, m.key),
+    )
+    lines = tuple(_explain_line(m.key, m.from_addr or "", evaluation) for m in members)
+    requests = tuple(r for r in evaluation.requests if r.thread == thread)
+    return Explanation(thread, lines, requests)
+
+
+def _explain_line(key: str, sender: str, evaluation: Evaluation) -> tuple:
+    c = evaluation.classifications[key]
+    if c.automated:
+        verdict = f"automated ({c.automated}): does not count"
+    elif c.role is Role.CLIENT:
+        verdict = f"client of {c.account}: counts"
+    elif c.role is Role.STAFF and not c.can_answer:
+        verdict = f"{c.responder} is not a listed person: cannot answer"
+    elif c.role is Role.STAFF:
+        verdict = f"staff ({c.responder}): can answer when addressed to the client"
+    else:
+        verdict = "outside sender: not measured"
+    return (c.at, key, sender, c.role.value, f"{verdict}; time from {c.time_source}")
