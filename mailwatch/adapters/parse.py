@@ -99,7 +99,8 @@ def parse_message(raw: bytes, *, body_prefix: bytes | None = None) -> Message:
         raise UnparsableMessage("no header fields found")
     key = _message_id(fields) or _synthetic_key(fields)
     from_addresses = _addresses(fields, "from")
-    from_addr, from_name = from_addresses[0] if from_addresses else (None, "")
+    # `From: MAILER-DAEMON <>` has no address; its name still tells who sent it.
+    from_addr, from_name = from_addresses[0] if from_addresses else (None, _display_name(fields))
     senders = _addresses(fields, "sender")
     return Message(
         key=key,
@@ -197,6 +198,11 @@ def _addresses(fields: EmailMessage, name: str) -> list[tuple[str, str]]:
         seen.add(addr)
         found.append((addr, _clean_text(_decode(display))))
     return found
+
+
+def _display_name(fields: EmailMessage) -> str:
+    pairs = email.utils.getaddresses([_first(fields, "from")])
+    return _clean_text(_decode(pairs[0][0])) if pairs else ""
 
 
 def _addr_specs(fields: EmailMessage, name: str) -> tuple[str, ...]:

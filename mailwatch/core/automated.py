@@ -14,29 +14,30 @@ from mailwatch.core.model import Message, Policy
 # Subjects that auto-responders start with.  Anchored: "Re: Out of office
 # banner" is a person writing about a banner.  An optional "[" admits the
 # Polish "[Automatyczna odpowiedź ] ..." seen in the wild.
-_AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*\[?\s*(?:"
+_AUTOMATIC_REPLY = (
     # English
-    r"out of (?:the )?office|ooo\b|auto(?:matic)?[ -]?(?:reply|response|answer)|autoreply|"
-    r"autorespons\w*|auto:|away from (?:the |my )?office|"
+    r"auto(?:matic)?[ -]?(?:reply|response|answer)|autoreply|autorespons\w*|auto:|"
     # German
     r"abwesenheits(?:notiz|nachricht|meldung)|automatische (?:antwort|abwesenheitsnotiz)|"
-    r"nicht im b[üu]ro|au(?:ß|ss)er haus|"
-    # French
-    r"r[ée]ponse automatique|absen(?:t|te|ce)\s*(?:\(e\)\s*)?du bureau|message d'absence|"
-    # Spanish
-    r"respuesta autom[aá]tica|fuera de (?:la )?oficina|mensaje de ausencia|"
-    # Dutch
-    r"afwezig|automatisch antwoord|buiten (?:het )?kantoor|"
-    # Italian
-    r"risposta automatica|risposta non al computer|fuori (?:sede|ufficio)|"
+    # French, Spanish, Dutch, Italian
+    r"r[ée]ponse automatique|message d'absence|respuesta autom[aá]tica|mensaje de ausencia|"
+    r"automatisch antwoord|risposta automatica|risposta non al computer|"
     # Nordic, Polish, Portuguese, and a few more from the notes
-    r"autosvar|automatisk svar|fr[aå]nvaro|frav[æa]r|poissa|automaattinen vastaus|"
-    r"automatyczna odpowied[zź]|odpowied[zź] automatyczna|nieobecno[sś][cć]|"
-    r"resposta autom[aá]tica|fora do escrit[oó]rio|"
-    r"automatick[aá] odpov[eě][dď]|otomatik yan[ıi]t|автоответ|自动回复|自動回覆|自動応答"
-    r")",
-    re.IGNORECASE,
+    r"autosvar|automatisk svar|automaattinen vastaus|automatyczna odpowied[zź]|"
+    r"odpowied[zź] automatyczna|resposta autom[aá]tica|automatick[aá] odpov[eě][dď]|"
+    r"otomatik yan[ıi]t|автоответ|自动回复|自動回覆|自動応答"
+)
+# "Out of the office" is also what people title their own announcements
+# (the Enron mailboxes hold dozens), so these count only as a prefix before
+# a colon, the way Outlook and Exchange write them: "Out of Office: Quote".
+_AWAY = (
+    r"out of (?:the )?office(?: auto ?reply)?|ooo|away from (?:the |my )?office|"
+    r"abwesend|nicht im b[üu]ro|au(?:ß|ss)er haus|absen(?:t|te|ce)(?: ?\(e\))? du bureau|"
+    r"fuera de (?:la )?oficina|ausente|afwezig|buiten (?:het )?kantoor|fuori (?:sede|ufficio)|"
+    r"fr[aå]nvaro|frav[æa]r(?:ende)?|poissa|nieobecno[sś][cć]|fora do escrit[oó]rio"
+)
+_AUTO_REPLY_SUBJECT = re.compile(
+    rf"^\s*\[?\s*(?:(?:{_AUTOMATIC_REPLY})|(?:{_AWAY})\s*:)", re.IGNORECASE
 )
 
 # Meeting responses (Outlook and others), in the same languages.  French
@@ -58,8 +59,9 @@ _DAEMON_LOCALS = {
     "mailer-daemon": "mailer-daemon",
     "mailer_daemon": "mailer-daemon",
     "postmaster": "postmaster",
+    "post_master": "postmaster",
 }
-_LIST_ID = re.compile(r"<([^<>]+)>")
+_IN_ANGLES = re.compile(r"<([^<>]+)>")
 _AUTO_REPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder")
 _PRECEDENCE_HEADERS = ("precedence", "x-precedence")
 
@@ -135,7 +137,11 @@ def _null_sender(message: Message, policy: Policy) -> str | None:
 
 
 def _daemon_sender(message: Message, policy: Policy) -> str | None:
-    for addr in (message.from_addr, message.sender_addr):
+    # `From: MAILER-DAEMON <>` has no address, only the name.
+    name_only = None if message.from_addr else f"{message.from_name.lower()}@"
+    return_path = _IN_ANGLES.search(message.header("return-path") or "")
+    envelope = return_path.group(1) if return_path else None
+    for addr in (message.from_addr, message.sender_addr, name_only, envelope):
         if daemon := _DAEMON_LOCALS.get(_local_part(addr)):
             return f"sender is {daemon}"
     return None
@@ -150,7 +156,7 @@ def _calendar_response(message: Message, policy: Policy) -> str | None:
 
 def _auto_reply_subject(message: Message, policy: Policy) -> str | None:
     if match := _AUTO_REPLY_SUBJECT.match(message.subject):
-        return f"subject starts with '{match.group(0).strip(' [')}'"
+        return f"subject starts with '{match.group(0).strip(' [:')}'"
     return None
 
 
@@ -222,7 +228,7 @@ def _agency_list(message: Message, policy: Policy) -> bool:
 
 
 def _list_id(value: str) -> str:
-    match = _LIST_ID.search(value)
+    match = _IN_ANGLES.search(value)
     return (match.group(1) if match else value).strip().lower()
 
 
