@@ -61,8 +61,9 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
     with _store(settings) as store:
-        result = services.import_paths(settings, store, paths, _now(args, settings),
-                                       mailbox=args.mailbox, sent=args.sent)  # fmt: skip
+        result = services.import_paths(
+            settings, store, paths, _now(args, settings), mailbox=args.mailbox, sent=args.sent
+        )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in result.set_aside:
@@ -96,11 +97,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             "unlisted_senders": list(found.evaluation.unlisted_senders),
             "unknown_correspondents": list(found.evaluation.unknown_correspondents),
             "mailboxes": [
-                {"mailbox": s.mailbox, "folder": s.folder, "last_ok_at": output.iso(s.last_ok_at),
-                 "last_error": s.last_error, "failures": s.failures}
+                {
+                    "mailbox": s.mailbox,
+                    "folder": s.folder,
+                    "last_ok_at": output.iso(s.last_ok_at),
+                    "last_error": s.last_error,
+                    "failures": s.failures,
+                }
                 for s in syncs
             ],
-        }  # fmt: skip
+        }
         print(output.requests_document(found.generated_at, found.requests, **extra))
         return 0
     if not found.requests:
@@ -118,11 +124,15 @@ def _attention_lines(evaluation, quarantined, syncs) -> list[str]:  # type: igno
         lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
         lines.extend(f"  {q.location}: {q.error}" for q in quarantined[:10])
     if evaluation.unlisted_senders:
-        lines.append("Agency addresses that wrote to clients but are not listed as [[staff]] "
-                     "(their replies do not count): " + ", ".join(evaluation.unlisted_senders))  # fmt: skip
+        lines.append(
+            "Agency addresses that wrote to clients but are not listed as [[staff]] "
+            "(their replies do not count): " + ", ".join(evaluation.unlisted_senders)
+        )
     if evaluation.unknown_correspondents:
-        lines.append("Outside senders that staff replied to (missing [[accounts]]?): "
-                     + ", ".join(evaluation.unknown_correspondents[:10]))  # fmt: skip
+        lines.append(
+            "Outside senders that staff replied to (missing [[accounts]]?): "
+            + ", ".join(evaluation.unknown_correspondents[:10])
+        )
     for state in syncs:
         if state.last_error:
             lines.append(f"Mailbox {state.mailbox}: {state.last_error}")
@@ -140,13 +150,16 @@ def _print_requests(fmt: str, found: services.Report, settings: Settings) -> Non
 
 def cmd_waive(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
-        waiver, request = services.waive(settings, store, args.message_id, _now(args, settings),
-                                         args.reason or "")  # fmt: skip
+        waiver, request = services.waive(
+            settings, store, args.message_id, _now(args, settings), args.reason or ""
+        )
     if request is None:
         print(f"{waiver.message_key}: waived (no request holds it now)")
     else:
-        print(f"{waiver.message_key}: waived; request from {request.account} "
-              f"'{request.subject}' is now {request.status.value}")  # fmt: skip
+        print(
+            f"{waiver.message_key}: waived; request from {request.account} "
+            f"'{request.subject}' is now {request.status.value}"
+        )
     return 0
 
 
@@ -159,9 +172,11 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         when = at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "(no time)"
         print(f"  {when}  {role:6}  {sender}  {key}\n      {verdict}")
     for r in found.requests:
-        print(f"Request opened by {r.opened_by} ({r.account}): {r.status.value}, tier {r.tier}, "
-              f"target {human_duration(r.target_seconds)}, deadline "
-              f"{r.deadline.astimezone(zone):%Y-%m-%d %H:%M}")  # fmt: skip
+        print(
+            f"Request opened by {r.opened_by} ({r.account}): {r.status.value}, tier {r.tier}, "
+            f"target {human_duration(r.target_seconds)}, deadline "
+            f"{r.deadline.astimezone(zone):%Y-%m-%d %H:%M}"
+        )
         for note in r.notes:
             print(f"  - {note}")
     return 0
@@ -243,13 +258,18 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="configuration file (default: $MAILWATCH_CONFIG or ./mailwatch.toml)")  # fmt: skip
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $MAILWATCH_CONFIG or ./mailwatch.toml)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
-        prog="mailwatch", parents=[common],
+        prog="mailwatch",
+        parents=[common],
         description="Measures and keeps the promise that every client email gets a human reply.",
-    )  # fmt: skip
+    )
     parser.add_argument("--version", action="version", version=f"mailwatch {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers: dict[str, Command] = {}
@@ -259,8 +279,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help, description=help)
         if now:
-            sub.add_argument("--now", metavar="ISO8601",
-                             help="evaluate as of this instant instead of the clock")  # fmt: skip
+            sub.add_argument(
+                "--now", metavar="ISO8601", help="evaluate as of this instant instead of the clock"
+            )
         handlers[name] = handler
         return sub
 

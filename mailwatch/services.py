@@ -87,16 +87,21 @@ def import_paths(
     return result
 
 
-def _stored(item: ImportedItem, mailbox: str, store: Store, now: datetime,
-            result: ImportResult) -> StoredMessage | None:  # fmt: skip
+def _stored(
+    item: ImportedItem, mailbox: str, store: Store, now: datetime, result: ImportResult
+) -> StoredMessage | None:
     try:
         message = parse_message(item.raw, body_prefix=body_prefix_of(item.raw))
     except UnparsableMessage as error:
         store.quarantine(item.location, str(error), item.raw, now)
         result.set_aside.append(f"{item.location}: {error}")
         return None
-    copy = Copy(mailbox=mailbox, folder=item.folder, sent_folder=item.sent_folder,
-                envelope_time=item.envelope_time)  # fmt: skip
+    copy = Copy(
+        mailbox=mailbox,
+        folder=item.folder,
+        sent_folder=item.sent_folder,
+        envelope_time=item.envelope_time,
+    )
     return StoredMessage(
         replace(message, copies=(copy,)), header_block(item.raw), location=item.location
     )
@@ -112,14 +117,20 @@ class Report:
     evaluation: Evaluation
 
 
-def report(settings: Settings, store: Store, now: datetime, since: datetime | None = None,
-           until: datetime | None = None) -> Report:  # fmt: skip
+def report(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Report:
     """Every request received in [since, until), with its status as of `now`."""
     evaluation = evaluate_store(settings, store, now)
     chosen = tuple(
-        r for r in evaluation.requests
+        r
+        for r in evaluation.requests
         if (since is None or r.received_at >= since) and (until is None or r.received_at < until)
-    )  # fmt: skip
+    )
     return Report(now, chosen, evaluation)
 
 
@@ -128,11 +139,14 @@ def status(settings: Settings, store: Store, now: datetime) -> Report:
     evaluation = evaluate_store(settings, store, now)
     waiting = tuple(
         sorted(
-            (r for r in evaluation.requests
-             if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None),
+            (
+                r
+                for r in evaluation.requests
+                if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None
+            ),
             key=lambda r: r.received_at,
         )
-    )  # fmt: skip
+    )
     return Report(now, waiting, evaluation)
 
 
@@ -151,8 +165,9 @@ def normalise_message_id(text: str) -> str:
     return f"<{local}@{domain.lower()}>" if local else text
 
 
-def waive(settings: Settings, store: Store, message_id: str, now: datetime,
-          reason: str = "") -> tuple[Waiver, Request | None]:  # fmt: skip
+def waive(
+    settings: Settings, store: Store, message_id: str, now: datetime, reason: str = ""
+) -> tuple[Waiver, Request | None]:
     """Mark "no reply needed" the request this client message belongs to."""
     key = normalise_message_id(message_id)
     evaluation = evaluate_store(settings, store, now)

@@ -190,8 +190,9 @@ def on_clock(clock: ClockKind, hours: BusinessHours, start: datetime, end: datet
     return max(0, round((end - start).total_seconds()))
 
 
-def _propose(message: Message, received_at: datetime, account_name: str, policy: Policy,
-             directory: Directory) -> _Proposal:  # fmt: skip
+def _propose(
+    message: Message, received_at: datetime, account_name: str, policy: Policy, directory: Directory
+) -> _Proposal:
     account = directory.account(account_name)
     clock = account.clock or policy.clock
     hours = account.business_hours or policy.business_hours
@@ -223,8 +224,13 @@ def is_away(who: str, at: datetime, policy: Policy, absences: Sequence[Absence])
     return None
 
 
-def responsible_for(account_name: str, at: datetime, policy: Policy, directory: Directory,
-                    absences: Sequence[Absence]) -> tuple[tuple[str, ...], str]:  # fmt: skip
+def responsible_for(
+    account_name: str,
+    at: datetime,
+    policy: Policy,
+    directory: Directory,
+    absences: Sequence[Absence],
+) -> tuple[tuple[str, ...], str]:
     """Who answers for a request opened at `at`, and why."""
     account = directory.account(account_name)
     if account.manager is None:
@@ -393,8 +399,13 @@ def _finish(
     if waiver is not None:
         end = min(now, closed_at) if closed_at else now
         elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
-        return Request(**common, status=Status.WAIVED, waiver=waiver, elapsed_seconds=elapsed,
-                       closed_at=closed_at)  # fmt: skip
+        return Request(
+            **common,
+            status=Status.WAIVED,
+            waiver=waiver,
+            elapsed_seconds=elapsed,
+            closed_at=closed_at,
+        )
     end = min(now, closed_at) if closed_at else now
     elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
     status = Status.OVERDUE if elapsed > target else Status.OPEN
@@ -412,14 +423,28 @@ def _requests_of_thread(
     now: datetime,
 ) -> list[Request]:
     ordered = _ordered(thread, classes)
-    accounts = sorted({c.account for m in thread if (c := classes[m.key]).role is Role.CLIENT
-                       and c.automated is None and c.account})  # fmt: skip
+    accounts = sorted(
+        {
+            c.account
+            for m in thread
+            if (c := classes[m.key]).role is Role.CLIENT and c.automated is None and c.account
+        }
+    )
     results = []
     for account in accounts:
         chain = _Chain(account)
         for message in ordered:
-            _step(chain, message, classes[message.key], thread_id, policy, directory, waivers,
-                  absences, now)  # fmt: skip
+            _step(
+                chain,
+                message,
+                classes[message.key],
+                thread_id,
+                policy,
+                directory,
+                waivers,
+                absences,
+                now,
+            )
         if chain.open is not None:
             expiry = chain.open.deadline + policy.request_expiry
             _close(chain, now=now, closed_at=expiry if expiry <= now else None)
@@ -427,9 +452,17 @@ def _requests_of_thread(
     return results
 
 
-def _step(chain: _Chain, message: Message, c: Classification, thread_id: str, policy: Policy,
-          directory: Directory, waivers: dict[str, Waiver], absences: Sequence[Absence],
-          now: datetime) -> None:  # fmt: skip
+def _step(
+    chain: _Chain,
+    message: Message,
+    c: Classification,
+    thread_id: str,
+    policy: Policy,
+    directory: Directory,
+    waivers: dict[str, Waiver],
+    absences: Sequence[Absence],
+    now: datetime,
+) -> None:
     assert c.at is not None
     if chain.open is not None:
         expiry = chain.open.deadline + policy.request_expiry
@@ -444,20 +477,39 @@ def _step(chain: _Chain, message: Message, c: Classification, thread_id: str, po
         _staff_message(chain, message, c, directory, now)
 
 
-def _client_message(chain: _Chain, message: Message, c: Classification, thread_id: str,
-                    policy: Policy, directory: Directory, waivers: dict[str, Waiver],
-                    absences: Sequence[Absence], now: datetime) -> None:  # fmt: skip
+def _client_message(
+    chain: _Chain,
+    message: Message,
+    c: Classification,
+    thread_id: str,
+    policy: Policy,
+    directory: Directory,
+    waivers: dict[str, Waiver],
+    absences: Sequence[Absence],
+    now: datetime,
+) -> None:
     assert c.at is not None
     proposal = _propose(message, c.at, chain.account, policy, directory)
     if chain.open is None:
         responsible, why = responsible_for(chain.account, c.at, policy, directory, absences)
-        chain.open = _Open(chain.account, thread_id, message.subject, message.key, c.at, proposal,
-                           responsible, notes=[f"opened by {message.key} from {message.from_addr}",
-                                               f"responsible: {why}"])  # fmt: skip
+        chain.open = _Open(
+            chain.account,
+            thread_id,
+            message.subject,
+            message.key,
+            c.at,
+            proposal,
+            responsible,
+            notes=[f"opened by {message.key} from {message.from_addr}", f"responsible: {why}"],
+        )
         if policy.courtesy and message.courtesy and chain.answered_before:
             chain.open.messages.append(message.key)
-            waiver = Waiver(message.key, by="mailwatch (courtesy)", seen_at=c.at,
-                            reason="only thanks or acknowledges an answer")  # fmt: skip
+            waiver = Waiver(
+                message.key,
+                by="mailwatch (courtesy)",
+                seen_at=c.at,
+                reason="only thanks or acknowledges an answer",
+            )
             _close(chain, now=now, waiver=waiver, closed_at=c.at)
             return
     elif c.at < chain.open.received_at:
@@ -476,8 +528,9 @@ def _client_message(chain: _Chain, message: Message, c: Classification, thread_i
         _close(chain, now=now, waiver=waiver, closed_at=c.at)
 
 
-def _staff_message(chain: _Chain, message: Message, c: Classification, directory: Directory,
-                   now: datetime) -> None:  # fmt: skip
+def _staff_message(
+    chain: _Chain, message: Message, c: Classification, directory: Directory, now: datetime
+) -> None:
     request = chain.open
     assert request is not None and c.at is not None
     if chain.account not in directory.accounts_addressed(message.recipients):
@@ -522,8 +575,18 @@ def evaluate(
     current_waivers = {w.message_key: w for w in waivers if w.seen_at <= now}
     requests = []
     for thread_id in sorted(threads):
-        requests.extend(_requests_of_thread(thread_id, threads[thread_id], classes, policy,
-                                            directory, current_waivers, absences, now))  # fmt: skip
+        requests.extend(
+            _requests_of_thread(
+                thread_id,
+                threads[thread_id],
+                classes,
+                policy,
+                directory,
+                current_waivers,
+                absences,
+                now,
+            )
+        )
     requests.sort(key=lambda r: (r.received_at, r.opened_by, r.account))
     return Evaluation(
         now=now,
@@ -537,19 +600,26 @@ def evaluate(
     )
 
 
-def _unlisted_senders(messages: Sequence[Message], classes: dict[str, Classification],
-                      directory: Directory) -> tuple[str, ...]:  # fmt: skip
+def _unlisted_senders(
+    messages: Sequence[Message], classes: dict[str, Classification], directory: Directory
+) -> tuple[str, ...]:
     found = set()
     for message in messages:
         c = classes[message.key]
-        if (c.role is Role.STAFF and c.automated is None and not c.can_answer and c.responder
-                and directory.accounts_addressed(message.recipients)):  # fmt: skip
+        if (
+            c.role is Role.STAFF
+            and c.automated is None
+            and not c.can_answer
+            and c.responder
+            and directory.accounts_addressed(message.recipients)
+        ):
             found.add(c.responder)
     return tuple(sorted(found))
 
 
-def _unknown_correspondents(messages: Sequence[Message], classes: dict[str, Classification],
-                            directory: Directory) -> tuple[str, ...]:  # fmt: skip
+def _unknown_correspondents(
+    messages: Sequence[Message], classes: dict[str, Classification], directory: Directory
+) -> tuple[str, ...]:
     by_key = {m.key: m for m in messages}
     found = set()
     for message in messages:

@@ -120,7 +120,9 @@ class BusinessHours:
     days: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday = 0
     start: time = time(9, 0)
     end: time = time(17, 30)
-    holidays: Container[date] = frozenset()  # dates in `timezone`; any container (a `holidays` object)
+    holidays: Container[date] = (
+        frozenset()
+    )  # dates in `timezone`; any container (a `holidays` object)
     closed: frozenset[date] = frozenset()
 
 
@@ -199,11 +201,26 @@ class Policy:
     subject_window: timedelta = timedelta(days=14)
     generic_subjects: frozenset[str] = frozenset(
         {
-            "hi", "hello", "hey", "question", "quick question", "help", "update", "fyi",
-            "thanks", "thank you", "test", "urgent", "request", "info", "enquiry",
-            "inquiry", "no subject", "(no subject)",
+            "hi",
+            "hello",
+            "hey",
+            "question",
+            "quick question",
+            "help",
+            "update",
+            "fyi",
+            "thanks",
+            "thank you",
+            "test",
+            "urgent",
+            "request",
+            "info",
+            "enquiry",
+            "inquiry",
+            "no subject",
+            "(no subject)",
         }
-    )  # fmt: skip
+    )
     human_lists: tuple[str, ...] = ()
     courtesy: bool = True
     leave: tuple[Leave, ...] = ()

@@ -48,7 +48,7 @@ def policy(**overrides) -> Policy:
                 manager="carol@rouge.example",
                 backups=("bob@rouge.example",),
             ),
-        ),  # fmt: skip
+        ),
         head_of_client_management=("head@rouge.example",),
         tiers=(
             Tier(
@@ -57,7 +57,7 @@ def policy(**overrides) -> Policy:
                 subject_patterns=(r"(?i)\b(site|website|server) (is )?down\b", r"(?i)\boutage\b"),
                 high_priority=True,
             ),
-        ),  # fmt: skip
+        ),
         business_hours=BusinessHours(timezone="Europe/London"),
         leave=(),
     )
@@ -66,15 +66,28 @@ def policy(**overrides) -> Policy:
 
 
 def business_policy(**hours) -> Policy:
-    return policy(clock=ClockKind.BUSINESS, target=timedelta(hours=8, minutes=30),
-                  business_hours=BusinessHours(timezone="Europe/London", **hours))  # fmt: skip
+    return policy(
+        clock=ClockKind.BUSINESS,
+        target=timedelta(hours=8, minutes=30),
+        business_hours=BusinessHours(timezone="Europe/London", **hours),
+    )
 
 
-def client(key: str, when: datetime, subject: str = "Homepage banner", *,
-           frm: str = "jane@acme.example", to: tuple[str, ...] = ("alice@rouge.example",),
-           cc: tuple[str, ...] = (), refs: tuple[str, ...] = (), mailbox: str = "alice",
-           headers: tuple[tuple[str, str], ...] = (), courtesy: bool = False,
-           waive_keyword: bool = False, date_header: datetime | None = None) -> Message:  # fmt: skip
+def client(
+    key: str,
+    when: datetime,
+    subject: str = "Homepage banner",
+    *,
+    frm: str = "jane@acme.example",
+    to: tuple[str, ...] = ("alice@rouge.example",),
+    cc: tuple[str, ...] = (),
+    refs: tuple[str, ...] = (),
+    mailbox: str = "alice",
+    headers: tuple[tuple[str, str], ...] = (),
+    courtesy: bool = False,
+    waive_keyword: bool = False,
+    date_header: datetime | None = None,
+) -> Message:
     """A client message that arrived in a staff inbox at `when`."""
     return Message(
         key=f"<{key}>",
@@ -95,15 +108,24 @@ def client(key: str, when: datetime, subject: str = "Homepage banner", *,
                 waive_keyword=waive_keyword,
                 waive_seen_at=when if waive_keyword else None,
             ),
-        ),  # fmt: skip
+        ),
     )
 
 
-def staff(key: str, when: datetime, subject: str = "Re: Homepage banner", *,
-          frm: str = "alice@rouge.example", to: tuple[str, ...] = ("jane@acme.example",),
-          cc: tuple[str, ...] = (), refs: tuple[str, ...] = (), mailbox: str = "alice",
-          date_header: datetime | None = None, headers: tuple[tuple[str, str], ...] = (),
-          sender: str | None = None) -> Message:  # fmt: skip
+def staff(
+    key: str,
+    when: datetime,
+    subject: str = "Re: Homepage banner",
+    *,
+    frm: str = "alice@rouge.example",
+    to: tuple[str, ...] = ("jane@acme.example",),
+    cc: tuple[str, ...] = (),
+    refs: tuple[str, ...] = (),
+    mailbox: str = "alice",
+    date_header: datetime | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+    sender: str | None = None,
+) -> Message:
     """A staff message whose Sent copy the server stored at `when`."""
     return Message(
         key=f"<{key}>",

@@ -20,16 +20,22 @@ def only(evaluation):
 
 
 def test_a_reply_within_the_day_is_met():
-    r = only(evaluate([client("c1", at(0, 10)), staff("s1", at(0, 12), refs=("<c1>",))],
-                      policy(), now=at(3)))  # fmt: skip
+    r = only(
+        evaluate(
+            [client("c1", at(0, 10)), staff("s1", at(0, 12), refs=("<c1>",))], policy(), now=at(3)
+        )
+    )
     assert (r.status, r.response_seconds, r.target_seconds) == (Status.MET, 2 * H, 24 * H)
     assert (r.answered_by, r.responder, r.tier) == ("<s1>", "alice@rouge.example", "standard")
     assert r.deadline == at(1, 10)
 
 
 def test_a_follow_up_before_any_reply_keeps_the_clock_from_the_earliest_message():
-    messages = [client("c1", at(0, 10)), client("c2", at(0, 15), refs=("<c1>",)),
-                staff("s1", at(1, 11), refs=("<c1>", "<c2>"))]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10)),
+        client("c2", at(0, 15), refs=("<c1>",)),
+        staff("s1", at(1, 11), refs=("<c1>", "<c2>")),
+    ]
     r = only(evaluate(messages, policy(), now=at(3)))
     assert r.received_at == at(0, 10)
     assert r.messages == ("<c1>", "<c2>")
@@ -37,8 +43,13 @@ def test_a_follow_up_before_any_reply_keeps_the_clock_from_the_earliest_message(
 
 
 def test_a_staff_out_of_office_reply_does_not_stop_the_clock():
-    ooo = staff("ooo", at(0, 10, 1), subject="Out of Office: Homepage banner", refs=("<c1>",),
-                headers=(("auto-submitted", "auto-replied"),))  # fmt: skip
+    ooo = staff(
+        "ooo",
+        at(0, 10, 1),
+        subject="Out of Office: Homepage banner",
+        refs=("<c1>",),
+        headers=(("auto-submitted", "auto-replied"),),
+    )
     evaluation = evaluate([client("c1", at(0, 10)), ooo], policy(), now=at(0, 20))
     r = only(evaluation)
     assert r.status is Status.OPEN and r.answered_by is None
@@ -46,8 +57,9 @@ def test_a_staff_out_of_office_reply_does_not_stop_the_clock():
 
 
 def test_an_internal_only_forward_does_not_answer():
-    forward = staff("fwd", at(0, 11), subject="Fwd: Homepage banner", to=("bob@rouge.example",),
-                    refs=("<c1>",))  # fmt: skip
+    forward = staff(
+        "fwd", at(0, 11), subject="Fwd: Homepage banner", to=("bob@rouge.example",), refs=("<c1>",)
+    )
     r = only(evaluate([client("c1", at(0, 10)), forward], policy(), now=at(1, 11)))
     assert r.status is Status.OVERDUE
 
@@ -59,8 +71,11 @@ def test_a_reply_by_the_backup_answers():
 
 
 def test_a_reply_exactly_at_the_deadline_is_met():
-    r = only(evaluate([client("c1", at(0, 10)), staff("s1", at(1, 10), refs=("<c1>",))],
-                      policy(), now=at(3)))  # fmt: skip
+    r = only(
+        evaluate(
+            [client("c1", at(0, 10)), staff("s1", at(1, 10), refs=("<c1>",))], policy(), now=at(3)
+        )
+    )
     assert (r.status, r.response_seconds) == (Status.MET, 24 * H)
 
 
@@ -97,19 +112,23 @@ def test_a_high_priority_header_matches_the_tier_that_asks_for_it():
 
 
 def test_a_follow_up_saying_the_site_is_down_tightens_the_deadline():
-    messages = [client("c1", at(0, 10)),
-                client("c2", at(0, 14), subject="Re: Homepage banner - site down now", refs=("<c1>",))]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10)),
+        client("c2", at(0, 14), subject="Re: Homepage banner - site down now", refs=("<c1>",)),
+    ]
     r = only(evaluate(messages, policy(), now=at(0, 14, 30)))
     assert (r.tier, r.deadline, r.received_at) == ("critical", at(0, 15), at(0, 10))
     assert r.target_seconds == 5 * H
 
 
 def test_a_thread_split_by_a_broken_references_chain_is_rejoined_by_subject():
-    messages = [client("c1", at(0, 10), subject="Quote for the new shop"),
-                staff("s1", at(0, 12), subject="Re: Quote for the new shop", refs=("<c1>",)),
-                # the client's mailer dropped References: a new root with the same subject
-                client("c2", at(2, 9), subject="RE: AW: Quote for the new shop"),
-                staff("s2", at(2, 10), subject="Re: Quote for the new shop", refs=("<c2>",))]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10), subject="Quote for the new shop"),
+        staff("s1", at(0, 12), subject="Re: Quote for the new shop", refs=("<c1>",)),
+        # the client's mailer dropped References: a new root with the same subject
+        client("c2", at(2, 9), subject="RE: AW: Quote for the new shop"),
+        staff("s2", at(2, 10), subject="Re: Quote for the new shop", refs=("<c2>",)),
+    ]
     evaluation = evaluate(messages, policy(), now=at(4))
     assert {evaluation.thread_of[k] for k in ("<c1>", "<s1>", "<c2>", "<s2>")} == {"<c1>"}
     assert [r.opened_by for r in evaluation.requests] == ["<c1>", "<c2>"]
@@ -128,8 +147,9 @@ def test_a_generic_subject_never_joins_by_subject():
 
 def test_the_subject_fallback_needs_recent_activity_and_a_shared_participant():
     old = client("c1", at(0, 10), subject="Logo files")
-    stranger = client("c2", at(1, 10), subject="Logo files", frm="tom@acme.example",
-                      to=("carol@rouge.example",))  # fmt: skip
+    stranger = client(
+        "c2", at(1, 10), subject="Logo files", frm="tom@acme.example", to=("carol@rouge.example",)
+    )
     much_later = client("c3", at(30, 10), subject="Logo files")
     evaluation = evaluate([old, stranger, much_later], policy(), now=at(31))
     threads = {evaluation.thread_of[k] for k in ("<c1>", "<c2>", "<c3>")}
@@ -137,8 +157,10 @@ def test_the_subject_fallback_needs_recent_activity_and_a_shared_participant():
 
 
 def test_the_subject_fallback_never_crosses_accounts():
-    messages = [client("c1", at(0, 10), subject="Logo files"),
-                client("c2", at(0, 11), subject="Logo files", frm="ann@globex.example")]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10), subject="Logo files"),
+        client("c2", at(0, 11), subject="Logo files", frm="ann@globex.example"),
+    ]
     evaluation = evaluate(messages, policy(), now=at(1))
     assert evaluation.thread_of["<c1>"] != evaluation.thread_of["<c2>"]
 
@@ -158,8 +180,10 @@ def test_a_waived_request_leaves_the_ratio_but_stays_visible():
 
 
 def test_the_waive_keyword_on_a_copy_waives_and_the_next_client_message_opens_a_new_request():
-    messages = [client("c1", at(0, 10), waive_keyword=True),
-                client("c2", at(1, 9), subject="Re: Homepage banner", refs=("<c1>",))]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10), waive_keyword=True),
+        client("c2", at(1, 9), subject="Re: Homepage banner", refs=("<c1>",)),
+    ]
     first, second = evaluate(messages, policy(), now=at(1, 10)).requests
     assert first.status is Status.WAIVED and "keyword" in first.waiver.by
     assert (second.opened_by, second.status) == ("<c2>", Status.OPEN)
@@ -172,23 +196,31 @@ def test_a_waiver_seen_after_now_does_not_count_yet():
 
 
 def test_a_thanks_only_message_after_an_answer_is_waived_as_courtesy():
-    messages = [client("c1", at(0, 10)), staff("s1", at(0, 11), refs=("<c1>",)),
-                client("c2", at(0, 12), subject="Re: Homepage banner", refs=("<s1>",), courtesy=True)]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10)),
+        staff("s1", at(0, 11), refs=("<c1>",)),
+        client("c2", at(0, 12), subject="Re: Homepage banner", refs=("<s1>",), courtesy=True),
+    ]
     answered, thanks = evaluate(messages, policy(), now=at(3)).requests
     assert answered.status is Status.MET
     assert (thanks.status, thanks.waiver.by) == (Status.WAIVED, "mailwatch (courtesy)")
 
 
 def test_courtesy_can_be_switched_off():
-    messages = [client("c1", at(0, 10)), staff("s1", at(0, 11), refs=("<c1>",)),
-                client("c2", at(0, 12), refs=("<s1>",), courtesy=True)]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10)),
+        staff("s1", at(0, 11), refs=("<c1>",)),
+        client("c2", at(0, 12), refs=("<s1>",), courtesy=True),
+    ]
     _, thanks = evaluate(messages, policy(courtesy=False), now=at(3)).requests
     assert thanks.status is Status.OVERDUE
 
 
 def test_an_unanswered_request_expires_after_fourteen_days_and_a_new_question_opens_a_new_one():
-    messages = [client("c1", at(0, 10), subject="Thanks for the launch"),
-                client("c2", at(20, 10), subject="Re: Thanks for the launch", refs=("<c1>",))]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10), subject="Thanks for the launch"),
+        client("c2", at(20, 10), subject="Re: Thanks for the launch", refs=("<c1>",)),
+    ]
     first, second = evaluate(messages, policy(), now=at(20, 11)).requests
     assert (first.status, first.closed_at) == (Status.OVERDUE, at(15, 10))
     assert (second.opened_by, second.status) == ("<c2>", Status.OPEN)
@@ -222,21 +254,32 @@ def test_a_sender_seen_in_a_sent_folder_can_answer_even_when_not_listed():
 
 
 def test_send_on_behalf_names_the_person_as_responder():
-    reply = staff("s1", at(0, 11), frm="support@rouge.example", sender="A.Smith@rouge.example",
-                  refs=("<c1>",))  # fmt: skip
+    reply = staff(
+        "s1", at(0, 11), frm="support@rouge.example", sender="A.Smith@rouge.example", refs=("<c1>",)
+    )
     r = only(evaluate([client("c1", at(0, 10)), reply], policy(), now=at(1)))
     assert r.responder == "alice@rouge.example"
 
 
 def test_a_reply_addressed_to_two_accounts_answers_both_requests():
-    messages = [client("c1", at(0, 10), cc=("ann@globex.example",)),
-                client("c2", at(0, 10, 30), frm="ann@globex.example", refs=("<c1>",),
-                       to=("alice@rouge.example", "jane@acme.example")),
-                staff("s1", at(0, 12), to=("jane@acme.example", "ann@globex.example"),
-                      refs=("<c1>", "<c2>"))]  # fmt: skip
+    messages = [
+        client("c1", at(0, 10), cc=("ann@globex.example",)),
+        client(
+            "c2",
+            at(0, 10, 30),
+            frm="ann@globex.example",
+            refs=("<c1>",),
+            to=("alice@rouge.example", "jane@acme.example"),
+        ),
+        staff(
+            "s1", at(0, 12), to=("jane@acme.example", "ann@globex.example"), refs=("<c1>", "<c2>")
+        ),
+    ]
     requests = evaluate(messages, policy(), now=at(2)).requests
     assert sorted((r.account, r.status) for r in requests) == [
-        ("Acme Ltd", Status.MET), ("Globex", Status.MET)]  # fmt: skip
+        ("Acme Ltd", Status.MET),
+        ("Globex", Status.MET),
+    ]
 
 
 def test_the_manager_on_leave_hands_responsibility_to_the_backups():
@@ -246,11 +289,19 @@ def test_the_manager_on_leave_hands_responsibility_to_the_backups():
 
 
 def test_a_staff_auto_reply_makes_its_sender_absent_until_their_next_human_mail():
-    ooo = staff("ooo", at(0, 8), subject="Automatic reply: hello", to=("x@acme.example",),
-                headers=(("auto-submitted", "auto-replied"),))  # fmt: skip
+    ooo = staff(
+        "ooo",
+        at(0, 8),
+        subject="Automatic reply: hello",
+        to=("x@acme.example",),
+        headers=(("auto-submitted", "auto-replied"),),
+    )
     back = staff("back", at(1, 9), subject="Back", to=("bob@rouge.example",))
-    evaluation = evaluate([ooo, back, client("c1", at(0, 10)), client("c2", at(1, 10), subject="New topic")],
-                          policy(), now=at(1, 11))  # fmt: skip
+    evaluation = evaluate(
+        [ooo, back, client("c1", at(0, 10)), client("c2", at(1, 10), subject="New topic")],
+        policy(),
+        now=at(1, 11),
+    )
     first, second = evaluation.requests
     assert first.responsible == ("bob@rouge.example",)
     assert second.responsible == ("alice@rouge.example",)
