@@ -1,0 +1,38 @@
+# The two commands a newcomer types: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean system-packages
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Dovecot (IMAP) and PostgreSQL: real servers for the tests and the demo.
+system-packages:
+	@if ! command -v dovecot >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dovecot-imapd postgresql >/dev/null; \
+	fi
+
+demo: $(STAMP) system-packages
+	$(BIN)/mailwatch demo
+
+test: $(STAMP) system-packages
+	$(BIN)/ruff check mailwatch tests bench
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check mailwatch tests bench
+	$(BIN)/ruff format --check mailwatch tests bench
+
+bench: $(STAMP) system-packages
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache
