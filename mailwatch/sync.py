@@ -1,0 +1,349 @@
+"""Polling mailboxes into the store: one checkpointed, crash-safe pass per call.
+
+Each batch of fetched headers is stored together with the checkpoint that is
+valid after it (one transaction in the store), so a crash or a dropped
+connection mid-folder loses nothing and duplicates nothing: the next poll
+starts where the last stored batch ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from mailwatch.adapters.imap import (
+    Batch,
+    FetchedMessage,
+    Folder,
+    FolderError,
+    FolderStatus,
+    ImapMailbox,
+    MailboxError,
+    open_mailbox,
+)
+from mailwatch.adapters.parse import parse_message
+from mailwatch.config import ConfigError
+from mailwatch.core.model import Checkpoint, Copy
+from mailwatch.store.repository import StoredMessage
+
+if TYPE_CHECKING:
+    from mailwatch.config import MailboxSettings, Settings, SyncSettings
+    from mailwatch.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+# A folder whose UIDVALIDITY keeps changing is broken on the server side; re-syncing it
+# forever would refetch its whole history every poll (Nylas' "endless uidvalidity loop").
+MAX_RESETS = 3
+RESET_WINDOW = timedelta(hours=24)
+# Temporary failures: 30 s, 1 min, 2 min … at most 15 min between attempts on a host.
+BACKOFF_FIRST = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(minutes=15)
+# A refused login is retried only with a new secret, or after this long: servers lock
+# accounts and ban IPs after repeated failures.
+AUTH_RETRY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    folder: str
+    fetched: int = 0
+    new_messages: int = 0
+    quarantined: int = 0
+    waive_changes: int = 0
+    uidvalidity_changed: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    mailbox: str
+    folders: tuple[FolderResult, ...] = ()
+    error: str | None = None  # the mailbox could not be read (login, connection)
+    permanent: bool = False  # the error needs a person to fix it
+    skipped: str | None = None  # not polled this time (backoff), and why
+
+    @property
+    def fetched(self) -> int:
+        return sum(folder.fetched for folder in self.folders)
+
+    @property
+    def new_messages(self) -> int:
+        return sum(folder.new_messages for folder in self.folders)
+
+    @property
+    def errors(self) -> list[str]:
+        folder_errors = [f.error for f in self.folders if f.error]
+        return ([self.error] if self.error else []) + folder_errors
+
+
+@dataclass
+class SyncHistory:
+    """What a long-running process remembers between polls (a one-shot run starts fresh):
+    per-host backoff, refused logins (by a hash of the secret, never the secret) and
+    UIDVALIDITY resets per folder."""
+
+    host_failures: dict[str, int] = field(default_factory=dict)
+    host_retry_at: dict[str, datetime] = field(default_factory=dict)
+    refused: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    resets: dict[tuple[str, str], list[datetime]] = field(default_factory=dict)
+
+    def reason_to_wait(self, mailbox: MailboxSettings, now: datetime) -> str | None:
+        if mailbox.name in self.refused:
+            secret_hash, at = self.refused[mailbox.name]
+            if now - at < AUTH_RETRY and secret_hash == hash_secret(mailbox):
+                return f"{mailbox.name}: login was refused at {at:%H:%M}Z; waiting for a new secret"
+        retry_at = self.host_retry_at.get(mailbox.host)
+        if retry_at is not None and now < retry_at:
+            return (
+                f"{mailbox.name}: {mailbox.host} failed recently; next try at {retry_at:%H:%M:%S}Z"
+            )
+        return None
+
+    def failed(self, mailbox: MailboxSettings, error: MailboxError, now: datetime) -> None:
+        if error.permanent:
+            self.refused[mailbox.name] = (hash_secret(mailbox), now)
+            return
+        failures = self.host_failures.get(mailbox.host, 0) + 1
+        self.host_failures[mailbox.host] = failures
+        self.host_retry_at[mailbox.host] = now + min(
+            BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1)
+        )
+
+    def succeeded(self, mailbox: MailboxSettings) -> None:
+        self.refused.pop(mailbox.name, None)
+        self.host_failures.pop(mailbox.host, None)
+        self.host_retry_at.pop(mailbox.host, None)
+
+    def allow_reset(self, mailbox: str, folder: str, now: datetime) -> bool:
+        """Count a UIDVALIDITY reset; False once there were more than MAX_RESETS in a day."""
+        recent = [at for at in self.resets.get((mailbox, folder), []) if now - at < RESET_WINDOW]
+        recent.append(now)
+        self.resets[(mailbox, folder)] = recent
+        return len(recent) <= MAX_RESETS
+
+
+def hash_secret(mailbox: MailboxSettings) -> str:
+    secret = mailbox.oauth2_token or mailbox.password
+    try:
+        value = secret.reveal() if secret is not None else ""
+    except ConfigError:
+        return ""  # unreadable now: the login attempt will say why
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def poll_all(
+    settings: Settings, store: Store, now: datetime, history: SyncHistory | None = None
+) -> list[PollResult]:
+    """One pass over every mailbox; one failing never stops the others."""
+    history = history if history is not None else SyncHistory()
+    results = []
+    for mailbox in settings.mailboxes:
+        try:
+            results.append(poll_mailbox(mailbox, settings.sync, store, now, history))
+        except Exception as error:  # a bug or a surprise must not starve the other mailboxes
+            log.exception("%s: poll failed", mailbox.name)
+            message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
+            store.record_sync(mailbox.name, None, False, message, now)
+            results.append(PollResult(mailbox.name, error=message))
+    return results
+
+
+def poll_mailbox(
+    mailbox: MailboxSettings,
+    sync: SyncSettings,
+    store: Store,
+    now: datetime,
+    history: SyncHistory | None = None,
+) -> PollResult:
+    """Fetch what is new in every folder of one mailbox into the store."""
+    history = history if history is not None else SyncHistory()
+    if reason := history.reason_to_wait(mailbox, now):
+        log.info("%s", reason)
+        return PollResult(mailbox.name, skipped=reason)
+    results: list[FolderResult] = []
+    try:
+        with open_mailbox(mailbox) as connection:
+            for folder in connection.folders(sync.waive_folder):
+                results.append(poll_folder_safely(connection, folder, sync, store, now, history))
+    except ConfigError as error:
+        return mailbox_failed(mailbox, MailboxError(str(error), True), results, store, now, history)
+    except MailboxError as error:
+        return mailbox_failed(mailbox, error, results, store, now, history)
+    history.succeeded(mailbox)
+    fetched = sum(result.fetched for result in results)
+    store.record_sync(mailbox.name, None, True, None, now, fetched=fetched)
+    return PollResult(mailbox.name, tuple(results))
+
+
+def mailbox_failed(
+    mailbox: MailboxSettings,
+    error: MailboxError,
+    results: list[FolderResult],
+    store: Store,
+    now: datetime,
+    history: SyncHistory,
+) -> PollResult:
+    kind = "permanent" if error.permanent else "temporary"
+    log.warning("%s (%s)", error.message, kind)
+    history.failed(mailbox, error, now)
+    store.record_sync(mailbox.name, None, False, error.message, now)
+    return PollResult(mailbox.name, tuple(results), error=error.message, permanent=error.permanent)
+
+
+def poll_folder_safely(
+    connection: ImapMailbox,
+    folder: Folder,
+    sync: SyncSettings,
+    store: Store,
+    now: datetime,
+    history: SyncHistory,
+) -> FolderResult:
+    """A folder the server refuses (deleted meanwhile, no permission) is recorded and skipped."""
+    mailbox = connection.settings.name
+    try:
+        result = poll_folder(connection, folder, sync, store, now, history)
+    except FolderError as error:
+        log.warning("%s", error.message)
+        store.record_sync(mailbox, folder.name, False, error.message, now)
+        return FolderResult(folder.name, error=error.message)
+    store.record_sync(mailbox, folder.name, result.error is None, result.error, now, result.fetched)
+    return result
+
+
+def poll_folder(
+    connection: ImapMailbox,
+    folder: Folder,
+    sync: SyncSettings,
+    store: Store,
+    now: datetime,
+    history: SyncHistory,
+) -> FolderResult:
+    mailbox = connection.settings.name
+    checkpoint = store.checkpoint(mailbox, folder.name)
+    status = connection.status(folder)
+    reset = False
+    if uidvalidity_changed(checkpoint, status):
+        if not reset_folder(store, history, mailbox, folder, checkpoint, status, now):
+            return FolderResult(folder.name, error=too_many_resets(mailbox, folder))
+        checkpoint, reset = None, True
+    elif unchanged(checkpoint, status):
+        return FolderResult(folder.name)  # nothing new: no EXAMINE, no FETCH
+    with connection.examine(folder) as opened:
+        if uidvalidity_changed(checkpoint, opened.status):  # changed between STATUS and EXAMINE
+            if not reset_folder(store, history, mailbox, folder, checkpoint, opened.status, now):
+                return FolderResult(folder.name, error=too_many_resets(mailbox, folder))
+            checkpoint, reset = None, True
+        waive_changes = 0
+        if checkpoint is not None and checkpoint.uidvalidity is not None:
+            scan = opened.keyword_scan(sync.waive_keyword, checkpoint, now)
+            if scan.checked_uids:
+                waive_changes = store.set_waive_keyword(
+                    mailbox, folder.name, checkpoint.uidvalidity,
+                    set(scan.flagged_uids), set(scan.checked_uids), now,
+                )  # fmt: skip
+        since = now - timedelta(days=sync.history_days) if sync.history_days else None
+        fetched = new = quarantined = 0
+        for batch in opened.new_messages(checkpoint, since, sync.batch_size):
+            stored = to_store(batch, folder, sync, store, now)
+            fetched += len(batch.messages)
+            quarantined += len(batch.messages) - len(stored)
+            new += store.add_messages(stored, batch.checkpoint)
+    if fetched:
+        log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new)
+    return FolderResult(folder.name, fetched, new, quarantined, waive_changes, reset)
+
+
+def uidvalidity_changed(checkpoint: Checkpoint | None, status: FolderStatus) -> bool:
+    return (
+        checkpoint is not None
+        and checkpoint.uidvalidity is not None
+        and checkpoint.uidvalidity != status.uidvalidity
+    )
+
+
+def unchanged(checkpoint: Checkpoint | None, status: FolderStatus) -> bool:
+    """No new UID and (with CONDSTORE) no flag change since the checkpoint."""
+    return (
+        checkpoint is not None
+        and checkpoint.uidnext == status.uidnext
+        and (status.highestmodseq is None or status.highestmodseq == checkpoint.highestmodseq)
+    )
+
+
+def reset_folder(
+    store: Store,
+    history: SyncHistory,
+    mailbox: str,
+    folder: Folder,
+    checkpoint: Checkpoint | None,
+    status: FolderStatus,
+    now: datetime,
+) -> bool:
+    """Forget the folder's UIDs (never its messages) so it is synced again from scratch."""
+    if not history.allow_reset(mailbox, folder.name, now):
+        return False
+    old = checkpoint.uidvalidity if checkpoint else None
+    dropped = store.forget_locations(mailbox, folder.name)
+    log.warning(
+        "%s/%s: UIDVALIDITY changed from %s to %s (folder recreated or restored on the "
+        "server): forgot %d UID locations, re-syncing the history window; messages already "
+        "stored are kept and not duplicated",
+        mailbox, folder.name, old, status.uidvalidity, dropped,
+    )  # fmt: skip
+    return True
+
+
+def too_many_resets(mailbox: str, folder: Folder) -> str:
+    return (
+        f"{mailbox}/{folder.name}: UIDVALIDITY changed more than {MAX_RESETS} times in 24 h; "
+        "not re-syncing it again today: check the server"
+    )
+
+
+def to_store(
+    batch: Batch, folder: Folder, sync: SyncSettings, store: Store, now: datetime
+) -> list[StoredMessage]:
+    """The batch as StoredMessages; one that cannot be parsed is quarantined instead."""
+    stored = []
+    checkpoint = batch.checkpoint
+    for fetched in batch.messages:
+        location = f"{checkpoint.mailbox}/{folder.name} uid {fetched.uid}"
+        try:
+            stored.append(stored_message(fetched, checkpoint, location, sync, now))
+        except Exception as error:  # one bad message never stops the sync
+            log.warning("%s: quarantined: %s", location, error)
+            store.quarantine(location, f"{type(error).__name__}: {error}", fetched.raw_headers, now)
+    return stored
+
+
+def stored_message(
+    fetched: FetchedMessage,
+    checkpoint: Checkpoint,
+    location: str,
+    sync: SyncSettings,
+    now: datetime,
+) -> StoredMessage:
+    message = parse_message(fetched.raw_headers, body_prefix=fetched.body_prefix or None)
+    keyword = sync.waive_keyword.lower() in (flag.lower() for flag in fetched.flags)
+    copy = Copy(
+        mailbox=checkpoint.mailbox,
+        folder=checkpoint.folder,
+        sent_folder=fetched.sent,
+        internal_date=fetched.internal_date,
+        waive_keyword=keyword,
+        waive_folder=fetched.waive_folder,
+        waive_seen_at=now if keyword or fetched.waive_folder else None,
+        gm_thrid=fetched.gm_thrid,
+    )
+    return StoredMessage(
+        message=dataclasses.replace(message, copies=(copy,)),
+        raw_headers=fetched.raw_headers,
+        uidvalidity=checkpoint.uidvalidity,
+        uid=fetched.uid,
+        location=location,
+    )
