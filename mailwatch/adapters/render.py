@@ -1,0 +1,78 @@
+"""Templates to email parts: the only importer of jinja2.
+
+A template set is three files, `{name}.subject.txt`, `{name}.txt` and
+`{name}.html`.  HTML is autoescaped (client subjects and names are untrusted
+text) and a missing variable is an error, not a blank.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+SUBJECT_MAX = 160
+
+# In a checkout the templates live at the repository root; an installed wheel
+# carries them as the package `mailwatch.templates`.
+_CHECKOUT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+class Renderer:
+    def __init__(self, template_dir: Path | None = None):
+        root = template_dir if template_dir is not None else _installed_templates()
+        self._env = jinja2.Environment(
+            loader=jinja2.FunctionLoader(lambda name: _read(root, name)),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render(self, name: str, context: dict[str, Any]) -> RenderedEmail:
+        subject = self._env.get_template(f"{name}.subject.txt").render(context)
+        return RenderedEmail(
+            subject=clean_subject(subject),
+            text=self._env.get_template(f"{name}.txt").render(context),
+            html=self._env.get_template(f"{name}.html").render(context),
+        )
+
+
+def clean_subject(subject: str) -> str:
+    """One line: line breaks and control characters go (no header injection), ≤ 160 chars."""
+    # Cc: CR, LF, tabs and the rest; Zl/Zp: Unicode line breaks; Cf: invisible
+    # format characters such as right-to-left overrides that disguise text.
+    visible = "".join(
+        " " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+        for c in subject
+        if unicodedata.category(c) != "Cf"
+    )
+    line = " ".join(visible.split())
+    if len(line) > SUBJECT_MAX:
+        line = line[: SUBJECT_MAX - 1].rstrip() + "…"
+    return line
+
+
+def _installed_templates() -> Traversable:
+    try:
+        return files("mailwatch.templates")
+    except ModuleNotFoundError:
+        return _CHECKOUT_TEMPLATES
+
+
+def _read(root: Traversable, name: str) -> str | None:
+    """A template's source, or None (jinja2 then raises TemplateNotFound)."""
+    source = root.joinpath(name)
+    return source.read_text(encoding="utf-8") if source.is_file() else None

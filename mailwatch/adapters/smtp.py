@@ -1,0 +1,179 @@
+"""Sending mailwatch's own mail: the only importer of smtplib.
+
+Every failure leaves as a `TransportError` that says whether trying again
+can help: a 5xx reply, refused credentials or a certificate that does not
+verify will fail the same way next time (and retrying a bad password gets
+the account locked); a 4xx reply, a refused or reset connection or a timeout
+may pass later.  Secrets never reach a message or a log line.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailwatch.adapters.render import RenderedEmail
+    from mailwatch.config import SmtpSettings
+
+
+class TransportError(Exception):
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def compose(
+    sender: str,
+    to: Sequence[str],
+    rendered: RenderedEmail,
+    headers: Mapping[str, str],
+    now: datetime,
+) -> EmailMessage:
+    """The message as it will be sent: text and HTML alternatives, marked automatic."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(now.astimezone(UTC))
+    message["Message-ID"] = make_msgid(domain=_domain(sender))
+    # RFC 3834: auto-responders must not answer this, and mailwatch's own
+    # classifier reads it to never count its mail as a human reply.
+    message["Auto-Submitted"] = "auto-generated"
+    # Outlook and Exchange: no out-of-office or read receipts back to us.
+    message["X-Auto-Response-Suppress"] = "All"
+    for name, value in headers.items():
+        del message[name]
+        message[name] = value
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+class Mailer:
+    def __init__(self, settings: SmtpSettings):
+        self._settings = settings
+
+    def send(
+        self,
+        to: Sequence[str],
+        rendered: RenderedEmail,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Submit one message to `to`; returns its Message-ID. Raises TransportError."""
+        message = compose(self._settings.sender, to, rendered, headers or {}, datetime.now(UTC))
+        with self._session() as smtp:
+            smtp.send_message(message, from_addr=_address(self._settings.sender), to_addrs=list(to))
+        return str(message["Message-ID"])
+
+    def check(self) -> None:
+        """Connect and log in without sending anything. Raises TransportError."""
+        with self._session() as smtp:
+            smtp.noop()
+
+    @contextmanager
+    def _session(self) -> Iterator[smtplib.SMTP]:
+        settings = self._settings
+        with _sorted_failures(f"SMTP {settings.host}:{settings.port}"):
+            smtp = self._connect()
+            try:
+                if settings.security == "starttls":
+                    smtp.starttls(context=self._tls())
+                self._authenticate(smtp)
+                yield smtp
+            finally:
+                _close(smtp)
+
+    def _connect(self) -> smtplib.SMTP:
+        settings = self._settings
+        if settings.security == "ssl":
+            return smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout, context=self._tls()
+            )
+        return smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+
+    def _tls(self) -> ssl.SSLContext:
+        ca_file = self._settings.ca_file
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+    def _authenticate(self, smtp: smtplib.SMTP) -> None:
+        settings = self._settings
+        if not settings.username:
+            return
+        if settings.oauth2_token is not None:
+            token = settings.oauth2_token.reveal()
+            smtp.ehlo_or_helo_if_needed()
+            smtp.auth("XOAUTH2", _xoauth2(settings.username, token))
+        elif settings.password is not None:
+            smtp.login(settings.username, settings.password.reveal())
+
+
+def _xoauth2(username: str, token: str):
+    """The XOAUTH2 initial response; on failure the server sends a JSON challenge
+    that must be answered with an empty line before it gives its final 535."""
+
+    def answer(challenge: bytes | None = None) -> str:
+        return "" if challenge else f"user={username}\x01auth=Bearer {token}\x01\x01"
+
+    return answer
+
+
+@contextmanager
+def _sorted_failures(where: str) -> Iterator[None]:
+    try:
+        yield
+    except smtplib.SMTPRecipientsRefused as error:
+        codes = [code for code, _ in error.recipients.values()]
+        details = "; ".join(f"{rcpt}: {_reply(c, m)}" for rcpt, (c, m) in error.recipients.items())
+        permanent = all(code >= 500 for code in codes)
+        raise TransportError(
+            f"{where}: recipients refused: {details}", permanent=permanent
+        ) from None
+    except smtplib.SMTPAuthenticationError as error:
+        raise TransportError(
+            f"{where}: authentication failed: {_reply(error.smtp_code, error.smtp_error)}",
+            permanent=True,
+        ) from None
+    except smtplib.SMTPResponseException as error:
+        reply = _reply(error.smtp_code, error.smtp_error)
+        raise TransportError(f"{where}: {reply}", permanent=error.smtp_code >= 500) from None
+    except smtplib.SMTPServerDisconnected as error:
+        raise TransportError(f"{where}: disconnected: {error}", permanent=False) from None
+    except smtplib.SMTPException as error:
+        # The rest are local refusals (no STARTTLS offered, no usable AUTH
+        # mechanism): the configuration must change first.
+        raise TransportError(f"{where}: {error}", permanent=True) from None
+    except ssl.SSLCertVerificationError as error:
+        raise TransportError(
+            f"{where}: certificate not trusted: {error.verify_message}", permanent=True
+        ) from None
+    except OSError as error:  # refused, reset, timed out, name not resolved, TLS cut short
+        raise TransportError(f"{where}: {error.strerror or error}", permanent=False) from None
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}"
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()  # the session already failed; a failed goodbye adds nothing
+
+
+def _address(sender: str) -> str:
+    return parseaddr(sender)[1]
+
+
+def _domain(sender: str) -> str:
+    return _address(sender).rpartition("@")[2]
