@@ -90,6 +90,17 @@ def test_a_5xx_reply_is_a_permanent_failure(smtp_server):
     assert "554" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("reply", "permanent"),
+    [("550 5.1.1 No such user", True), ("450 4.2.1 Mailbox busy", False)],
+)
+def test_a_refused_recipient_is_sorted_by_its_reply_code(smtp_server, reply, permanent):
+    smtp_server.refused[TO[0]] = reply
+    error = failure(Mailer(settings(smtp_server)))
+    assert error.permanent is permanent
+    assert f"recipients refused: {TO[0]}: {reply}" in str(error)
+
+
 def test_the_next_message_goes_through_after_a_temporary_failure(smtp_server):
     smtp_server.answer_next("421 4.7.0 Try again later")
     mailer = Mailer(settings(smtp_server))
