@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mailwatch.config import Settings
+from mailwatch.config import MailboxSettings, Secret, Settings
 from mailwatch.core.model import Message, Policy
 from mailwatch.store.repository import Store
 from mailwatch.sync import SyncHistory, poll_all, poll_mailbox
+from tests.fixtures.dovecot import free_port
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
 
 pytestmark = pytest.mark.dovecot
@@ -115,15 +116,8 @@ def test_a_message_in_two_watched_mailboxes_is_stored_once_with_two_copies(
     shared = mail("<cc@acme.example>", to="alice@agency.test, bob@agency.test")
     dovecot.append(alice, "INBOX", shared, hours_ago(2))
     dovecot.append(bob, "INBOX", shared, hours_ago(2) + timedelta(seconds=3))
-    settings = Settings(
-        source=Path("mailwatch.toml"),
-        agency_name="Agency",
-        policy=Policy(),
-        mailboxes=(
-            mailbox_settings(dovecot, alice, tmp_path),
-            mailbox_settings(dovecot, bob, tmp_path),
-        ),
-        sync=sync_settings(),
+    settings = two_mailboxes(
+        mailbox_settings(dovecot, alice, tmp_path), mailbox_settings(dovecot, bob, tmp_path)
     )
 
     results = poll_all(settings, store, NOW)
@@ -218,3 +212,137 @@ class StopAfterFirstBatch:
 
     def __getattr__(self, name):
         return getattr(self._store, name)
+
+
+def test_the_waive_keyword_set_later_is_picked_up_and_its_removal_too(dovecot, store, tmp_path):
+    user = dovecot.new_user("alice")
+    uid = dovecot.append(user, "INBOX", mail("<q@acme.example>"), hours_ago(3))
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    poll_mailbox(settings, sync_settings(), store, NOW)
+
+    dovecot.set_flags(user, "INBOX", [uid], ["$NoReplyNeeded"])
+    flagged = poll_mailbox(settings, sync_settings(), store, NOW + timedelta(minutes=2))
+    (copy,) = store.load_messages()[0].copies
+    dovecot.remove_flags(user, "INBOX", [uid], ["$NoReplyNeeded"])
+    poll_mailbox(settings, sync_settings(), store, NOW + timedelta(minutes=4))
+    (copy_after_removal,) = store.load_messages()[0].copies
+
+    assert [f.waive_changes for f in flagged.folders if f.folder == "INBOX"] == [1]
+    assert (copy.waive_keyword, copy.waive_seen_at) == (True, NOW + timedelta(minutes=2))
+    assert copy_after_removal.waive_keyword is False
+
+
+def test_a_message_already_flagged_at_its_first_fetch_carries_the_keyword(dovecot, store, tmp_path):
+    user = dovecot.new_user("alice")
+    dovecot.append(user, "INBOX", mail("<q@acme.example>"), hours_ago(3), (b"$NoReplyNeeded",))
+
+    poll_mailbox(mailbox_settings(dovecot, user, tmp_path), sync_settings(), store, NOW)
+
+    (copy,) = store.load_messages()[0].copies
+    assert (copy.waive_keyword, copy.waive_seen_at) == (True, NOW)
+
+
+def test_a_copy_in_the_waive_folder_is_marked_waive_folder(dovecot, store, tmp_path):
+    user = dovecot.new_user("alice")
+    dovecot.append(user, "No reply needed", mail("<q@acme.example>"), hours_ago(3))
+
+    poll_mailbox(mailbox_settings(dovecot, user, tmp_path), sync_settings(), store, NOW)
+
+    (copy,) = store.load_messages()[0].copies
+    assert (copy.folder, copy.waive_folder, copy.waive_seen_at) == ("No reply needed", True, NOW)
+
+
+def test_a_wrong_password_is_one_permanent_line_and_the_other_mailbox_still_syncs(
+    dovecot, store, tmp_path, monkeypatch
+):
+    alice, bob = dovecot.new_user("alice"), dovecot.new_user("bob")
+    dovecot.append(bob, "INBOX", mail("<for-bob@acme.example>"), hours_ago(1))
+    monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", "wrong")
+    settings = two_mailboxes(
+        mailbox_settings(dovecot, alice, tmp_path, password=Secret("env MAILWATCH_ALICE_PASSWORD")),
+        mailbox_settings(dovecot, bob, tmp_path),
+    )
+
+    alice_result, bob_result = poll_all(settings, store, NOW)
+
+    assert alice_result.permanent
+    assert alice_result.error == (
+        "alice: login refused by 127.0.0.1: check the password "
+        "(password_env MAILWATCH_ALICE_PASSWORD): server said [AUTHENTICATIONFAILED] "
+        "Authentication failed."
+    )
+    assert (bob_result.error, bob_result.new_messages) == (None, 1)
+    states = {(s.mailbox, s.folder): s for s in store.sync_states()}
+    assert states[("alice", None)].last_error == alice_result.error
+    assert states[("bob", None)].last_ok_at == NOW
+
+
+def test_a_refused_login_is_not_retried_until_the_secret_changes_or_an_hour_passes(
+    dovecot, store, tmp_path, monkeypatch
+):
+    alice = dovecot.new_user("alice")
+    monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", "wrong")
+    settings = mailbox_settings(
+        dovecot, alice, tmp_path, password=Secret("env MAILWATCH_ALICE_PASSWORD")
+    )
+    history = SyncHistory()
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    dovecot.clear_rawlog(alice)
+
+    same_secret = poll_mailbox(
+        settings, sync_settings(), store, NOW + timedelta(minutes=5), history
+    )
+    an_hour_later = poll_mailbox(
+        settings, sync_settings(), store, NOW + timedelta(hours=1), history
+    )
+    monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", alice.password)
+    new_secret = poll_mailbox(
+        settings, sync_settings(), store, NOW + timedelta(hours=1, minutes=1), history
+    )
+
+    assert same_secret.skipped == "alice: login was refused at 09:00Z; waiting for a new secret"
+    assert an_hour_later.skipped is None and an_hour_later.permanent
+    assert new_secret.skipped is None and new_secret.error is None
+
+
+def test_a_host_that_refuses_connections_is_backed_off_exponentially(dovecot, store, tmp_path):
+    alice = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, alice, tmp_path, port=free_port())
+    history = SyncHistory()
+
+    attempts = []
+    for seconds in (0, 20, 31, 60, 92):
+        result = poll_mailbox(
+            settings, sync_settings(), store, NOW + timedelta(seconds=seconds), history
+        )
+        attempts.append(result.skipped is None)
+
+    # failures at 0 s (wait 30 s), 31 s (wait 1 min), then the next try at 91 s
+    assert attempts == [True, False, True, False, True]
+
+
+def test_a_message_that_cannot_be_parsed_is_quarantined_and_the_rest_are_stored(
+    dovecot, store, tmp_path
+):
+    user = dovecot.new_user("alice")
+    dovecot.append(user, "INBOX", b"\r\n\r\nno header at all\r\n", hours_ago(3))
+    dovecot.append(user, "INBOX", mail("<fine@acme.example>"), hours_ago(2))
+
+    result = poll_mailbox(mailbox_settings(dovecot, user, tmp_path), sync_settings(), store, NOW)
+
+    (inbox,) = [folder for folder in result.folders if folder.folder == "INBOX"]
+    assert (inbox.fetched, inbox.quarantined, inbox.new_messages) == (2, 1, 1)
+    (quarantined,) = store.quarantined()
+    assert quarantined.location == "alice/INBOX uid 1"
+    assert "UnparsableMessage" in quarantined.error
+    assert [message.key for message in store.load_messages()] == ["<fine@acme.example>"]
+
+
+def two_mailboxes(*mailboxes: MailboxSettings) -> Settings:
+    return Settings(
+        source=Path("mailwatch.toml"),
+        agency_name="Agency",
+        policy=Policy(),
+        mailboxes=mailboxes,
+        sync=sync_settings(),
+    )
