@@ -394,12 +394,10 @@ class Store:
         """
         this = _claim_filter(kind, key, recipient)
         with self._writing() as conn:
-            inserted = conn.execute(
-                self._insert(CLAIMS)
-                .on_conflict_do_nothing()
-                .values(kind=kind, key=key, recipient=recipient, claimed_at=now, attempts=1)
-            ).rowcount
-            if inserted:
+            first = self._insert(CLAIMS).values(
+                kind=kind, key=key, recipient=recipient, claimed_at=now, attempts=1
+            )
+            if _inserted(conn, first):
                 return True
             retaken = conn.execute(
                 update(CLAIMS)
@@ -491,12 +489,9 @@ class Store:
     def acquire_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
         """Take or renew the named lease: True while `owner` holds it until now + ttl."""
         with self._writing() as conn:
-            taken = conn.execute(
-                self._insert(LEASES)
-                .on_conflict_do_nothing()
-                .values(name=name, owner=owner, expires_at=now + ttl)
-            ).rowcount
-            if taken:
+            if _inserted(
+                conn, self._insert(LEASES).values(name=name, owner=owner, expires_at=now + ttl)
+            ):
                 return True
             return (
                 conn.execute(
@@ -899,6 +894,16 @@ def _request(row: Any) -> Request:
 
 def _claim_filter(kind: str, key: str, recipient: str) -> tuple[Any, ...]:
     return (CLAIMS.c.kind == kind, CLAIMS.c.key == key, CLAIMS.c.recipient == recipient)
+
+
+def _inserted(conn: Connection, insert: Any) -> bool:
+    """Run a dialect INSERT that gives way to an existing row; True if it inserted.
+
+    (RETURNING rather than rowcount: PostgreSQL's implicit RETURNING hides the rowcount.)
+    """
+    table = insert.table
+    statement = insert.on_conflict_do_nothing().returning(table.c.id)
+    return conn.execute(statement).first() is not None
 
 
 def _retention_horizon(conn: Connection) -> datetime | None:

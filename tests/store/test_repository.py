@@ -1,0 +1,554 @@
+"""The store on real SQLite and PostgreSQL databases (the `store` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import event, select, text
+
+from mailwatch.core.model import (
+    Checkpoint,
+    ClockKind,
+    Copy,
+    Message,
+    Request,
+    Status,
+    Waiver,
+)
+from mailwatch.store.repository import Store, StoredMessage
+from mailwatch.store.tables import QuarantineRow
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def imap_copy(
+    key: str,
+    mailbox: str = "alice",
+    folder: str = "INBOX",
+    uid: int = 1,
+    uidvalidity: int = 7,
+    at: datetime = T0,
+    **copy_fields: object,
+) -> StoredMessage:
+    message = Message(
+        key=key,
+        from_addr="client@acme.example",
+        from_name="Client",
+        to=("alice@rouge.example",),
+        cc=("bob@rouge.example", "carol@rouge.example"),
+        subject=f"About {key}",
+        date=at - timedelta(minutes=1),
+        received_time=at - timedelta(seconds=30),
+        in_reply_to=("<parent@acme.example>",),
+        references=("<root@acme.example>", "<parent@acme.example>"),
+        thread_index="0a1b2c",
+        headers=(("subject", f"About {key}"), ("received", "from a"), ("received", "from b")),
+        courtesy=False,
+        copies=(Copy(mailbox=mailbox, folder=folder, internal_date=at, **copy_fields),),  # type: ignore[arg-type]
+    )
+    raw = f"Subject: About {key}\r\nMessage-ID: {key}\r\n\r\n".encode()
+    return StoredMessage(message, raw, uidvalidity=uidvalidity, uid=uid, location="")
+
+
+def file_copy(key: str, location: str, at: datetime = T0) -> StoredMessage:
+    message = Message(
+        key=key,
+        from_addr="client@acme.example",
+        date=at,
+        copies=(Copy(mailbox="archive", folder="import", envelope_time=at),),
+    )
+    return StoredMessage(message, b"Subject: x\r\n", location=location)
+
+
+def a_request(thread: str, received_at: datetime, **fields: object) -> Request:
+    values: dict[str, object] = {
+        "account": "Acme Ltd",
+        "thread": thread,
+        "subject": "Site down",
+        "opened_by": thread,
+        "received_at": received_at,
+        "messages": (thread, "<second@acme.example>"),
+        "tier": "default",
+        "clock": ClockKind.CALENDAR,
+        "target_seconds": 86400,
+        "deadline": received_at + timedelta(days=1),
+        "responsible": ("alice@rouge.example", "bob@rouge.example"),
+        "status": Status.OPEN,
+    }
+    values.update(fields)
+    return Request(**values)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- messages
+
+
+def test_a_message_seen_in_two_mailboxes_comes_back_exactly_with_all_its_copies(store: Store):
+    inbox = imap_copy("<m1@acme.example>", "alice", "INBOX", uid=10)
+    sent = imap_copy(
+        "<m1@acme.example>", "bob", "Sent", uid=3, at=T0 + timedelta(minutes=5), sent_folder=True
+    )
+    waived = imap_copy(
+        "<m1@acme.example>",
+        "bob",
+        "No reply needed",
+        uid=4,
+        waive_folder=True,
+        waive_seen_at=T0 + timedelta(hours=1),
+        gm_thrid="1234567890",
+    )
+
+    assert store.add_messages([inbox, sent, waived]) == 1
+
+    (loaded,) = store.load_messages()
+    expected = inbox.message.copies + sent.message.copies + waived.message.copies
+    assert loaded == Message(**{**inbox.message.__dict__, "copies": expected})
+    assert loaded.copies[0].internal_date.tzinfo is not None
+    assert store.raw_headers("<m1@acme.example>") == inbox.raw_headers
+
+
+def test_adding_the_same_batch_again_adds_nothing(store: Store):
+    batch = [imap_copy(f"<m{i}@acme.example>", uid=i) for i in range(1, 6)]
+    batch += [file_copy("<f1@acme.example>", "/mail/old.mbox#1")]
+
+    assert store.add_messages(batch) == 6
+    assert store.add_messages(batch) == 0
+    assert store.add_messages(list(reversed(batch))) == 0
+
+    messages = store.load_messages()
+    assert len(messages) == 6
+    assert all(len(message.copies) == 1 for message in messages)
+
+
+def test_a_copy_of_a_known_message_in_another_mailbox_only_adds_a_copy(store: Store):
+    store.add_messages([imap_copy("<m1@acme.example>", "alice", uid=1)])
+
+    assert store.add_messages([imap_copy("<m1@acme.example>", "bob", uid=1)]) == 0
+
+    (message,) = store.load_messages()
+    assert [copy.mailbox for copy in message.copies] == ["alice", "bob"]
+
+
+def test_a_batch_and_its_checkpoint_are_saved_together(store: Store):
+    checkpoint = Checkpoint("alice", "INBOX", uidvalidity=7, last_uid=2, uidnext=3)
+
+    store.add_messages([imap_copy("<m1@acme.example>", uid=1)], checkpoint)
+
+    assert store.checkpoint("alice", "INBOX") == checkpoint
+    assert store.known_uids("alice", "INBOX", 7) == {1}
+
+
+def test_a_failure_mid_batch_saves_neither_the_messages_nor_the_checkpoint(store: Store):
+    good = imap_copy("<m1@acme.example>", uid=1)
+    # a naive datetime is refused by the database layer, after the message rows went in
+    bad = imap_copy("<m2@acme.example>", uid=2, waive_seen_at=datetime(2026, 3, 2, 9, 0))
+
+    with pytest.raises(Exception, match="timezone"):
+        store.add_messages([good, bad], Checkpoint("alice", "INBOX", uidvalidity=7, last_uid=2))
+
+    assert store.load_messages() == []
+    assert store.checkpoint("alice", "INBOX") is None
+
+
+def test_saving_a_checkpoint_again_moves_it_forward(store: Store):
+    store.save_checkpoint(Checkpoint("alice", "INBOX", uidvalidity=7, last_uid=10))
+    store.save_checkpoint(Checkpoint("alice", "INBOX", uidvalidity=7, last_uid=25, uidnext=26))
+
+    assert store.checkpoint("alice", "INBOX") == Checkpoint("alice", "INBOX", 7, 25, 26)
+    assert store.checkpoint("alice", "Sent") is None
+
+
+def test_uids_and_uidvalidity_beyond_signed_32_bits_are_kept(store: Store):
+    big = 2**32 - 1
+    store.add_messages(
+        [imap_copy("<m1@acme.example>", uid=big, uidvalidity=big)],
+        Checkpoint("alice", "INBOX", uidvalidity=big, last_uid=big, highestmodseq=2**63 - 1),
+    )
+
+    assert store.known_uids("alice", "INBOX", big) == {big}
+    assert store.checkpoint("alice", "INBOX").highestmodseq == 2**63 - 1
+
+
+def test_load_messages_leaves_out_mail_that_arrived_after_the_given_instant(store: Store):
+    store.add_messages(
+        [
+            imap_copy("<early@acme.example>", uid=1, at=T0),
+            imap_copy("<late@acme.example>", uid=2, at=T0 + timedelta(hours=2)),
+        ]
+    )
+
+    keys = [message.key for message in store.load_messages(T0 + timedelta(hours=1))]
+
+    assert keys == ["<early@acme.example>"]
+
+
+def test_a_later_copy_with_an_earlier_time_moves_the_arrival_back(store: Store):
+    store.add_messages([imap_copy("<m1@acme.example>", "alice", uid=1, at=T0)])
+    store.add_messages([imap_copy("<m1@acme.example>", "bob", uid=1, at=T0 - timedelta(hours=3))])
+
+    assert len(store.load_messages(T0 - timedelta(hours=2))) == 1
+
+
+def test_adding_a_batch_of_500_takes_a_handful_of_queries(store: Store):
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    batch = [imap_copy(f"<m{i}@acme.example>", uid=i) for i in range(500)]
+
+    assert store.add_messages(batch, Checkpoint("alice", "INBOX", 7, 499)) == 500
+
+    # lookups, inserts and the checkpoint; SQLAlchemy may split a 500-row INSERT in a few
+    assert len(statements) <= 12
+
+
+# ---------------------------------------------------------------- UIDVALIDITY and waive keywords
+
+
+def test_forgetting_locations_keeps_the_messages_and_their_copies(store: Store):
+    store.add_messages(
+        [
+            imap_copy("<m1@acme.example>", "alice", "INBOX", uid=1),
+            imap_copy("<m1@acme.example>", "alice", "Archive", uid=1),
+            imap_copy("<m2@acme.example>", "alice", "INBOX", uid=2),
+        ]
+    )
+    before = store.load_messages()
+
+    assert store.forget_locations("alice", "INBOX") == 2
+
+    assert store.load_messages() == before
+    assert store.known_uids("alice", "INBOX", 7) == set()
+    assert store.known_uids("alice", "Archive", 7) == {1}
+
+
+def test_a_message_fetched_again_under_a_new_uidvalidity_keeps_its_one_copy(store: Store):
+    store.add_messages([imap_copy("<m1@acme.example>", uid=1, uidvalidity=7)])
+    store.forget_locations("alice", "INBOX")
+
+    refetched = imap_copy("<m1@acme.example>", uid=50, uidvalidity=8, at=T0 + timedelta(days=30))
+    assert store.add_messages([refetched]) == 0
+
+    (message,) = store.load_messages()
+    assert len(message.copies) == 1
+    assert message.copies[0].internal_date == T0  # the original INTERNALDATE is history
+    assert store.known_uids("alice", "INBOX", 8) == {50}
+
+
+def test_the_waive_keyword_is_set_and_unset_among_the_checked_uids(store: Store):
+    store.add_messages([imap_copy(f"<m{uid}@acme.example>", uid=uid) for uid in (1, 2, 3)])
+    first_seen = T0 + timedelta(hours=1)
+
+    assert store.set_waive_keyword("alice", "INBOX", 7, {1, 2}, {1, 2, 3}, first_seen) == 2
+    assert store.set_waive_keyword("alice", "INBOX", 7, {1, 2}, {1, 2, 3}, T0 + timedelta(2)) == 0
+
+    waived = {m.key: m.copies[0] for m in store.load_messages()}
+    assert waived["<m1@acme.example>"].waive_keyword
+    assert waived["<m1@acme.example>"].waive_seen_at == first_seen
+    assert not waived["<m3@acme.example>"].waive_keyword
+
+    # uid 2 lost its keyword; uid 1 was not checked this time, so it keeps it
+    assert store.set_waive_keyword("alice", "INBOX", 7, set(), {2}, T0 + timedelta(days=3)) == 1
+
+    waived = {m.key: m.copies[0] for m in store.load_messages()}
+    assert waived["<m1@acme.example>"].waive_keyword
+    assert not waived["<m2@acme.example>"].waive_keyword
+    assert waived["<m2@acme.example>"].waive_seen_at is None
+
+
+# ---------------------------------------------------------------- quarantine and waivers
+
+
+def test_a_quarantined_message_is_kept_once_per_location_with_its_raw_bytes_capped(store: Store):
+    huge = b"x" * (3 * 1024 * 1024)
+
+    store.quarantine("alice/INBOX uid 9", "unparsable Date", huge, T0)
+    store.quarantine("alice/INBOX uid 9", "unparsable Date", huge, T0 + timedelta(hours=1))
+    store.quarantine("/mail/bad.eml", "empty", None, T0 + timedelta(hours=2))
+
+    listed = store.quarantined()
+    assert [(q.location, q.error, q.seen_at) for q in listed] == [
+        ("alice/INBOX uid 9", "unparsable Date", T0),
+        ("/mail/bad.eml", "empty", T0 + timedelta(hours=2)),
+    ]
+    with store.engine.connect() as conn:
+        raw, size = conn.execute(
+            select(QuarantineRow.raw, QuarantineRow.raw_size).where(
+                QuarantineRow.location == "alice/INBOX uid 9"
+            )
+        ).one()
+    assert (len(raw), size) == (1024 * 1024, len(huge))
+
+
+def test_the_first_waiver_of_a_message_wins(store: Store):
+    first = Waiver("<m1@acme.example>", "cli: root", T0, "handled by phone")
+    store.add_waiver(first)
+    store.add_waiver(Waiver("<m1@acme.example>", "keyword in alice/INBOX", T0 + timedelta(1)))
+    store.add_waiver(Waiver("<m2@acme.example>", "cli: root", T0 + timedelta(2)))
+
+    assert store.waivers() == [first, Waiver("<m2@acme.example>", "cli: root", T0 + timedelta(2))]
+
+
+# ---------------------------------------------------------------- computed requests
+
+
+def test_requests_round_trip_and_filter_on_received_time(store: Store):
+    answered = a_request(
+        "<a@acme.example>",
+        T0,
+        status=Status.MET,
+        answered_by="<reply@rouge.example>",
+        answered_at=T0 + timedelta(hours=2),
+        responder="alice@rouge.example",
+        response_seconds=7200,
+        elapsed_seconds=7200,
+        closed_at=T0 + timedelta(hours=2),
+        notes=("answered by alice@ at 11:00",),
+    )
+    waived = a_request(
+        "<b@acme.example>",
+        T0 + timedelta(days=1),
+        status=Status.WAIVED,
+        tier="critical",
+        clock=ClockKind.BUSINESS,
+        waiver=Waiver("<b@acme.example>", "cli: root", T0 + timedelta(days=1, hours=1), "call"),
+    )
+    later = a_request("<c@acme.example>", T0 + timedelta(days=2))
+
+    store.replace_requests([later, answered, waived], evaluated_at=T0 + timedelta(days=3))
+
+    assert store.requests() == [answered, waived, later]
+    assert store.requests(received_since=T0 + timedelta(days=1)) == [waived, later]
+    assert store.requests(received_until=T0 + timedelta(days=1)) == [answered]
+    assert store.requests(T0 + timedelta(hours=1), T0 + timedelta(days=2)) == [waived]
+
+
+def test_replacing_requests_drops_the_ones_no_longer_computed(store: Store):
+    store.replace_requests([a_request("<a@acme.example>", T0)], T0)
+    fresh = a_request("<b@acme.example>", T0 + timedelta(hours=1))
+
+    store.replace_requests([fresh], T0 + timedelta(hours=2))
+
+    assert store.requests() == [fresh]
+
+
+def test_deleting_old_messages_keeps_the_requests_computed_from_them(store: Store):
+    store.add_messages(
+        [
+            imap_copy("<old@acme.example>", uid=1, at=T0),
+            imap_copy("<new@acme.example>", uid=2, at=T0 + timedelta(days=10)),
+        ]
+    )
+    store.quarantine("alice/INBOX uid 3", "broken", b"raw", T0)
+    old = a_request("<old@acme.example>", T0)
+    new = a_request("<new@acme.example>", T0 + timedelta(days=10))
+    store.replace_requests([old, new], T0 + timedelta(days=10))
+
+    assert store.delete_messages_before(T0 + timedelta(days=5)) == 1
+
+    assert [m.key for m in store.load_messages()] == ["<new@acme.example>"]
+    assert store.quarantined() == []
+    assert store.requests() == [old, new]
+    # a re-evaluation that can no longer see the old thread does not erase its history
+    renewed = a_request("<new@acme.example>", T0 + timedelta(days=10), status=Status.OVERDUE)
+    store.replace_requests([renewed], T0 + timedelta(days=11))
+    assert store.requests() == [old, renewed]
+
+
+# ---------------------------------------------------------------- claim, then act
+
+
+def test_only_the_first_claim_wins(store: Store):
+    assert store.claim("nudge", "<m1@acme.example>|reminder", "alice@rouge.example", T0)
+    assert not store.claim("nudge", "<m1@acme.example>|reminder", "alice@rouge.example", T0)
+    assert store.claim("nudge", "<m1@acme.example>|reminder", "bob@rouge.example", T0)
+    assert store.claim("digest", "<m1@acme.example>|reminder", "alice@rouge.example", T0)
+
+
+def test_two_threads_claiming_at_once_give_exactly_one_winner(store: Store):
+    keys = [f"week:2026-W{week:02d}" for week in range(1, 21)]
+    results = _claim_from_threads(store, keys)
+
+    assert all(won.count(True) == 1 for won in zip(*results, strict=True))
+    assert len(store.claims("digest")) == len(keys)
+
+
+def test_two_processes_claiming_at_once_give_exactly_one_winner(store: Store, store_url: str):
+    keys = [f"week:2026-W{week:02d}" for week in range(1, 21)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    workers = [
+        context.Process(target=claim_in_process, args=(store_url, keys, barrier, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert all(won.count(True) == 1 for won in zip(*outcomes, strict=True))
+
+
+def claim_in_process(url: str, keys: list[str], barrier, results) -> None:  # noqa: ANN001
+    """Runs in a spawned process: its own Store, racing the other process key by key."""
+    store = Store(url)
+    won = []
+    for key in keys:
+        barrier.wait(timeout=60)
+        won.append(store.claim("digest", key, "head@rouge.example", T0))
+    store.close()
+    results.put(won)
+
+
+def _claim_from_threads(store: Store, keys: list[str]) -> list[list[bool]]:
+    barrier = threading.Barrier(2)
+    results: list[list[bool]] = [[], []]
+
+    def race(slot: int) -> None:
+        for key in keys:
+            barrier.wait(timeout=60)
+            results[slot].append(store.claim("digest", key, "head@rouge.example", T0))
+
+    threads = [threading.Thread(target=race, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def test_a_temporary_failure_releases_the_claim_for_a_retry(store: Store):
+    claim = ("nudge", "<m1@acme.example>|warning", "alice@rouge.example")
+    store.claim(*claim, T0)
+
+    store.mark_failed(*claim, "421 try later", permanent=False, now=T0 + timedelta(minutes=1))
+
+    assert store.claim(*claim, T0 + timedelta(minutes=10))
+    assert not store.claim(*claim, T0 + timedelta(minutes=11))
+    store.mark_sent(*claim, T0 + timedelta(minutes=12))
+    (sent,) = store.claims("nudge")
+    assert (sent.attempts, sent.sent_at, sent.error) == (2, T0 + timedelta(minutes=12), None)
+    assert sent.claimed_at == T0 + timedelta(minutes=10)
+
+
+def test_a_permanent_failure_keeps_the_claim(store: Store):
+    claim = ("nudge", "<m1@acme.example>|breach", "gone@rouge.example")
+    store.claim(*claim, T0)
+
+    store.mark_failed(*claim, "550 no such user", permanent=True, now=T0 + timedelta(minutes=1))
+
+    assert not store.claim(*claim, T0 + timedelta(hours=1))
+    (failed,) = store.claims("nudge")
+    assert (failed.error, failed.sent_at, failed.attempts) == ("550 no such user", None, 1)
+    assert failed.failed_at == T0 + timedelta(minutes=1)
+
+
+def test_marking_a_claim_that_was_never_made_is_an_error(store: Store):
+    with pytest.raises(LookupError):
+        store.mark_sent("nudge", "nothing", "alice@rouge.example", T0)
+
+
+def test_a_lease_is_renewed_by_its_owner_and_moves_once_it_expires(store: Store):
+    ttl = timedelta(minutes=5)
+
+    assert store.acquire_lease("scheduler", "worker-a", T0, ttl)
+    assert not store.acquire_lease("scheduler", "worker-b", T0 + timedelta(minutes=1), ttl)
+    assert store.acquire_lease("scheduler", "worker-a", T0 + timedelta(minutes=4), ttl)
+    assert not store.acquire_lease("scheduler", "worker-b", T0 + timedelta(minutes=8), ttl)
+    assert store.acquire_lease("scheduler", "worker-b", T0 + timedelta(minutes=9), ttl)
+    assert not store.acquire_lease("scheduler", "worker-a", T0 + timedelta(minutes=10), ttl)
+
+
+def test_a_released_lease_can_be_taken_at_once(store: Store):
+    ttl = timedelta(minutes=5)
+    store.acquire_lease("scheduler", "worker-a", T0, ttl)
+
+    store.release_lease("scheduler", "worker-a")
+
+    assert store.acquire_lease("scheduler", "worker-b", T0 + timedelta(seconds=1), ttl)
+
+
+# ---------------------------------------------------------------- sync health
+
+
+def test_sync_states_count_consecutive_failures_until_a_success(store: Store):
+    store.record_sync("alice", "INBOX", True, None, T0, fetched=12)
+    store.record_sync("alice", "INBOX", False, "timeout", T0 + timedelta(minutes=2))
+    store.record_sync("alice", "INBOX", False, "timeout", T0 + timedelta(minutes=4))
+    store.record_sync("bob", None, False, "login refused", T0)
+
+    alice, bob = store.sync_states()
+    assert (alice.mailbox, alice.folder, alice.failures) == ("alice", "INBOX", 2)
+    assert (alice.last_ok_at, alice.last_error, alice.fetched) == (T0, "timeout", 12)
+    assert (bob.folder, bob.last_ok_at, bob.failures) == (None, None, 1)
+
+    store.record_sync("alice", "INBOX", True, None, T0 + timedelta(minutes=6), fetched=1)
+    alice = store.sync_states()[0]
+    assert (alice.failures, alice.last_ok_at) == (0, T0 + timedelta(minutes=6))
+
+
+# ---------------------------------------------------------------- concurrency of ingest
+
+
+def test_two_threads_adding_the_same_batch_store_each_message_once(store: Store):
+    batch = [imap_copy(f"<m{i}@acme.example>", uid=i) for i in range(200)]
+    added: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def ingest() -> None:
+        barrier.wait(timeout=60)
+        added.append(store.add_messages(batch))
+
+    threads = [threading.Thread(target=ingest) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert len(added) == 2 and sum(added) == 200
+    assert [len(m.copies) for m in store.load_messages()] == [1] * 200
+
+
+# ---------------------------------------------------------------- SQLite specifics
+
+
+def test_a_new_sqlite_file_is_private_and_sound(tmp_path):
+    path = tmp_path / "mailwatch.db"
+    store = Store(f"sqlite:///{path}")
+    store.upgrade()
+    store.add_messages([imap_copy("<m1@acme.example>")])
+
+    with store.engine.connect() as conn:
+        integrity = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+        journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        foreign_keys = conn.exec_driver_sql("PRAGMA foreign_keys").scalar()
+        busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    store.close()
+
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (integrity, journal, foreign_keys, busy) == ("ok", "wal", 1, 30000)
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "mailwatch.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+
+    Store(f"sqlite:///{path}").upgrade()
+
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_store_refuses_databases_other_than_sqlite_and_postgresql():
+    with pytest.raises(ValueError, match="mysql"):
+        Store("mysql://localhost/mailwatch")
+
+
+def test_the_postgresql_server_answers(postgres_url: str):
+    store = Store(postgres_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+    store.close()
