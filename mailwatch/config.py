@@ -410,6 +410,8 @@ class _Reader:
         return value
 
     def text(self, key: str, default: Any = _REQUIRED) -> Any:
+        if self._defaulted(key, default):
+            return default
         value = self._value(key, default, (str,), "a string")
         if value == "":
             raise self.error(key, "must not be empty")
@@ -557,7 +559,7 @@ class _Reader:
 
     def path_value(self, key: str) -> Path | None:
         value = self.text(key, None)
-        return None if value is None else self.base_dir / Path(value).expanduser()
+        return None if value is None else self.base_dir / Path(value)
 
     def existing_file(self, key: str) -> Path | None:
         path = self.path_value(key)
@@ -770,12 +772,14 @@ def _holidays(reader: _Reader, default: Container[date]) -> Container[date]:
     if name is None:
         return default
     country, _, subdivision = name.upper().partition("-")
-    try:
-        return holidays.country_holidays(country, subdiv=subdivision or None)
-    except NotImplementedError:
+    # Check against the library's own list: it looks codes up as module attributes,
+    # so an unlisted one can resolve to something that is not a country at all.
+    subdivisions = holidays.list_supported_countries().get(country)
+    if subdivisions is None or (subdivision and subdivision not in subdivisions):
         raise reader.error(
             "holidays", f"unknown country or subdivision {name!r} (e.g. GB-ENG, US-NY, FR)"
-        ) from None
+        )
+    return holidays.country_holidays(country, subdiv=subdivision or None)
 
 
 def _tiers(sla: _Reader) -> tuple[Tier, ...]:
@@ -1019,7 +1023,7 @@ def _secrets(entry: _Reader) -> tuple[Secret | None, Secret | None]:
             raise entry.error(key, "not an environment variable name")
         source = f"env {value}"
     elif key == "password_file":
-        source = f"file {entry.base_dir / Path(value).expanduser()}"
+        source = f"file {entry.base_dir / Path(value)}"
     else:
         try:
             argv = shlex.split(value)
