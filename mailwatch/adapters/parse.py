@@ -25,16 +25,18 @@ from email.parser import BytesParser, Parser
 from mailwatch.core.automated import looks_like_courtesy
 from mailwatch.core.model import Message
 
-# A real header block is a few KiB; 256 KiB leaves room for very long
-# Received chains while keeping a hostile 1 MB header cheap.  Lines past the
-# cap are dropped (the fields we read are near the top in practice).
-HEADER_CAP = 256 * 1024
+# A real header block is a few KiB, but 10,000 recipients with display names
+# take about 400 KiB.  Past 1 MiB a header is hostile: the rest is dropped
+# at a line break, so parsing stays linear and bounded (the fields we read
+# come first in practice; a field cut off is simply not seen).
+HEADER_CAP = 1024 * 1024
 # How much of the body decides "only thanks": the IMAP adapter fetches
 # BODY.PEEK[TEXT]<0.BODY_PREFIX_BYTES>.
 BODY_PREFIX_BYTES = 8192
 MAX_REFERENCES = 100
 MAX_ID_LENGTH = 250
 MAX_HEADER_VALUE = 1000
+MAX_ADDRESS_LENGTH = 2000  # RFC 5322 lines stop at 998 characters
 
 # The fields the automation rules read, kept in `Message.headers`.
 RULE_FIELDS = (
@@ -62,6 +64,12 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _BETWEEN_ENCODED_WORDS = re.compile(r"(\?=)\s+(=\?)")
 _FOLDING = re.compile(r"\r\n|\r|\n")
 _SPACES = re.compile(r"\s+")
+# `jane@acme.example`, `Jane Doe <jane@acme.example>`, `"Doe, Jane" <jane@acme.example>`.
+# No two parts can match the same characters, so a failed match stays linear.
+_ADDR_SPEC = r'[^\s<>()",;:\\@]+@[^\s<>()",;:\\@]+'
+_SIMPLE_ADDRESS = re.compile(
+    rf'(?P<bare>{_ADDR_SPEC})|(?:"(?P<qname>[^"\\]*)"\s*|(?P<name>[^<>()",;:\\@]*))<(?P<addr>{_ADDR_SPEC})>'
+)
 _NOT_IN_ADDRESS = re.compile(r"[\s<>()\[\],;:\\]")
 _TAG = re.compile(r"<[^>]*>")
 
@@ -187,22 +195,63 @@ def _rule_headers(fields: EmailMessage) -> tuple[tuple[str, str], ...]:
 
 def _addresses(fields: EmailMessage, name: str) -> list[tuple[str, str]]:
     """(addr-spec lower-cased, decoded display name) pairs; garbage is dropped."""
-    values = [str(v) for v in fields.get_all(name) or ()]
-    found: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for display, addr in email.utils.getaddresses(values):
-        addr = addr.strip().lower()
-        local, at, domain = addr.rpartition("@")
-        if not local or not domain or _NOT_IN_ADDRESS.search(addr) or addr in seen:
-            continue
-        seen.add(addr)
-        found.append((addr, _clean_text(_decode(display))))
-    return found
+    found: dict[str, str] = {}
+    for value in fields.get_all(name) or ():
+        for display, addr in _address_pairs(_unfold(str(value))):
+            addr = addr.strip().lower()
+            local, _, domain = addr.rpartition("@")
+            if addr not in found and local and domain and not _NOT_IN_ADDRESS.search(addr):
+                found[addr] = _clean_text(_decode(display))
+    return list(found.items())
 
 
 def _display_name(fields: EmailMessage) -> str:
-    pairs = email.utils.getaddresses([_first(fields, "from")])
+    pairs = _address_pairs(_first(fields, "from"))
     return _clean_text(_decode(pairs[0][0])) if pairs else ""
+
+
+def _address_pairs(value: str) -> list[tuple[str, str]]:
+    # email.utils.getaddresses is fast on real lists but slows down badly on
+    # long runs of ";" or "<" and recurses once per "(": give it one address
+    # at a time (common shapes by regex), and treat a "single address" longer
+    # than any real one as garbage.
+    pairs: list[tuple[str, str]] = []
+    for piece in _split_addresses(value):
+        piece = piece.strip()
+        if len(piece) > MAX_ADDRESS_LENGTH:
+            continue
+        if simple := _SIMPLE_ADDRESS.fullmatch(piece):
+            name = simple["qname"] or (simple["name"] or "").strip()
+            pairs.append((name, simple["bare"] or simple["addr"]))
+            continue
+        try:
+            pairs.extend(email.utils.getaddresses([piece]))
+        except RecursionError:
+            continue
+    return pairs
+
+
+def _split_addresses(value: str) -> list[str]:
+    """Split an address list at the commas outside quotes, <> and (comments)."""
+    pieces, start, quoted, depth, escaped = [], 0, False, 0, False
+    for index, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"' and not depth:
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch in "(<":
+            depth += 1
+        elif ch in ")>" and depth:
+            depth -= 1
+        elif ch == "," and not depth:
+            pieces.append(value[start:index])
+            start = index + 1
+    pieces.append(value[start:])
+    return pieces
 
 
 def _addr_specs(fields: EmailMessage, name: str) -> tuple[str, ...]:
@@ -214,12 +263,11 @@ def _addr_specs(fields: EmailMessage, name: str) -> tuple[str, ...]:
 
 def _ids(value: str) -> list[str]:
     """Normalised `<local@domain>` ids of a Message-ID / In-Reply-To / References value."""
-    ids = []
+    ids: dict[str, None] = {}
     for found in _ANGLE_ID.findall(_strip_comments(value)):
-        normal = _normalise_id(found)
-        if normal and normal not in ids:
-            ids.append(normal)
-    return ids
+        if normal := _normalise_id(found):
+            ids[normal] = None
+    return list(ids)
 
 
 def _normalise_id(found: str) -> str | None:
