@@ -238,6 +238,22 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.nudging import NotConfigured, send_due_nudges
+
+    with _store(settings) as store:
+        try:
+            run = send_due_nudges(settings, store, _now(args, settings), dry_run=args.dry_run)
+        except NotConfigured as error:
+            print(f"mailwatch: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    for line in run.lines:
+        print(line)
+    if not run.lines:
+        print("No nudge is due.")
+    return EXIT_FAILURE if run.failed else 0
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -311,6 +327,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     sub.add_argument("message_id", metavar="MESSAGE_ID")
     command("migrate", cmd_migrate, "apply database schema migrations")
+    sub = command("nudge", cmd_nudge, "send the nudges that are due", now=True)
+    sub.add_argument("--dry-run", action="store_true", help="print them; send and claim nothing")
     return parser, handlers
 
 

@@ -1,0 +1,207 @@
+"""Sending the nudges that are due: claim, then send, one email per recipient.
+
+Each (request, stage, recipient) is claimed in the database before its email
+goes out (`Store.claim("nudge", f"{opened_by}|{stage}", recipient, now)`), and
+only the nudges this process claimed are put in the email, so two workers, or
+a pass that overlaps the previous one, never send the same nudge twice.
+
+After the SMTP server accepts the email the claims are marked sent.  A
+temporary failure (4xx, connection refused, timeout) releases them: the next
+pass retries whatever is *still* due then; a stage that has since been
+answered, waived or has fallen due too long ago is dropped, never sent late.
+A permanent failure (5xx, bad credentials) keeps the claims and records the
+error, so `mailwatch health` reports it and nobody is mailed in a loop.
+
+A crash between the SMTP server's acceptance and the commit of `mark_sent`
+leaves the claims taken but unmarked.  They are never released, so that nudge
+is not sent again: delivery is at most once.  A lost reminder is cheaper than
+a duplicate storm after a crash loop, and the digest still reports the breach.
+
+Nudges skipped for lateness are recorded once each as claims of kind
+"nudge-skipped" (the reason in `error`), so the next digest can list them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from mailwatch.adapters.render import Renderer
+from mailwatch.adapters.smtp import Mailer, TransportError
+from mailwatch.core.model import Request, Status
+from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
+from mailwatch.nudge_mail import nudge_context
+from mailwatch.services import evaluate_store, refresh_requests
+
+if TYPE_CHECKING:
+    from mailwatch.config import Settings
+    from mailwatch.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+NUDGE = "nudge"
+SKIPPED = "nudge-skipped"
+
+
+class NotConfigured(Exception):
+    pass
+
+
+@dataclass
+class NudgeRun:
+    plan: NudgePlan
+    dry_run: bool
+    emails: int = 0  # emails accepted by the SMTP server
+    sent: list[Nudge] = field(default_factory=list)
+    failed: list[tuple[Nudge, str, bool]] = field(default_factory=list)  # nudge, error, permanent
+    lines: list[str] = field(default_factory=list)  # what happened (or would), for people
+
+
+def claim_key(nudge: Nudge) -> str:
+    return f"{nudge.request.opened_by}|{nudge.stage}"
+
+
+def split_claim_key(key: str) -> tuple[str, str]:
+    """(opened_by, stage): a Message-ID may hold "|", a stage name does not."""
+    opened_by, _, stage = key.rpartition("|")
+    return opened_by, stage
+
+
+def send_due_nudges(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    mailer: Mailer | None = None,
+) -> NudgeRun:
+    # A dry run writes nothing, not even the refreshed requests.
+    evaluation = (
+        evaluate_store(settings, store, now) if dry_run else refresh_requests(settings, store, now)
+    )
+    plan = due_nudges(evaluation.requests, settings.policy, evaluation.absences, _taken(store), now)
+    run = NudgeRun(plan, dry_run)
+    _report_not_sent(run, store, now)
+    batches = batch_by_recipient(plan.send)
+    if dry_run:
+        for recipient, nudges in batches.items():
+            run.lines.append(f"would send to {recipient}: {len(nudges)} nudge(s)")
+            run.lines.extend(f"  {_describe(nudge)}" for nudge in nudges)
+        return run
+    if not batches:
+        return run
+    if mailer is None:
+        if settings.smtp is None:
+            raise NotConfigured("nudges are due but no [smtp] server is configured")
+        mailer = Mailer(settings.smtp)
+    renderer = Renderer()
+    openers = {m.key: m for m in store.load_messages()}
+    for recipient, nudges in batches.items():
+        claimed = [n for n in nudges if store.claim(NUDGE, claim_key(n), recipient, now)]
+        if not claimed:
+            continue  # another worker has them
+        context = nudge_context(
+            recipient,
+            claimed,
+            others_waiting=_others_waiting(recipient, claimed, evaluation.requests, settings, now),
+            policy=settings.policy,
+            messages=openers,
+            now=now,
+            waive_keyword=settings.sync.waive_keyword,
+        )
+        _send(run, store, mailer, renderer, recipient, claimed, context, now)
+    return run
+
+
+def _taken(store: Store) -> set[ClaimKey]:
+    """Sent, permanently failed, or claimed right now: everything but released claims."""
+    taken = set()
+    for claim in store.claims(NUDGE):
+        if not claim.released:
+            opened_by, stage = split_claim_key(claim.key)
+            taken.add((opened_by, stage, claim.recipient))
+    return taken
+
+
+def _send(
+    run: NudgeRun,
+    store: Store,
+    mailer: Mailer,
+    renderer: Renderer,
+    recipient: str,
+    claimed: list[Nudge],
+    context: dict,
+    now: datetime,
+) -> None:
+    try:
+        rendered = renderer.render("nudge", context)
+        mailer.send([recipient], rendered, headers={"X-Mailwatch": "nudge"})
+    except TransportError as error:
+        kind = "permanent" if error.permanent else "temporary"
+        log.warning("nudge to %s failed (%s): %s", recipient, kind, error)
+        for nudge in claimed:
+            store.mark_failed(NUDGE, claim_key(nudge), recipient, str(error), error.permanent, now)
+            run.failed.append((nudge, str(error), error.permanent))
+        run.lines.append(f"FAILED to send to {recipient} ({kind}): {error}")
+        return
+    except Exception as error:
+        # A bug (a template, say): give the claims back so a fixed version can send them.
+        for nudge in claimed:
+            store.mark_failed(NUDGE, claim_key(nudge), recipient, repr(error), False, now)
+        raise
+    for nudge in claimed:
+        store.mark_sent(NUDGE, claim_key(nudge), recipient, now)
+    run.emails += 1
+    run.sent.extend(claimed)
+    run.lines.append(f"sent to {recipient}: {len(claimed)} nudge(s)")
+    run.lines.extend(f"  {_describe(nudge)}" for nudge in claimed)
+    log.info("sent %d nudge(s) to %s", len(claimed), recipient)
+
+
+def _report_not_sent(run: NudgeRun, store: Store, now: datetime) -> None:
+    plan = run.plan
+    for nudge in plan.skipped:
+        # Recorded once (the first pass that skips it) for the digest.
+        if run.dry_run:
+            run.lines.append(f"would skip for {nudge.recipient}: {_describe(nudge)}")
+        elif store.claim(SKIPPED, claim_key(nudge), nudge.recipient, now):
+            store.mark_failed(
+                SKIPPED, claim_key(nudge), nudge.recipient, nudge.reasons[-1], True, now
+            )
+            log.warning("nudge to %s skipped: %s", nudge.recipient, _describe(nudge))
+    for nudge in plan.held:
+        run.lines.append(f"held for {nudge.recipient}: {_describe(nudge)}")
+    for nudge in plan.refused:
+        run.lines.append(f"REFUSED for {nudge.recipient}: {_describe(nudge)}")
+        log.error("nudge refused: %s", _describe(nudge))
+
+
+def _others_waiting(
+    recipient: str, listed: list[Nudge], requests: tuple[Request, ...], settings: Settings, now
+) -> int:
+    """The recipient's other requests still waiting: they manage or back up the account,
+    or were responsible when it opened."""
+    mine = {
+        account.name
+        for account in settings.policy.accounts
+        if recipient == account.manager or recipient in account.backups
+    }
+    shown = {nudge.request.opened_by for nudge in listed}
+    return sum(
+        1
+        for r in requests
+        if r.status in (Status.OPEN, Status.OVERDUE)
+        and (r.closed_at is None or r.closed_at > now)
+        and r.opened_by not in shown
+        and (r.account in mine or recipient in r.responsible)
+    )
+
+
+def _describe(nudge: Nudge) -> str:
+    request = nudge.request
+    subject = " ".join(request.subject.split()) or "(no subject)"
+    return f"{request.account}: '{subject}' {request.opened_by} [{nudge.stage}] — " + "; ".join(
+        nudge.reasons
+    )
