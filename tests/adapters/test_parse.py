@@ -248,7 +248,7 @@ def test_a_header_only_fetch_with_a_body_prefix_decides_courtesy() -> None:
 
 
 def test_courtesy_is_found_in_the_first_text_part_of_nested_mime() -> None:
-    thanks = base64.b64encode("Vielen Dank, passt!\r\n".encode()).decode()
+    thanks = base64.b64encode(b"Vielen Dank, passt!\r\n").decode()
     raw = mail(
         "Subject: Re: banner",
         "MIME-Version: 1.0",
@@ -281,11 +281,20 @@ def test_a_truncated_body_prefix_still_parses() -> None:
     assert parse_message(raw, body_prefix=body_prefix_of(raw)).courtesy is False
 
 
-@pytest.mark.parametrize("junk", [b";" * 900_000, b"<" * 900_000, b"(" * 900_000, b"(" * 1500])
-def test_hostile_address_lists_are_dropped_quickly(junk: bytes) -> None:
+@pytest.mark.parametrize(
+    ("junk", "kept"),
+    [
+        (b";" * 900_000, ("ok@acme.example",)),
+        (b"<<<>>>" * 150_000, ("ok@acme.example",)),
+        (b"<" * 900_000, ()),  # an unclosed bracket swallows the rest of the list
+        (b"(" * 900_000, ()),
+        (b"(" * 1500, ()),  # deeper than the stdlib parser can recurse
+    ],
+)
+def test_hostile_address_lists_are_dropped_quickly(junk: bytes, kept: tuple[str, ...]) -> None:
     started = time.perf_counter()
     message = parse_message(
         b"Message-ID: <x@acme.example>\r\nTo: " + junk + b", ok@acme.example\r\n\r\n"
     )
     assert time.perf_counter() - started < 3
-    assert message.to == ("ok@acme.example",)
+    assert message.to == kept
