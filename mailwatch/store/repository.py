@@ -178,12 +178,13 @@ class Store:
             messages = messages.where(MESSAGES.c.arrived_at < arrived_before)
             copies = copies.where(MESSAGES.c.arrived_at < arrived_before)
         with self._reading() as conn:
+            # messages first: a copy stored in between belongs to no listed message, or to
+            # one that exists either way (PostgreSQL reads each statement's own snapshot)
+            message_rows = conn.execute(messages).mappings().all()
             copies_of: dict[int, list[Copy]] = defaultdict(list)
             for row in conn.execute(copies).mappings():
                 copies_of[row["message_id"]].append(_copy(row))
-            return [
-                _message(row, copies_of[row["id"]]) for row in conn.execute(messages).mappings()
-            ]
+        return [_message(row, copies_of[row["id"]]) for row in message_rows]
 
     def raw_headers(self, key: str) -> bytes | None:
         """The raw header block stored with a message, for re-running the rules."""
