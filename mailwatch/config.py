@@ -409,6 +409,10 @@ class _Reader:
             raise self.error(key, f"expected {expected}, got {_kind(value)}")
         return value
 
+    def _defaulted(self, key: str, default: Any) -> bool:
+        """The key is absent and optional: the caller returns `default` as it is."""
+        return key not in self.data and default is not _REQUIRED
+
     def text(self, key: str, default: Any = _REQUIRED) -> Any:
         if self._defaulted(key, default):
             return default
@@ -436,7 +440,7 @@ class _Reader:
     def texts(self, key: str, default: Any = _REQUIRED) -> Any:
         if self._defaulted(key, default):
             return default
-        values = self._value(key, default, (list, tuple), "an array of strings")
+        values = self._value(key, default, (list,), "an array of strings")
         for index, value in enumerate(values):
             if not isinstance(value, str) or not value:
                 got = "an empty string" if value == "" else _kind(value)
@@ -454,9 +458,6 @@ class _Reader:
     def clock(self, key: str, default: Any) -> Any:
         value = self.choice(key, tuple(ClockKind), default)
         return value if value is None else ClockKind(value)
-
-    def _defaulted(self, key: str, default: Any) -> bool:
-        return key not in self.data and default is not _REQUIRED
 
     def duration(self, key: str, default: Any = _REQUIRED) -> Any:
         if self._defaulted(key, default):
@@ -557,13 +558,12 @@ class _Reader:
                 raise self.error(f"{key}[{index}]", f"not a domain name: {value!r}")
         return tuple(value.lower() for value in values)
 
-    def path_value(self, key: str) -> Path | None:
-        value = self.text(key, None)
-        return None if value is None else self.base_dir / Path(value)
-
     def existing_file(self, key: str) -> Path | None:
-        path = self.path_value(key)
-        if path is not None and not path.is_file():
+        value = self.text(key, None)
+        if value is None:
+            return None
+        path = self.base_dir / value
+        if not path.is_file():
             raise self.error(key, f"no such file: {path}")
         return path
 
@@ -1023,7 +1023,7 @@ def _secrets(entry: _Reader) -> tuple[Secret | None, Secret | None]:
             raise entry.error(key, "not an environment variable name")
         source = f"env {value}"
     elif key == "password_file":
-        source = f"file {entry.base_dir / Path(value)}"
+        source = f"file {entry.base_dir / value}"
     else:
         try:
             argv = shlex.split(value)
