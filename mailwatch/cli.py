@@ -254,6 +254,32 @@ def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if run.failed else 0
 
 
+def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.digests import send_digests
+    from mailwatch.nudging import NotConfigured
+
+    output_dir = Path(args.output) if args.output else None
+    with _store(settings) as store:
+        try:
+            run = send_digests(
+                settings,
+                store,
+                _now(args, settings),
+                args.period,
+                dry_run=args.dry_run,
+                output_dir=output_dir,
+            )
+        except NotConfigured as error:
+            print(f"mailwatch: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    print(f"{run.period.label} ({run.period.key}): {len(run.digests)} digest(s)")
+    for line in run.lines:
+        print(line)
+    if run.written:
+        print(f"wrote {len(run.written)} files to {output_dir}")
+    return EXIT_FAILURE if run.failed else 0
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -329,6 +355,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     command("migrate", cmd_migrate, "apply database schema migrations")
     sub = command("nudge", cmd_nudge, "send the nudges that are due", now=True)
     sub.add_argument("--dry-run", action="store_true", help="print them; send and claim nothing")
+    sub = command("digest", cmd_digest, "send the compliance digests of the last period", now=True)
+    sub.add_argument("--period", choices=("week", "month", "quarter"), default="week")
+    sub.add_argument("--dry-run", action="store_true", help="build them; send and claim nothing")
+    sub.add_argument("--output", metavar="DIR", help="also write each digest as .eml, .html, .json")
     return parser, handlers
 
 
