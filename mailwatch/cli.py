@@ -359,6 +359,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub.add_argument("--period", choices=("week", "month", "quarter"), default="week")
     sub.add_argument("--dry-run", action="store_true", help="build them; send and claim nothing")
     sub.add_argument("--output", metavar="DIR", help="also write each digest as .eml, .html, .json")
+    demo_help = "a self-contained demonstration on a local IMAP server with sample mail"
+    commands.add_parser("demo", help=demo_help, description=demo_help)  # main() runs it
     return parser, handlers
 
 
@@ -370,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "demo":  # it writes its own configuration
+            from mailwatch.demo import run_demo
+
+            return run_demo()
         settings = load_settings(config_path(getattr(args, "config", None)))
         return handlers[args.command](args, settings)
     except (ConfigError, UsageError) as error:

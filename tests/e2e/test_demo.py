@@ -1,0 +1,103 @@
+"""`mailwatch demo`, run in-process in a scratch folder against the real Dovecot.
+
+Without Dovecot the demo exits 1, so the first test fails: it never skips.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mailwatch import demo, devserver
+from mailwatch.cli import main
+
+STATUSES = ("met", "breached", "overdue", "open", "waived")
+SERVER_LINE = re.compile(r"Dovecot answers on 127\.0\.0\.1:(\d+) \(scratch folder (\S+)\)")
+
+
+def section(output: str, heading: str) -> str:
+    """The lines printed between `== <heading>` and the next `== ` heading."""
+    start = output.index(f"== {heading}")
+    end = output.find("\n== ", start + 1)
+    return output[start : end if end != -1 else None]
+
+
+def server_of(output: str) -> tuple[int, Path]:
+    found = SERVER_LINE.search(output)
+    assert found, output
+    return int(found.group(1)), Path(found.group(2))
+
+
+def processes_using(folder: Path) -> list[str]:
+    """Command lines of running processes that name `folder` (Dovecot's take -c <conf>)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        if str(folder) in text:
+            found.append(text)
+    return found
+
+
+def assert_stopped(port: int, scratch: Path) -> None:
+    assert not devserver.port_in_use(port)
+    assert not scratch.exists()
+    assert processes_using(scratch) == []
+
+
+def test_the_demo_polls_a_real_dovecot_and_reports_every_kind_of_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo-run").mkdir()
+    (tmp_path / "demo-run" / "left-from-last-time.db").write_text("stale")
+
+    status = main(["demo"])
+
+    output, errors = capsys.readouterr()
+    assert status == 0, errors
+    assert re.search(r"^alice: fetched [1-9]\d*, [1-9]\d* new$", output, re.MULTILINE)
+    report = section(output, "$ mailwatch report --since")
+    for request_status in STATUSES:
+        assert re.search(rf"\s{request_status}\s", report), f"no {request_status} in\n{report}"
+    assert "breached, tier standard" in section(output, "$ mailwatch explain")
+    assert sorted(p.name for p in (tmp_path / "demo-run").iterdir()) == [
+        "mailwatch.db",
+        "mailwatch.toml",
+    ]
+    assert_stopped(*server_of(output))
+
+
+def test_the_demo_stops_dovecot_when_interrupted_with_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "seed", interrupted)
+
+    status = main(["demo"])
+
+    output, _ = capsys.readouterr()
+    assert status == 130
+    assert_stopped(*server_of(output))
+
+
+def test_without_dovecot_the_demo_says_how_to_install_it_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(devserver, "dovecot_binary", lambda: None)
+
+    status = main(["demo"])
+
+    _, errors = capsys.readouterr()
+    assert status == 1
+    assert "apt-get install dovecot-imapd" in errors
+    assert "make demo" in errors
