@@ -280,6 +280,44 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if run.failed else 0
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.daemon import Daemon
+
+    logging.getLogger().setLevel(logging.INFO)  # a daemon's journal should say what it does
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not every job start
+    store = open_store(settings)  # an outdated schema: refused, naming `mailwatch migrate`
+    try:
+        return Daemon(settings, store).run()
+    finally:
+        store.close()
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.daemon import health_problems
+
+    with _store(settings) as store:
+        problems = health_problems(settings, store, datetime.now(UTC))
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_FAILURE
+    print(f"healthy: {len(settings.mailboxes)} mailbox(es) synced recently, last sends ok")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.daemon import BackupUnsupported, backup
+
+    with _store(settings) as store:
+        try:
+            backup(store, Path(args.path))
+        except BackupUnsupported as error:
+            print(f"mailwatch: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    print(f"backed up to {args.path}")
+    return 0
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -359,6 +397,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub.add_argument("--period", choices=("week", "month", "quarter"), default="week")
     sub.add_argument("--dry-run", action="store_true", help="build them; send and claim nothing")
     sub.add_argument("--output", metavar="DIR", help="also write each digest as .eml, .html, .json")
+    command("run", cmd_run, "the daemon: poll, nudge and send digests on schedule until stopped")
+    command("health", cmd_health, "exit 1, saying why, when syncing or sending is failing")
+    sub = command("backup", cmd_backup, "write a consistent copy of the SQLite database")
+    sub.add_argument("path", metavar="PATH")
     demo_help = "a self-contained demonstration on a local IMAP server with sample mail"
     commands.add_parser("demo", help=demo_help, description=demo_help)  # main() runs it
     return parser, handlers

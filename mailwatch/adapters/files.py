@@ -42,6 +42,9 @@ _SENT_NAMES = frozenset(
 )  # fmt: skip
 
 
+_MAILDIR_STATE_FILES = frozenset({"maildirfolder", "maildirsize", "subscriptions"})
+
+
 @dataclass(frozen=True)
 class ImportedItem:
     """One message read from disk, with where it came from."""
@@ -79,18 +82,24 @@ def is_sent_folder(folder: str) -> bool:
 
 
 def _read_folder(folder: Path, name: str, sent: bool) -> Iterator[ImportedItem | ImportWarning]:
+    # Hidden folders are Maildir++ folders (.Sent); hidden files and the
+    # servers' own files are state (.mbsyncstate, dovecot-uidlist), not mail.
+    children = sorted(folder.iterdir())
     if (folder / "cur").is_dir() and (folder / "new").is_dir():
         for sub in ("cur", "new"):
-            for file in sorted(p for p in (folder / sub).iterdir() if p.is_file()):
-                yield from _read_file(file, name, sent)
-        children = [p for p in folder.iterdir() if p.name not in ("cur", "new", "tmp")]
-    else:
-        children = list(folder.iterdir())
-    for child in sorted(children):
+            for file in sorted((folder / sub).iterdir()):
+                if file.is_file() and not _is_state_file(file.name):
+                    yield from _read_file(file, name, sent)
+        children = [p for p in children if p.name not in ("cur", "new", "tmp")]
+    for child in children:
         if child.is_dir():
             yield from _read_folder(child, _join(name, child.name), sent)
-        elif child.is_file():
+        elif child.is_file() and not _is_state_file(child.name):
             yield from _read_file(child, name, sent)
+
+
+def _is_state_file(name: str) -> bool:
+    return name.startswith((".", "dovecot", "courier")) or name in _MAILDIR_STATE_FILES
 
 
 def _join(parent: str, child: str) -> str:

@@ -167,3 +167,15 @@ def test_a_big_mbox_is_streamed_one_message_at_a_time(tmp_path: Path) -> None:
     first = next(stream)
     assert isinstance(first, ImportedItem) and first.raw.startswith(b"Message-ID: <m0@")
     assert sum(1 for _ in stream) == 1999
+
+
+def test_server_state_files_and_hidden_files_are_not_mail(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "cur" / "1:2,").write_bytes(message(1))
+    (maildir / "stray-message").write_bytes(message(2))
+    for state in ("dovecot-uidlist", "dovecot.index.log", "maildirfolder", "subscriptions"):
+        (maildir / state).write_bytes(b"3 V1 N2\n")
+    (maildir / ".mbsyncstate").write_bytes(b"FarUidValidity 1\n")
+    assert [item.raw for item in items(maildir)] == [message(1), message(2)]
