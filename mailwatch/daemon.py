@@ -1,0 +1,325 @@
+"""`mailwatch run`: the scheduler shell around the poll, nudge and digest passes.
+
+Each job reads the clock once, does one bounded pass, and catches and logs
+its own exceptions: one bad pass never stops the daemon.  Jobs live in
+APScheduler's memory store and are rebuilt from the configuration at start
+and on SIGHUP; what must survive a restart (claims, checkpoints) is in the
+database.  Several workers may share a PostgreSQL database: each mailbox is
+polled by whoever holds its lease, and nudges and digests are claimed before
+they are sent, so every worker may run those passes.
+
+Also here: `health_problems` (for `mailwatch health` and the ping after a
+healthy cycle) and `backup` (SQLite online backup).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import tempfile
+import threading
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from mailwatch.config import ConfigError, Settings, load_settings
+from mailwatch.core.durations import human_duration
+from mailwatch.core.periods import last_complete
+from mailwatch.digests import DIGEST, send_digests
+from mailwatch.nudging import NUDGE, send_due_nudges
+from mailwatch.services import refresh_requests
+from mailwatch.store.repository import Claim, Store
+from mailwatch.sync import SyncHistory, poll_all
+
+log = logging.getLogger(__name__)
+
+# A job that starts late (the machine slept, a long poll ran over) still runs
+# if it is at most this late; coalesce folds the missed runs into one.
+MISFIRE_GRACE = 15 * 60
+# A lease outlives a few missed polls before another worker takes the mailbox.
+LEASE_POLLS = 3
+# One failed poll is weather; this many in a row is a problem worth paging for.
+HEALTH_FAILURES = 3
+PING_TIMEOUT = 10.0
+# After a restart, a digest whose scheduled time passed less than this long ago
+# is sent at once (claims make that safe if it was in fact sent).
+DIGEST_CATCH_UP = timedelta(hours=24)
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        worker_id: str | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.history = SyncHistory()  # backoff and refused logins, kept across polls
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.scheduler: BlockingScheduler | None = None
+
+    # ------------------------------------------------------------ jobs
+
+    def poll_job(self, name: str) -> None:
+        now = self.clock()
+        try:
+            mailbox = next((m for m in self.settings.mailboxes if m.name == name), None)
+            if mailbox is None:
+                return  # removed by a reload; its job goes with the next schedule
+            if self.store.dialect == "postgresql":
+                ttl = max(mailbox.poll_interval * LEASE_POLLS, timedelta(minutes=5))
+                if not self.store.acquire_lease(f"mailbox:{name}", self.worker_id, now, ttl):
+                    log.debug("%s: another worker holds this mailbox", name)
+                    return
+            one = replace(self.settings, mailboxes=(mailbox,))
+            (result,) = poll_all(one, self.store, now, self.history)
+            if result.new_messages:
+                refresh_requests(self.settings, self.store, now)
+            log.info("%s: fetched %d, %d new", name, result.fetched, result.new_messages)
+        except Exception:
+            log.exception("poll of mailbox %s failed", name)
+
+    def nudge_job(self) -> None:
+        now = self.clock()
+        try:
+            run = send_due_nudges(self.settings, self.store, now)
+        except Exception:
+            log.exception("nudge pass failed")
+            return
+        if run.sent or run.failed:
+            log.info("nudges: %d sent in %d email(s), %d failed", len(run.sent), run.emails,
+                     len(run.failed))  # fmt: skip
+        self.ping_if_healthy(now)
+
+    def digest_job(self, period: str) -> None:
+        now = self.clock()
+        try:
+            run = send_digests(self.settings, self.store, now, period)
+        except Exception:
+            log.exception("%s digest failed", period)
+            return
+        for line in run.lines:
+            log.info("digest %s: %s", run.period.key, line)
+
+    def ping_if_healthy(self, now: datetime) -> None:
+        url = self.settings.health.ping_url
+        if not url:
+            return
+        problems = health_problems(self.settings, self.store, now)
+        if problems:
+            log.warning("not pinging the health URL: %s", "; ".join(problems))
+            return
+        ping(url)
+
+    # ------------------------------------------------------------ schedule
+
+    def schedule(self, scheduler: BlockingScheduler) -> None:
+        """(Re)build every job from the current settings."""
+        settings = self.settings
+        zone = ZoneInfo(settings.policy.timezone)
+        now = self.clock()
+        scheduler.remove_all_jobs()
+        for mailbox in settings.mailboxes:
+            scheduler.add_job(
+                self.poll_job,
+                IntervalTrigger(seconds=mailbox.poll_interval.total_seconds(), timezone=zone),
+                args=[mailbox.name],
+                id=f"poll:{mailbox.name}",
+                next_run_time=now,
+            )
+        # Shortly after start, so the first polls have landed.
+        first_nudges = now + min(settings.daemon.nudge_interval, timedelta(minutes=1))
+        scheduler.add_job(
+            self.nudge_job,
+            IntervalTrigger(seconds=settings.daemon.nudge_interval.total_seconds(), timezone=zone),
+            id="nudge",
+            next_run_time=first_nudges,
+        )
+        for period, trigger in digest_triggers(settings).items():
+            missed = missed_digest(settings, period, now)
+            scheduler.add_job(
+                self.digest_job,
+                trigger,
+                args=[period],
+                id=f"digest:{period}",
+                **({"next_run_time": first_nudges} if missed else {}),
+            )
+
+    def reload(self) -> None:
+        """SIGHUP: read the file again; a bad file is refused and the old settings kept."""
+        try:
+            fresh = load_settings(self.settings.source)
+        except ConfigError as error:
+            log.error("configuration reload refused, keeping the running one: %s", error)
+            return
+        if fresh.database_url != self.settings.database_url:
+            log.warning("database.url changed: that takes a restart; the old database stays")
+            fresh = replace(fresh, database_url=self.settings.database_url)
+        self.settings = fresh
+        if self.scheduler is not None:
+            self.schedule(self.scheduler)
+        log.info("configuration reloaded from %s", fresh.source)
+
+    def run(self) -> int:
+        zone = ZoneInfo(self.settings.policy.timezone)
+        scheduler = BlockingScheduler(
+            timezone=zone,
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": MISFIRE_GRACE,
+            },
+        )
+        self.scheduler = scheduler
+        self.schedule(scheduler)
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            scheduler.shutdown(wait=False)
+
+        def hang_up(_signum: int, _frame: FrameType | None) -> None:
+            # Not in the handler itself: it may interrupt the scheduler holding its lock.
+            threading.Thread(target=self.reload, name="reload", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hang_up)
+        log.info(
+            "mailwatch running as %s: %d mailbox(es), nudges every %s",
+            self.worker_id,
+            len(self.settings.mailboxes),
+            human_duration(self.settings.daemon.nudge_interval.total_seconds()),
+        )
+        scheduler.start()  # returns after shutdown()
+        if self.store.dialect == "postgresql":
+            for mailbox in self.settings.mailboxes:
+                self.store.release_lease(f"mailbox:{mailbox.name}", self.worker_id)
+        log.info("stopped")
+        return 0
+
+
+def digest_triggers(settings: Settings) -> dict[str, CronTrigger]:
+    digests = settings.digests
+    zone = ZoneInfo(settings.policy.timezone)
+    at = {"hour": digests.at.hour, "minute": digests.at.minute, "timezone": zone}
+    triggers = {}
+    if digests.weekly:
+        triggers["week"] = CronTrigger(day_of_week=_WEEKDAYS[digests.weekday], **at)
+    if digests.monthly:
+        triggers["month"] = CronTrigger(day=1, **at)
+    if digests.quarterly:
+        triggers["quarter"] = CronTrigger(month="1,4,7,10", day=1, **at)
+    return triggers
+
+
+def missed_digest(settings: Settings, period: str, now: datetime) -> bool:
+    """Whether this period's digest was due to go out in the last DIGEST_CATCH_UP."""
+    zone = ZoneInfo(settings.policy.timezone)
+    current_start = last_complete(period, now, settings.policy.timezone).end
+    day = current_start.astimezone(zone).date()
+    if period == "week":
+        day += timedelta(days=settings.digests.weekday)
+    scheduled = datetime.combine(day, settings.digests.at, zone)
+    # A late weekday (Sunday) falls after the start of the next week: look a week back too.
+    candidates = [scheduled, scheduled - timedelta(days=7)] if period == "week" else [scheduled]
+    return any(timedelta(0) <= now - moment < DIGEST_CATCH_UP for moment in candidates)
+
+
+def ping(url: str) -> None:
+    """Tell the outside dead-man's switch we are alive; its failures are only logged."""
+    try:
+        with urllib.request.urlopen(url, timeout=PING_TIMEOUT) as response:
+            response.read(1024)
+    except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+        log.warning("health ping failed: %s", error)
+
+
+# ---------------------------------------------------------------- health
+
+
+def health_problems(settings: Settings, store: Store, now: datetime) -> list[str]:
+    """Why mailwatch is not healthy now; empty when it is."""
+    problems = []
+    stale_after = settings.health.stale_after
+    states = store.sync_states()
+    whole = {s.mailbox: s for s in states if s.folder is None}
+    for mailbox in settings.mailboxes:
+        state = whole.get(mailbox.name)
+        if state is None or state.last_ok_at is None:
+            problems.append(f"mailbox {mailbox.name}: has never synced")
+        elif now - state.last_ok_at > stale_after:
+            since = human_duration((now - state.last_ok_at).total_seconds())
+            limit = human_duration(stale_after.total_seconds())
+            problems.append(f"mailbox {mailbox.name}: last synced {since} ago (limit {limit})")
+        for s in states:
+            if s.mailbox == mailbox.name and s.failures >= HEALTH_FAILURES:
+                where = mailbox.name if s.folder is None else f"{mailbox.name}/{s.folder}"
+                problems.append(f"mailbox {where}: {s.failures} failures in a row: {s.last_error}")
+    for kind in (NUDGE, DIGEST):
+        claims = store.claims(kind)
+        if not claims:
+            continue
+        last = max(claims, key=_latest_event)
+        if last.sent_at is None and last.error:
+            problems.append(f"the last {kind} to {last.recipient} failed: {last.error}")
+    return problems
+
+
+def _latest_event(claim: Claim) -> datetime:
+    return max(t for t in (claim.claimed_at, claim.sent_at, claim.failed_at) if t is not None)
+
+
+# ---------------------------------------------------------------- backup
+
+
+class BackupUnsupported(Exception):
+    pass
+
+
+def backup(store: Store, destination: Path) -> None:
+    """A consistent copy of the SQLite database while the daemon runs (online backup API).
+
+    Written to a temporary file beside the destination, then renamed over it,
+    so a failed backup never leaves half a file where the last good one was.
+    """
+    if store.dialect != "sqlite" or not store.url.database:
+        raise BackupUnsupported(
+            "the database is PostgreSQL: back it up with pg_dump, e.g. "
+            "`pg_dump --format=custom --file=mailwatch.dump DBNAME` (restore: pg_restore)"
+        )
+    destination = destination.resolve()
+    descriptor, temporary = tempfile.mkstemp(prefix=".mailwatch-backup-", dir=destination.parent)
+    os.close(descriptor)  # mkstemp made it 0600: the copy holds staff mail headers
+    try:
+        source = sqlite3.connect(store.url.database)
+        target = sqlite3.connect(temporary)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        os.replace(temporary, destination)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
