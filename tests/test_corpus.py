@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ import pytest
 from mailwatch.adapters.files import ImportedItem, ImportWarning, read_path
 from mailwatch.adapters.parse import UnparsableMessage, body_prefix_of, parse_message
 from mailwatch.core.automated import automation_reason
-from mailwatch.core.model import Message, Policy
+from mailwatch.core.clock import evaluate
+from mailwatch.core.model import Account, Copy, Message, Policy, StaffMember
 
 CORPUS = Path(__file__).parents[2] / "shared" / "corpus"
 ENRON_POLICY = Policy(agency_domains=("enron.com",))
@@ -139,3 +141,60 @@ def test_human_mail_in_the_enron_mailboxes_is_rarely_called_automated(corpus: Co
     # Measured 26, each checked by hand: 19 no-reply newsletters, 6 postmaster
     # bounces, 1 Exchange out-of-office.  More means a rule catches people.
     assert sum(n for r, n in reasons.items() if r) <= 30
+
+
+def _automated_corpus_mail(corpus: Corpus) -> list[Message]:
+    tricky = str(CORPUS / "tricky")
+    return [
+        p.message
+        for p in corpus.parsed.values()
+        if p.item.location.startswith(tricky) and automation_reason(p.message, Policy())
+    ]
+
+
+def test_automated_corpus_mail_from_a_client_never_opens_a_request(corpus: Corpus) -> None:
+    automated = _automated_corpus_mail(corpus)
+    domains = sorted({m.from_addr.rpartition("@")[2] for m in automated if m.from_addr})
+    policy = Policy(
+        agency_domains=("rouge.example",),
+        accounts=(Account("Senders", domains=tuple(d for d in domains if d)),),
+    )
+    arrived = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    timed = [replace(m, copies=(Copy("alice", "INBOX", internal_date=arrived),)) for m in automated]
+    evaluation = evaluate(timed, policy, now=arrived + timedelta(days=1))
+    print(f"\n{len(automated)} automated messages from {len(domains)} client domains")
+    assert len(automated) > 1_000
+    assert evaluation.requests == ()
+
+
+def test_automated_corpus_mail_from_staff_never_answers_a_request(corpus: Corpus) -> None:
+    arrived = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    question = Message(
+        key="<question@client.example>",
+        from_addr="jane@client.example",
+        to=("alice@rouge.example",),
+        subject="Question about the shop",
+        copies=(Copy("alice", "INBOX", internal_date=arrived),),
+    )
+    unanswered = 0
+    for message in _automated_corpus_mail(corpus):
+        sender = message.from_addr or "someone@rouge.example"
+        policy = Policy(
+            # listed as a person, but its domain stays outside the agency: a List-Id under an
+            # agency domain would rightly make list mail human
+            agency_domains=("rouge.example",),
+            staff=(StaffMember(sender),),
+            accounts=(Account("Client", domains=("client.example",)),),
+        )
+        reply = replace(
+            message,
+            to=("jane@client.example",),
+            in_reply_to=(question.key,),
+            references=(question.key,),
+            copies=(
+                Copy("alice", "Sent", sent_folder=True, internal_date=arrived + timedelta(hours=1)),
+            ),
+        )
+        (request,) = evaluate([question, reply], policy, now=arrived + timedelta(hours=2)).requests
+        unanswered += request.answered_by is None
+    assert unanswered == len(_automated_corpus_mail(corpus))
