@@ -24,12 +24,12 @@ demo: $(STAMP) system-packages
 	$(BIN)/mailwatch demo
 
 test: $(STAMP) system-packages
-	$(BIN)/ruff check mailwatch tests bench
+	$(BIN)/ruff check mailwatch tests $(wildcard bench)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailwatch tests bench
-	$(BIN)/ruff format --check mailwatch tests bench
+	$(BIN)/ruff check mailwatch tests $(wildcard bench)
+	$(BIN)/ruff format --check mailwatch tests $(wildcard bench)
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
