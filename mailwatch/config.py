@@ -228,6 +228,9 @@ class DigestSettings:
 @dataclass(frozen=True)
 class DaemonSettings:
     nudge_interval: timedelta = timedelta(minutes=5)
+    # Several workers on PostgreSQL: a worker that stops renewing its leases for this
+    # long is presumed dead and its mailboxes are taken over.
+    lease_ttl: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ _SCHEMA: dict[str, Any] = {
         "quiet_hours": dict.fromkeys(["start", "end", "weekends"]),
     },
     "digests": dict.fromkeys(["weekly", "weekday", "time", "monthly", "quarterly"]),
-    "daemon": dict.fromkeys(["nudge_interval"]),
+    "daemon": dict.fromkeys(["nudge_interval", "lease_ttl"]),
     "health": dict.fromkeys(["ping_url", "stale_after"]),
 }
 
@@ -629,11 +632,7 @@ def _settings(root: _Reader, path: Path) -> Settings:
         smtp=_smtp(root),
         sync=_sync(root.table("sync")),
         digests=_digests(root.table("digests")),
-        daemon=DaemonSettings(
-            nudge_interval=root.table("daemon").duration(
-                "nudge_interval", DaemonSettings.nudge_interval
-            )
-        ),
+        daemon=_daemon(root.table("daemon")),
         health=_health(root.table("health")),
     )
 
@@ -1071,6 +1070,14 @@ def _digests(digests: _Reader) -> DigestSettings:
         at=digests.clock_time("time", default.at),
         monthly=digests.boolean("monthly", default.monthly),
         quarterly=digests.boolean("quarterly", default.quarterly),
+    )
+
+
+def _daemon(daemon: _Reader) -> DaemonSettings:
+    default = DaemonSettings()
+    return DaemonSettings(
+        nudge_interval=daemon.duration("nudge_interval", default.nudge_interval),
+        lease_ttl=daemon.duration("lease_ttl", default.lease_ttl),
     )
 
 

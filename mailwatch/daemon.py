@@ -4,9 +4,17 @@ Each job reads the clock once, does one bounded pass, and catches and logs
 its own exceptions: one bad pass never stops the daemon.  Jobs live in
 APScheduler's memory store and are rebuilt from the configuration at start
 and on SIGHUP; what must survive a restart (claims, checkpoints) is in the
-database.  Several workers may share a PostgreSQL database: each mailbox is
-polled by whoever holds its lease, and nudges and digests are claimed before
-they are sent, so every worker may run those passes.
+database.
+
+Several workers may share a PostgreSQL database.  Each mailbox is polled only
+by the worker holding its lease (renewed on every poll, and while a poll runs),
+and a worker takes a free mailbox only while it holds fewer than its share
+(mailboxes / live workers, rounded up) and hands one back while it holds
+more, so the mailboxes split evenly.  A worker is live while its own lease,
+renewed every lease_ttl / 3, has not expired.  A worker that dies stops
+renewing: after lease_ttl its mailboxes are free and the next poll of each by
+a survivor takes it over.  Nudges and digests are claimed before they are sent,
+so every worker runs those passes and none is sent twice.
 
 Also here: `health_problems` (for `mailwatch health` and the ping after a
 healthy cycle) and `backup` (SQLite online backup).
@@ -15,6 +23,7 @@ healthy cycle) and `backup` (SQLite online backup).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -34,7 +43,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from mailwatch.config import ConfigError, Settings, load_settings
+from mailwatch.config import ConfigError, MailboxSettings, Settings, load_settings
 from mailwatch.core.durations import human_duration
 from mailwatch.core.periods import last_complete
 from mailwatch.digests import DIGEST, send_digests
@@ -48,8 +57,11 @@ log = logging.getLogger(__name__)
 # A job that starts late (the machine slept, a long poll ran over) still runs
 # if it is at most this late; coalesce folds the missed runs into one.
 MISFIRE_GRACE = 15 * 60
-# A lease outlives a few missed polls before another worker takes the mailbox.
-LEASE_POLLS = 3
+# A mailbox's lease outlives at least this many polls, so a live worker keeps it
+# between polls however short lease_ttl is.
+LEASE_POLLS = 2
+MAILBOX_LEASE = "mailbox:"
+WORKER_LEASE = "worker:"
 # One failed poll is weather; this many in a row is a problem worth paging for.
 HEALTH_FAILURES = 3
 PING_TIMEOUT = 10.0
@@ -78,6 +90,13 @@ class Daemon:
         self.history = SyncHistory()  # backoff and refused logins, kept across polls
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.scheduler: BlockingScheduler | None = None
+        self._deciding = threading.Lock()  # one lease decision at a time in this process
+        self._polling: set[str] = set()  # mailboxes being polled now: the heartbeat keeps them
+
+    @property
+    def shares_mailboxes(self) -> bool:
+        """SQLite has one writer process; workers share mailboxes on PostgreSQL only."""
+        return self.store.dialect == "postgresql"
 
     # ------------------------------------------------------------ jobs
 
@@ -87,11 +106,8 @@ class Daemon:
             mailbox = next((m for m in self.settings.mailboxes if m.name == name), None)
             if mailbox is None:
                 return  # removed by a reload; its job goes with the next schedule
-            if self.store.dialect == "postgresql":
-                ttl = max(mailbox.poll_interval * LEASE_POLLS, timedelta(minutes=5))
-                if not self.store.acquire_lease(f"mailbox:{name}", self.worker_id, now, ttl):
-                    log.debug("%s: another worker holds this mailbox", name)
-                    return
+            if self.shares_mailboxes and not self.take_turn(mailbox, now):
+                return
             one = replace(self.settings, mailboxes=(mailbox,))
             (result,) = poll_all(one, self.store, now, self.history)
             if result.new_messages:
@@ -99,6 +115,61 @@ class Daemon:
             log.info("%s: fetched %d, %d new", name, result.fetched, result.new_messages)
         except Exception:
             log.exception("poll of mailbox %s failed", name)
+        finally:
+            self._polling.discard(name)
+
+    def take_turn(self, mailbox: MailboxSettings, now: datetime) -> bool:
+        """Whether this worker polls `mailbox` now; takes or renews its lease if so."""
+        lease = MAILBOX_LEASE + mailbox.name
+        with self._deciding:
+            self.heartbeat(now)
+            leases = self.store.leases(now)
+            holder = leases.get(lease)
+            if holder not in (None, self.worker_id):
+                log.debug("%s: worker %s holds this mailbox", mailbox.name, holder)
+                return False
+            share = self.fair_share(leases)
+            mine = {MAILBOX_LEASE + m.name for m in self.settings.mailboxes}
+            held = sum(1 for name in mine if leases.get(name) == self.worker_id)
+            if holder is None and held >= share:
+                return False  # a worker below its share will take it
+            if holder is not None and held > share:
+                self.store.release_lease(lease, self.worker_id)
+                log.info("%s: handed over to another worker (held %d, share %d)",
+                         mailbox.name, held, share)  # fmt: skip
+                return False
+            ttl = max(self.settings.daemon.lease_ttl, mailbox.poll_interval * LEASE_POLLS)
+            if not self.store.acquire_lease(lease, self.worker_id, now, ttl):
+                return False  # another worker took it a moment ago
+            if holder is None:
+                log.info("%s: taken by worker %s", mailbox.name, self.worker_id)
+            self._polling.add(mailbox.name)
+            return True
+
+    def fair_share(self, leases: dict[str, str]) -> int:
+        workers = sum(1 for name in leases if name.startswith(WORKER_LEASE))
+        return math.ceil(len(self.settings.mailboxes) / max(workers, 1))
+
+    def heartbeat(self, now: datetime | None = None) -> None:
+        """Say this worker is live, and keep the leases of the mailboxes it is polling now
+        (a first sync can outlast lease_ttl)."""
+        now = now or self.clock()
+        ttl = self.settings.daemon.lease_ttl
+        try:
+            self.store.acquire_lease(WORKER_LEASE + self.worker_id, self.worker_id, now, ttl)
+            for mailbox in self.settings.mailboxes:
+                if mailbox.name in self._polling:
+                    renewal = max(ttl, mailbox.poll_interval * LEASE_POLLS)
+                    lease = MAILBOX_LEASE + mailbox.name
+                    self.store.acquire_lease(lease, self.worker_id, now, renewal)
+        except Exception:
+            log.exception("lease heartbeat failed")
+
+    def release_leases(self) -> None:
+        """At a clean stop: the others need not wait for the leases to expire."""
+        for mailbox in self.settings.mailboxes:
+            self.store.release_lease(MAILBOX_LEASE + mailbox.name, self.worker_id)
+        self.store.release_lease(WORKER_LEASE + self.worker_id, self.worker_id)
 
     def nudge_job(self) -> None:
         now = self.clock()
@@ -156,6 +227,13 @@ class Daemon:
             id="nudge",
             next_run_time=first_nudges,
         )
+        if self.shares_mailboxes:
+            scheduler.add_job(
+                self.heartbeat,
+                IntervalTrigger(seconds=settings.daemon.lease_ttl.total_seconds() / 3),
+                id="heartbeat",
+                next_run_time=now,
+            )
         for period, trigger in digest_triggers(settings).items():
             missed = missed_digest(settings, period, now)
             scheduler.add_job(
@@ -212,9 +290,8 @@ class Daemon:
             human_duration(self.settings.daemon.nudge_interval.total_seconds()),
         )
         scheduler.start()  # returns after shutdown()
-        if self.store.dialect == "postgresql":
-            for mailbox in self.settings.mailboxes:
-                self.store.release_lease(f"mailbox:{mailbox.name}", self.worker_id)
+        if self.shares_mailboxes:
+            self.release_leases()
         log.info("stopped")
         return 0
 

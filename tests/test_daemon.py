@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from mailwatch.cli import main
 from mailwatch.config import (
+    DaemonSettings,
     HealthSettings,
     MailboxSettings,
     Secret,
@@ -186,14 +187,95 @@ def test_on_postgresql_a_mailbox_leased_by_another_worker_is_left_to_it(store):
     assert polled == ([] if store.dialect == "postgresql" else ["alice"])
 
 
+ON_POSTGRESQL = pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+FOUR = tuple(mailbox(name) for name in ("alice", "bob", "carol", "dave"))
+
+
+def held_by(store: Store, now: datetime) -> dict[str, list[str]]:
+    """worker -> the mailboxes it holds at `now`."""
+    holders: dict[str, list[str]] = {}
+    for name, owner in sorted(store.leases(now).items()):
+        if name.startswith("mailbox:"):
+            holders.setdefault(owner, []).append(name.removeprefix("mailbox:"))
+    return holders
+
+
+def poll_every_mailbox(*workers: Daemon) -> None:
+    for worker in workers:
+        for box in worker.settings.mailboxes:
+            worker.poll_job(box.name)
+
+
+@ON_POSTGRESQL
+def test_two_workers_split_the_mailboxes_even_when_one_started_first(store):
+    settings = settings_for(None, mailboxes=FOUR)
+    now = at(0)
+    first = Daemon(settings, store, clock=lambda: now, worker_id="first")
+    second = Daemon(settings, store, clock=lambda: now, worker_id="second")
+    poll_every_mailbox(first)  # alone: it takes every mailbox
+    poll_every_mailbox(second)
+    assert held_by(store, now) == {"first": ["alice", "bob", "carol", "dave"]}
+    now = at(0, 0, 2)  # the next polls: the first hands two over, the second takes them
+    poll_every_mailbox(first, second)
+    assert held_by(store, now) == {"first": ["carol", "dave"], "second": ["alice", "bob"]}
+    now = at(0, 0, 4)  # and then it stays that way
+    poll_every_mailbox(second, first)
+    assert held_by(store, now) == {"first": ["carol", "dave"], "second": ["alice", "bob"]}
+
+
+@ON_POSTGRESQL
+def test_the_mailboxes_of_a_worker_that_stopped_renewing_are_taken_over_after_the_lease_ttl(
+    store,
+):
+    settings = settings_for(None, mailboxes=FOUR)
+    now = at(0)
+    survivor = Daemon(settings, store, clock=lambda: now, worker_id="survivor")
+    dead = Daemon(settings, store, clock=lambda: now, worker_id="dead")
+    poll_every_mailbox(survivor, dead, survivor, dead)
+    assert sorted(held_by(store, now)) == ["dead", "survivor"]
+    now = at(0, 0, 4) + timedelta(seconds=59)  # the dead worker's leases (5 min) still hold
+    poll_every_mailbox(survivor)
+    assert len(held_by(store, now)["survivor"]) == 2
+    now = at(0, 0, 5)
+    poll_every_mailbox(survivor)
+    assert held_by(store, now) == {"survivor": ["alice", "bob", "carol", "dave"]}
+
+
+@ON_POSTGRESQL
+def test_a_worker_renews_its_lease_on_every_poll_and_gives_them_back_when_it_stops(store):
+    settings = settings_for(None, mailboxes=(mailbox("alice"),))
+    now = at(0)
+    worker = Daemon(settings, store, clock=lambda: now, worker_id="w")
+    for minute in range(0, 30, 2):
+        now = at(0, 0, minute)
+        worker.poll_job("alice")
+        assert store.leases(now + timedelta(minutes=4, seconds=59))["mailbox:alice"] == "w"
+    worker.release_leases()
+    assert store.leases(now) == {}
+
+
+@ON_POSTGRESQL
+def test_a_mailbox_lease_outlives_two_polls_whatever_the_lease_ttl(store):
+    settings = settings_for(
+        None,
+        mailboxes=(replace(mailbox("alice"), poll_interval=timedelta(minutes=10)),),
+        daemon=DaemonSettings(lease_ttl=timedelta(minutes=1)),
+    )
+    Daemon(settings, store, clock=clock(at(0)), worker_id="w").poll_job("alice")
+    assert store.leases(at(0, 0, 19))["mailbox:alice"] == "w"
+    assert "mailbox:alice" not in store.leases(at(0, 0, 20))
+
+
 def test_the_schedule_has_one_poll_job_per_mailbox_nudges_and_digests(store):
     settings = settings_for(None, mailboxes=(mailbox("alice"), mailbox("bob")))
     scheduler = BlockingScheduler(timezone=UTC)
     Daemon(settings, store, clock=clock(at(2, 10))).schedule(scheduler)
+    leases = ["heartbeat"] if store.dialect == "postgresql" else []  # SQLite: one worker
     assert sorted(job.id for job in scheduler.get_jobs()) == [
         "digest:month",
         "digest:quarter",
         "digest:week",
+        *leases,
         "nudge",
         "poll:alice",
         "poll:bob",

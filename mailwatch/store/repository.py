@@ -76,6 +76,8 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 QUARANTINE_RAW_LIMIT = 1024 * 1024
 CHUNK = 500  # values per IN (...) list: well below every SQLite variable limit
 WRITE = "mailwatch_write"  # execution option: this transaction will write
+# A PostgreSQL advisory lock key (any constant bigint that is ours): replace_requests.
+REPLACE_REQUESTS_LOCK = 0x6D77_7265_7175  # "mwrequ"
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,10 @@ class Store:
         neither deleted nor replaced by a re-evaluation that can no longer see them.
         """
         with self._writing() as conn:
+            if self.dialect == "postgresql":
+                # Two workers replacing at once would each keep its own rows (a DELETE
+                # does not see rows inserted after its snapshot): take turns.
+                conn.execute(select(func.pg_advisory_xact_lock(REPLACE_REQUESTS_LOCK)))
             horizon = _retention_horizon(conn)
             current = REQUESTS.delete()
             if horizon is not None:
@@ -505,6 +511,12 @@ class Store:
                 ).rowcount
                 == 1
             )
+
+    def leases(self, now: datetime) -> dict[str, str]:
+        """The leases held at `now`: name -> owner (expired ones are free, so not listed)."""
+        query = select(LEASES.c.name, LEASES.c.owner).where(LEASES.c.expires_at > now)
+        with self._reading() as conn:
+            return {row.name: row.owner for row in conn.execute(query)}
 
     def release_lease(self, name: str, owner: str) -> None:
         """Give a lease back at shutdown, so another worker need not wait for it to expire."""
