@@ -1,0 +1,1 @@
+"""Benchmarks of mailwatch against its raw limits: see docs/benchmarks.md."""

@@ -1,0 +1,261 @@
+"""Each measured step runs in a child process of its own, so that its peak memory
+(VmHWM) is its own and no step warms another's caches inside Python.
+
+`measure(name, **params)` in the parent runs `python -m bench.steps NAME JSON` and
+returns what the child printed: its wall time around the work only (not interpreter
+start-up or imports), its peak RSS, and step-specific counts. With `profile_dir` the
+work runs under pyinstrument and the profile is written there as text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.agency import ENVIRONMENT
+
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def step(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    STEPS[function.__name__] = function
+    return function
+
+
+def measure(name: str, timeout: float = 3600, **params: Any) -> dict[str, Any]:
+    """Run one step in a child process; {"error": …} when it fails or times out."""
+    env = {**os.environ, **ENVIRONMENT}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.steps", name, json.dumps(params)],
+            capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "seconds": None}
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:], "seconds": None}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------- IMAP, raw and naive
+
+
+@step
+def raw_fetch(port: int, username: str, password: str, folders: list[str], batch: int,
+              what: str = "headers", limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The raw limit: a bare imapclient loop fetching what mailwatch needs and nothing
+    more ("headers"), the same plus mailwatch's 8 KB body prefix ("prefix"), or whole
+    messages parsed with mail-parser, as a hand-written script would ("naive")."""
+    import mailparser
+    from imapclient import IMAPClient
+
+    from mailwatch.adapters.imap import BODY_PREFIX_ITEM, HEADER_ITEM
+
+    items = {
+        "headers": [HEADER_ITEM, "INTERNALDATE", "RFC822.SIZE", "FLAGS"],
+        "prefix": [HEADER_ITEM, BODY_PREFIX_ITEM, "INTERNALDATE", "RFC822.SIZE", "FLAGS"],
+        "naive": ["BODY.PEEK[]", "INTERNALDATE", "RFC822.SIZE", "FLAGS"],
+    }[what]
+    fetched = parsed = 0
+    started = time.perf_counter()
+    with IMAPClient("127.0.0.1", port=port, ssl=False) as client:
+        client.login(username, password)
+        for folder in folders:
+            client.select_folder(folder, readonly=True)
+            uids = client.search(["ALL"])[:limit]
+            for start in range(0, len(uids), batch):
+                response = client.fetch(uids[start : start + batch], items)
+                fetched += len(response)
+                if what == "naive":
+                    for data in response.values():
+                        mailparser.parse_from_bytes(data[b"BODY[]"])
+                        parsed += 1
+            client.unselect_folder()
+    return {"seconds": time.perf_counter() - started, "messages": fetched, "parsed": parsed}
+
+
+@step
+def internal_dates(port: int, username: str, password: str, folder: str) -> dict[str, Any]:
+    """The earliest and latest INTERNALDATE, to check Dovecot took the seeded file mtimes."""
+    from imapclient import IMAPClient
+
+    with IMAPClient("127.0.0.1", port=port, ssl=False) as client:
+        client.login(username, password)
+        client.normalise_times = False
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["ALL"])
+        data = client.fetch(uids, ["INTERNALDATE"])
+    dates = sorted(item[b"INTERNALDATE"].astimezone(UTC) for item in data.values())
+    return {"seconds": 0.0, "dates": [dates[0].isoformat(), dates[-1].isoformat()]}
+
+
+# ---------------------------------------------------------------- mailwatch
+
+
+def _open(config: str) -> tuple[Any, Any]:
+    from mailwatch.config import load_settings
+    from mailwatch.store.repository import Store
+
+    settings = load_settings(Path(config))
+    store = Store(settings.database_url)
+    return settings, store
+
+
+@step
+def migrate(config: str) -> dict[str, Any]:
+    _, store = _open(config)
+    started = time.perf_counter()
+    store.upgrade()
+    return {"seconds": time.perf_counter() - started}
+
+
+@step
+def poll(config: str, now: str) -> dict[str, Any]:
+    """mailwatch's sync: `poll_all` over every configured mailbox."""
+    from mailwatch.sync import poll_all
+
+    settings, store = _open(config)
+    started = time.perf_counter()
+    results = poll_all(settings, store, datetime.fromisoformat(now))
+    seconds = time.perf_counter() - started
+    errors = [error for result in results for error in result.errors]
+    if errors:
+        raise RuntimeError(f"poll failed: {errors}")
+    return {
+        "seconds": seconds,
+        "messages": sum(result.fetched for result in results),
+        "new": sum(result.new_messages for result in results),
+    }
+
+
+@step
+def idle_polls(config: str, now: str, polls: int) -> dict[str, Any]:
+    """`polls` polls with no new mail, one after the other; every duration."""
+    from mailwatch.sync import SyncHistory, poll_all
+
+    settings, store = _open(config)
+    history = SyncHistory()
+    durations = []
+    fetched = 0
+    for number in range(polls):
+        at = datetime.fromisoformat(now) + timedelta(minutes=number)
+        started = time.perf_counter()
+        results = poll_all(settings, store, at, history)
+        durations.append(time.perf_counter() - started)
+        fetched += sum(result.fetched for result in results)
+    return {"seconds": sorted(durations)[len(durations) // 2], "all": durations, "fetched": fetched}
+
+
+@step
+def refresh(config: str, now: str) -> dict[str, Any]:
+    """The evaluation after a poll: `services.refresh_requests`."""
+    from mailwatch.services import refresh_requests
+
+    settings, store = _open(config)
+    started = time.perf_counter()
+    refreshed = refresh_requests(settings, store, datetime.fromisoformat(now))
+    return {"seconds": time.perf_counter() - started, "requests": _count(refreshed.requests)}
+
+
+def _count(requests: Any) -> int:
+    # An Evaluation holds the requests; an incremental refresh may report only how many.
+    return requests if isinstance(requests, int) else len(requests)
+
+
+@step
+def report(config: str, now: str, since: str, until: str) -> dict[str, Any]:
+    """`mailwatch report --since --until`: `services.report` for one month."""
+    from mailwatch.services import report as make_report
+
+    settings, store = _open(config)
+    started = time.perf_counter()
+    found = make_report(
+        settings, store, datetime.fromisoformat(now),
+        datetime.fromisoformat(since), datetime.fromisoformat(until),
+    )  # fmt: skip
+    return {"seconds": time.perf_counter() - started, "requests": len(found.requests)}
+
+
+@step
+def digest(config: str, now: str, period: str) -> dict[str, Any]:
+    """Every digest of the last complete period: `digests.build_digests`."""
+    from mailwatch.core.periods import last_complete
+    from mailwatch.digests import build_digests
+
+    settings, store = _open(config)
+    at = datetime.fromisoformat(now)
+    started = time.perf_counter()
+    built = build_digests(settings, store, at, last_complete(period, at, settings.policy.timezone))
+    return {"seconds": time.perf_counter() - started, "digests": len(built)}
+
+
+@step
+def fill_store(config: str, messages: int, seed: int, start: str, end: str) -> dict[str, Any]:
+    """Generate `messages` messages straight into the store through `Store.add_messages`
+    (the path sync uses, minus IMAP and parsing), in batches of 5,000."""
+    import dataclasses
+    import zlib
+
+    from bench.mail import conversations, copies_of, render, to_message
+    from mailwatch.store.repository import StoredMessage
+
+    _, store = _open(config)
+    batch: list[StoredMessage] = []
+    added = 0
+    header_of: dict[int, bytes] = {}
+    started = time.perf_counter()
+    mails = conversations(
+        messages, seed, datetime.fromisoformat(start), datetime.fromisoformat(end)
+    )
+    for mail in mails:
+        message = to_message(mail)
+        # Raw headers stored as sync would (compressed); one rendering per kind of mail
+        # keeps generation from dominating the load time.
+        kind = zlib.crc32(mail.subject.encode()) % 64
+        raw = header_of.setdefault(kind, render(mail).split(b"\n\n", 1)[0])
+        for copy in copies_of(mail):
+            item = dataclasses.replace(message, copies=(copy,))
+            batch.append(StoredMessage(item, raw, location=f"bench:{mail.key}:{copy.mailbox}"))
+        if len(batch) >= 5000:
+            added += store.add_messages(batch)
+            batch = []
+    if batch:
+        added += store.add_messages(batch)
+    return {"seconds": time.perf_counter() - started, "messages": added}
+
+
+def main() -> None:
+    name, params = sys.argv[1], json.loads(sys.argv[2])
+    profile_dir = params.pop("profile_dir", None)
+    if profile_dir:
+        from pyinstrument import Profiler
+
+        with Profiler(interval=0.005) as profiler:
+            result = STEPS[name](**params)
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        label = params.get("what") or name
+        text = profiler.output_text(unicode=False, color=False, show_all=False)
+        (Path(profile_dir) / f"{label}.txt").write_text(text)
+    else:
+        result = STEPS[name](**params)
+    result["rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
