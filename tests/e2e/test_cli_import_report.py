@@ -1,11 +1,15 @@
-"""From mail on disk to a report, through the `mailwatch` command line."""
+"""From mail on disk to a report, through the `mailwatch` command line, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from mailwatch.cli import main
 
@@ -17,7 +21,7 @@ timezone = "Europe/London"
 head_of_client_management = ["head@rouge.example"]
 
 [database]
-url = "sqlite:///{db}"
+url = "{url}"
 
 [[sla.tiers]]
 name = "critical"
@@ -73,8 +77,9 @@ def staff_mail(
 
 
 @pytest.fixture
-def agency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Two staff mailboxes on disk: alice (INBOX + Sent) and bob (Sent)."""
+def agency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Path:
+    """Two staff mailboxes on disk: alice (INBOX + Sent) and bob (Sent); the config's
+    database is a fresh SQLite file or PostgreSQL database."""
     monkeypatch.chdir(tmp_path)
     mail = tmp_path / "mail"
     eml(
@@ -104,8 +109,27 @@ def agency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     eml(mail / "bob" / "Sent", "1.eml",
         staff_mail("s2", "Tue, 17 Nov 2026 11:00:00 +0000", "Re: Our site is down", "c2", sender="bob"))  # fmt: skip
-    (tmp_path / "mailwatch.toml").write_text(CONFIG.format(db=tmp_path / "mailwatch.db"))
+    (tmp_path / "mailwatch.toml").write_text(CONFIG.format(url=store_url))
     return tmp_path
+
+
+@pytest.fixture
+def other_database(store_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second fresh database of the same kind as the agency's."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    server = make_url(store_url).set(database="postgres")
+    name = f"mw_{uuid.uuid4().hex}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(store_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -147,11 +171,11 @@ def test_importing_the_same_mail_twice_changes_nothing(agency, capsys):
     assert report_json(capsys) == first
 
 
-def test_the_order_of_imports_does_not_matter(agency, capsys, tmp_path):
+def test_the_order_of_imports_does_not_matter(agency, capsys, tmp_path, other_database):
     run(capsys, "import", "mail/alice", "--mailbox", "alice")
     run(capsys, "import", "mail/bob", "--mailbox", "bob")
     forwards = report_json(capsys)
-    (tmp_path / "mailwatch.toml").write_text(CONFIG.format(db=tmp_path / "other.db"))
+    (tmp_path / "mailwatch.toml").write_text(CONFIG.format(url=other_database))
     run(capsys, "import", "mail/bob", "--mailbox", "bob")
     run(capsys, "import", "mail/alice", "--mailbox", "alice")
     assert report_json(capsys) == forwards
