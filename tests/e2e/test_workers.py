@@ -25,7 +25,7 @@ from tests.fixtures.dovecot import DovecotServer, ImapUser
 from tests.fixtures.smtp import SmtpSink
 from tests.imap_helpers import mail
 
-pytestmark = pytest.mark.dovecot
+pytestmark = [pytest.mark.dovecot, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
 POLL = 2  # seconds
