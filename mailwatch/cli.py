@@ -85,6 +85,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
         found = services.status(settings, store, _now(args, settings))
+        notice = services.attention(store)
         quarantined = store.quarantined()
         syncs = store.sync_states()
     if args.format == "json":
@@ -93,9 +94,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 {"location": q.location, "error": q.error, "seen_at": output.iso(q.seen_at)}
                 for q in quarantined
             ],
-            "untimed": list(found.evaluation.untimed),
-            "unlisted_senders": list(found.evaluation.unlisted_senders),
-            "unknown_correspondents": list(found.evaluation.unknown_correspondents),
+            "untimed": list(notice.untimed),
+            "unlisted_senders": list(notice.unlisted_senders),
+            "unknown_correspondents": list(notice.unknown_correspondents),
             "mailboxes": [
                 {
                     "mailbox": s.mailbox,
@@ -113,25 +114,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print("Nothing is waiting for a reply.")
     else:
         print(output.requests_table(found.requests, settings.policy.timezone))
-    for line in _attention_lines(found.evaluation, quarantined, syncs):
+    for line in _attention_lines(notice, quarantined, syncs):
         print(line)
     return 0
 
 
-def _attention_lines(evaluation, quarantined, syncs) -> list[str]:  # type: ignore[no-untyped-def]
+def _attention_lines(notice, quarantined, syncs) -> list[str]:  # type: ignore[no-untyped-def]
     lines = []
     if quarantined:
         lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
         lines.extend(f"  {q.location}: {q.error}" for q in quarantined[:10])
-    if evaluation.unlisted_senders:
+    if notice.untimed:
+        lines.append(f"{len(notice.untimed)} message(s) carry no usable time and are not measured.")
+    if notice.unlisted_senders:
         lines.append(
             "Agency addresses that wrote to clients but are not listed as [[staff]] "
-            "(their replies do not count): " + ", ".join(evaluation.unlisted_senders)
+            "(their replies do not count): " + ", ".join(notice.unlisted_senders)
         )
-    if evaluation.unknown_correspondents:
+    if notice.unknown_correspondents:
         lines.append(
             "Outside senders that staff replied to (missing [[accounts]]?): "
-            + ", ".join(evaluation.unknown_correspondents[:10])
+            + ", ".join(notice.unknown_correspondents[:10])
         )
     for state in syncs:
         if state.last_error:

@@ -33,7 +33,7 @@ from mailwatch.core.periods import Period, last_complete, previous
 from mailwatch.core.stats import Summary, by_person, summarize
 from mailwatch.nudging import SKIPPED, NotConfigured, split_claim_key
 from mailwatch.output import iso
-from mailwatch.services import evaluate_store
+from mailwatch.services import current_requests
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -100,12 +100,13 @@ def send_digests(
 
 def build_digests(settings: Settings, store: Store, now: datetime, period: Period) -> list[Digest]:
     policy = settings.policy
-    requests = evaluate_store(settings, store, now).requests
+    before = previous(period, policy.timezone)
     facts = _Facts(
         settings=settings,
         period=period,
-        before=previous(period, policy.timezone),
-        requests=requests,
+        before=before,
+        # this period and the one before it (the trend); the longest waits still open too
+        requests=current_requests(settings, store, now, since=before.start),
         skipped=[c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end],
         syncs=store.sync_states(),
         now=now,

@@ -33,7 +33,7 @@ from mailwatch.adapters.smtp import Mailer, TransportError
 from mailwatch.core.model import Request, Status
 from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
 from mailwatch.nudge_mail import nudge_context
-from mailwatch.services import evaluate_store, refresh_requests
+from mailwatch.services import store_absences, waiting_requests
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -77,11 +77,10 @@ def send_due_nudges(
     dry_run: bool = False,
     mailer: Mailer | None = None,
 ) -> NudgeRun:
-    # A dry run writes nothing, not even the refreshed requests.
-    evaluation = (
-        evaluate_store(settings, store, now) if dry_run else refresh_requests(settings, store, now)
-    )
-    plan = due_nudges(evaluation.requests, settings.policy, evaluation.absences, _taken(store), now)
+    # A dry run sends and claims nothing; it does bring the stored requests up to date.
+    waiting = waiting_requests(settings, store, now)
+    absences = store_absences(store, settings.policy, now - settings.policy.absence_max, now)
+    plan = due_nudges(waiting, settings.policy, absences, _taken(store), now)
     run = NudgeRun(plan, dry_run)
     _report_not_sent(run, store, now)
     batches = batch_by_recipient(plan.send)
@@ -97,7 +96,7 @@ def send_due_nudges(
             raise NotConfigured("nudges are due but no [smtp] server is configured")
         mailer = Mailer(settings.smtp)
     renderer = Renderer()
-    openers = {m.key: m for m in store.load_messages()}
+    openers = {m.key: m for m in store.messages_by_keys(n.request.opened_by for n in plan.send)}
     for recipient, nudges in batches.items():
         claimed = [n for n in nudges if store.claim(NUDGE, claim_key(n), recipient, now)]
         if not claimed:
@@ -105,7 +104,7 @@ def send_due_nudges(
         context = nudge_context(
             recipient,
             claimed,
-            others_waiting=_others_waiting(recipient, claimed, evaluation.requests, settings, now),
+            others_waiting=_others_waiting(recipient, claimed, waiting, settings, now),
             policy=settings.policy,
             messages=openers,
             now=now,
@@ -179,7 +178,7 @@ def _report_not_sent(run: NudgeRun, store: Store, now: datetime) -> None:
 
 
 def _others_waiting(
-    recipient: str, listed: list[Nudge], requests: tuple[Request, ...], settings: Settings, now
+    recipient: str, listed: list[Nudge], requests: list[Request], settings: Settings, now
 ) -> int:
     """The recipient's other requests still waiting: they manage or back up the account,
     or were responsible when it opened."""

@@ -7,10 +7,17 @@ and talks to the world only through the store and adapters it is given.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mailwatch.adapters.files import ImportedItem, read_path
@@ -21,8 +28,22 @@ from mailwatch.adapters.parse import (
     parse_message,
 )
 from mailwatch.config import Settings
-from mailwatch.core.clock import Evaluation, evaluate
-from mailwatch.core.model import Copy, Request, Role, Status, Waiver
+from mailwatch.core.addresses import Directory
+from mailwatch.core.automated import is_out_of_office
+from mailwatch.core.clock import Evaluation, classify, evaluate, status_as_of
+from mailwatch.core.conversations import is_generic_subject
+from mailwatch.core.model import (
+    Absence,
+    BusinessHours,
+    Classification,
+    Copy,
+    Message,
+    Policy,
+    Request,
+    Role,
+    Status,
+    Waiver,
+)
 from mailwatch.store.repository import Store, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -32,18 +53,207 @@ DEFAULT_IMPORT_MAILBOX = "import"
 
 
 # ---------------------------------------------------------------- evaluation
+#
+# After each poll or import only the threads that new mail touches are evaluated
+# again: the "closure" of the changed messages (everything linked to them by a
+# stored thread, a reference either way, a conversation key, or an equal subject
+# within the subject window).  Their requests replace the stored ones; reports and
+# nudges read the stored requests and let time pass with `status_as_of`.  A changed
+# policy (configuration) re-evaluates everything once.
+
+POLICY_STATE = "policy"
+EVALUATED_STATE = "evaluated_at"
+ATTENTION_STATE = "attention"
+EVALUATION_LEASE = "evaluation"
+
+
+@dataclass(frozen=True)
+class Refresh:
+    messages: int  # how many messages were evaluated again
+    requests: int  # how many requests they hold
+    rebuilt: bool  # everything was re-evaluated (first run, or the policy changed)
+
+
+def policy_fingerprint(policy: Policy) -> str:
+    """A digest of the policy; holiday calendars stand in by their country code
+    (their own repr grows as years are looked up)."""
+
+    def stable(hours: BusinessHours | None) -> BusinessHours | None:
+        if hours is None or isinstance(hours.holidays, frozenset | set):
+            return hours
+        calendar = hours.holidays
+        code = f"{getattr(calendar, 'country', '?')}-{getattr(calendar, 'subdiv', '')}"
+        return replace(hours, holidays=frozenset({code}))
+
+    steady = replace(
+        policy,
+        business_hours=stable(policy.business_hours),
+        accounts=tuple(
+            replace(a, business_hours=stable(a.business_hours)) for a in policy.accounts
+        ),
+    )
+    return hashlib.sha256(repr(steady).encode()).hexdigest()
+
+
+def refresh_requests(settings: Settings, store: Store, now: datetime) -> Refresh:
+    """Re-evaluate what changed since the last evaluation and store the requests."""
+    with _evaluation_turn(store) as mine:
+        if not mine:
+            log.warning(
+                "another process kept evaluating for %s; using the stored requests", TURN_WAIT
+            )
+            return Refresh(0, 0, False)
+        return _refresh(settings, store, now)
+
+
+def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
+    policy = settings.policy
+    fingerprint = policy_fingerprint(policy)
+    rebuilt = store.state(POLICY_STATE) != fingerprint
+    changes = store.dirty_keys()
+    seeds = store.all_keys() if rebuilt else set(changes)
+    if not seeds:
+        return Refresh(0, 0, False)
+    keys = seeds if rebuilt else closure(store, seeds, policy)
+    evaluation = evaluate_subset(settings, store, keys, now, persist_classes=True)
+    threads = set(evaluation.thread_of.values()) | store.thread_ids_of(keys)
+    store.save_evaluation(
+        thread_of={key: evaluation.thread_of.get(key) for key in keys},
+        changes_seen=changes,
+        people=set(evaluation.people),
+        requests=evaluation.requests,
+        threads=threads,
+        evaluated_at=now,
+        state={
+            POLICY_STATE: fingerprint,
+            EVALUATED_STATE: now.isoformat(),
+            ATTENTION_STATE: _attention_state(store, evaluation, keep=not rebuilt),
+        },
+    )
+    return Refresh(len(keys), len(evaluation.requests), rebuilt)
+
+
+def _attention_state(store: Store, evaluation: Evaluation, keep: bool) -> str:
+    """Lists a person should look at, grown by each partial evaluation, reset by a full one."""
+    found = attention(store) if keep else Attention((), (), ())
+    merged = Attention(
+        tuple(sorted(set(found.untimed) | set(evaluation.untimed))),
+        tuple(sorted(set(found.unlisted_senders) | set(evaluation.unlisted_senders))),
+        tuple(sorted(set(found.unknown_correspondents) | set(evaluation.unknown_correspondents))),
+    )
+    return json.dumps(asdict(merged))
+
+
+TURN_WAIT = timedelta(seconds=60)
+TURN_LEASE = timedelta(minutes=15)  # a crashed evaluator's turn lapses after this
+
+
+@contextmanager
+def _evaluation_turn(store: Store) -> Iterator[bool]:
+    """One evaluation at a time across processes (two daemons, a daemon and a command):
+    concurrent ones would swap the same threads' requests in and out."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    deadline = time.monotonic() + TURN_WAIT.total_seconds()
+    while not store.acquire_lease(EVALUATION_LEASE, owner, datetime.now(UTC), TURN_LEASE):
+        if time.monotonic() > deadline:
+            yield False
+            return
+        time.sleep(0.2)
+    try:
+        yield True
+    finally:
+        store.release_lease(EVALUATION_LEASE, owner)
+
+
+def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
+    """Every stored message whose evaluation can depend on the `seeds`."""
+    keys = set(seeds)
+    frontier = set(seeds)
+    while frontier:
+        subjects = {s for s in store.subjects_of(frontier) if not is_generic_subject(s, policy)}
+        found = store.related_keys(frontier, subjects, policy.subject_window) - keys
+        keys |= found
+        frontier = found
+    return keys
+
+
+def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime, *,
+                    persist_classes: bool = False) -> Evaluation:  # fmt: skip
+    """The clock over a closed set of messages, with the rest of the mail's context
+    (people seen sending, absences) taken from the store."""
+    policy = settings.policy
+    messages = store.messages_by_keys(keys)
+    people = frozenset(store.people())
+    if persist_classes:
+        # classify first and store it, so that absences read from the store include
+        # the out-of-office replies among these messages
+        directory = Directory(policy)
+        store.save_classifications(
+            _derived(messages, classify(messages, policy, directory, people), policy)
+        )
+    times = [m.date for m in messages if m.date] + [now]
+    absences = store_absences(store, policy, min(times) - policy.absence_max, now)
+    return evaluate(messages, policy, now, store.waivers(), known_people=people, absences=absences)
+
+
+def _derived(messages: Sequence[Message], classes: dict[str, Classification],
+             policy: Policy) -> list[dict]:  # fmt: skip
+    rows = []
+    for message in messages:
+        c = classes[message.key]
+        rows.append({
+            "key": message.key,
+            "role": c.role.value,
+            "responder": c.responder,
+            "at": c.at,
+            "automated": c.automated,
+            "out_of_office": c.role is Role.STAFF and c.automated is not None
+            and is_out_of_office(message, policy),
+        })  # fmt: skip
+    return rows
+
+
+def store_absences(store: Store, policy: Policy, since: datetime, until: datetime) -> list[Absence]:
+    """Staff absences inferred from their out-of-office replies (response-clock.md:
+    until their next human mail, at most `absence_max`) that overlap [since, until]."""
+    absences = []
+    for who, start, key in store.out_of_office_replies():
+        if start > until or start + policy.absence_max < since:
+            continue
+        end = start + policy.absence_max
+        back = store.next_human_mail(who, start)
+        if back is not None:
+            end = min(end, back)
+        absences.append(Absence(who=who, start=start, end=end, evidence=key))
+    return sorted(absences, key=lambda a: (a.start, a.who))
+
+
+def current_requests(settings: Settings, store: Store, now: datetime,
+                     since: datetime | None = None,
+                     until: datetime | None = None) -> list[Request]:  # fmt: skip
+    """The stored requests received in [since, until), their status as of `now`."""
+    refresh_requests(settings, store, now)
+    return [status_as_of(r, settings.policy, now) for r in store.requests(since, until)]
+
+
+def waiting_requests(settings: Settings, store: Store, now: datetime) -> list[Request]:
+    """Requests open or overdue at `now`, oldest first (not those closed by expiry)."""
+    refresh_requests(settings, store, now)
+    current = (status_as_of(r, settings.policy, now) for r in store.waiting_requests())
+    return [r for r in current if r.closed_at is None and r.received_at <= now]
 
 
 def evaluate_store(settings: Settings, store: Store, now: datetime) -> Evaluation:
-    """The clock over everything stored, as of `now`."""
-    return evaluate(store.load_messages(), settings.policy, now, store.waivers())
+    """The clock over all mail that had arrived at `now`, from scratch: the exact answer
+    for an instant in the past (`--now` before the last evaluation)."""
+    return evaluate(store.load_messages(arrived_before=now + timedelta(seconds=1)),
+                    settings.policy, now, store.waivers())  # fmt: skip
 
 
-def refresh_requests(settings: Settings, store: Store, now: datetime) -> Evaluation:
-    """Re-evaluate and persist the requests, so later mail and waivers update earlier results."""
-    evaluation = evaluate_store(settings, store, now)
-    store.replace_requests(evaluation.requests, now)
-    return evaluation
+def is_historical(store: Store, now: datetime) -> bool:
+    """Is `now` before the last evaluation? Then stored requests may know the future."""
+    evaluated = store.state(EVALUATED_STATE)
+    return evaluated is not None and now < datetime.fromisoformat(evaluated)
 
 
 # ---------------------------------------------------------------- import
@@ -114,40 +324,49 @@ def _stored(
 class Report:
     generated_at: datetime
     requests: tuple[Request, ...]
-    evaluation: Evaluation
 
 
-def report(
-    settings: Settings,
-    store: Store,
-    now: datetime,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> Report:
+def report(settings: Settings, store: Store, now: datetime, since: datetime | None = None,
+           until: datetime | None = None) -> Report:  # fmt: skip
     """Every request received in [since, until), with its status as of `now`."""
-    evaluation = evaluate_store(settings, store, now)
-    chosen = tuple(
-        r
-        for r in evaluation.requests
-        if (since is None or r.received_at >= since) and (until is None or r.received_at < until)
+    if is_historical(store, now):
+        requests = evaluate_store(settings, store, now).requests
+        chosen = tuple(r for r in requests if _within(r, since, until))
+        return Report(now, chosen)
+    return Report(now, tuple(current_requests(settings, store, now, since, until)))
+
+
+def _within(request: Request, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or request.received_at >= since) and (
+        until is None or request.received_at < until
     )
-    return Report(now, chosen, evaluation)
 
 
 def status(settings: Settings, store: Store, now: datetime) -> Report:
     """Requests open or overdue now, oldest first."""
-    evaluation = evaluate_store(settings, store, now)
-    waiting = tuple(
-        sorted(
-            (
-                r
-                for r in evaluation.requests
-                if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None
-            ),
-            key=lambda r: r.received_at,
+    if is_historical(store, now):
+        requests = evaluate_store(settings, store, now).requests
+        waiting = (
+            r for r in requests if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None
         )
-    )
-    return Report(now, waiting, evaluation)
+        return Report(now, tuple(sorted(waiting, key=lambda r: r.received_at)))
+    return Report(now, tuple(waiting_requests(settings, store, now)))
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What a person should look at besides the requests."""
+
+    untimed: tuple[str, ...]
+    unlisted_senders: tuple[str, ...]
+    unknown_correspondents: tuple[str, ...]
+
+
+def attention(store: Store) -> Attention:
+    stored = store.state(ATTENTION_STATE)
+    if stored is None:
+        return Attention((), (), ())
+    return Attention(**{name: tuple(values) for name, values in json.loads(stored).items()})
 
 
 # ---------------------------------------------------------------- waive and explain
@@ -170,16 +389,18 @@ def waive(
 ) -> tuple[Waiver, Request | None]:
     """Mark "no reply needed" the request this client message belongs to."""
     key = normalise_message_id(message_id)
-    evaluation = evaluate_store(settings, store, now)
-    found = evaluation.classifications.get(key)
-    if found is None:
+    found = store.messages_by_keys([key])
+    if not found:
         raise UnknownMessage(f"no stored message has Message-ID {key}")
-    if found.role is not Role.CLIENT:
-        raise UnknownMessage(f"{key} is not a client message (it is {found.role.value} mail)")
+    role = Directory(settings.policy).role(found[0].from_addr)
+    if role is not Role.CLIENT:
+        raise UnknownMessage(f"{key} is not a client message (it is {role.value} mail)")
     waiver = Waiver(key, by=f"command line ({getpass.getuser()})", seen_at=now, reason=reason)
     store.add_waiver(waiver)
-    refreshed = refresh_requests(settings, store, now)
-    request = next((r for r in refreshed.requests if key in r.messages), None)
+    evaluation = evaluate_subset(settings, store, closure(store, {key}, settings.policy), now)
+    if not is_historical(store, now):
+        refresh_requests(settings, store, now)
+    request = next((r for r in evaluation.requests if key in r.messages), None)
     return waiver, request
 
 
@@ -193,8 +414,9 @@ class Explanation:
 def explain(settings: Settings, store: Store, message_id: str, now: datetime) -> Explanation:
     """The messages of a request's thread, which counted, which did not, and why."""
     key = normalise_message_id(message_id)
-    messages = store.load_messages()
-    evaluation = evaluate(messages, settings.policy, now, store.waivers())
+    keys = closure(store, {key}, settings.policy)
+    messages = store.messages_by_keys(keys)
+    evaluation = evaluate_subset(settings, store, keys, now)
     thread = evaluation.thread_of.get(key)
     if thread is None:
         if key in evaluation.classifications:

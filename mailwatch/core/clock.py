@@ -45,6 +45,7 @@ class Evaluation:
     classifications: dict[str, Classification]
     thread_of: dict[str, str]
     absences: tuple[Absence, ...]
+    people: frozenset[str]  # staff seen sending human mail from a Sent folder: persons
     untimed: tuple[str, ...]  # keys of messages with no usable timestamp at all
     unlisted_senders: tuple[str, ...]  # agency addresses that wrote to clients but cannot answer
     unknown_correspondents: tuple[str, ...]  # outside senders staff replied to: missing accounts?
@@ -111,10 +112,15 @@ def _people_seen_sending(
 
 
 def classify(
-    messages: Sequence[Message], policy: Policy, directory: Directory
+    messages: Sequence[Message],
+    policy: Policy,
+    directory: Directory,
+    known_people: frozenset[str] = frozenset(),
 ) -> dict[str, Classification]:
+    """Role, automation and time of each message; `known_people` adds the persons seen
+    sending in mail outside `messages` (an incremental evaluation of a few threads)."""
     automated = {m.key: automation_reason(m, policy) for m in messages}
-    people = _people_seen_sending(messages, directory, automated)
+    people = _people_seen_sending(messages, directory, automated) | known_people
     result = {}
     for message in messages:
         identity = directory.identify(message.from_addr)
@@ -547,6 +553,31 @@ def _staff_message(
         _close(chain, now=now, answer=(message, c))
 
 
+def status_as_of(request: Request, policy: Policy, now: datetime) -> Request:
+    """A stored request's status at a later `now`: time passes for unanswered requests.
+
+    Answered and waived requests are final; an unanswered one turns overdue when more
+    than its target has elapsed, and closes unanswered `request_expiry` after its deadline.
+    """
+    if request.answered_at is not None or request.status is Status.WAIVED:
+        return request
+    closed_at = request.closed_at
+    expiry = request.deadline + policy.request_expiry
+    if closed_at is None and expiry <= now:
+        closed_at = expiry
+    end = min(now, closed_at) if closed_at else now
+    elapsed = on_clock(request.clock, _hours_of(request.account, policy), request.received_at, end)
+    status = Status.OVERDUE if elapsed > request.target_seconds else Status.OPEN
+    return replace(request, status=status, elapsed_seconds=elapsed, closed_at=closed_at)
+
+
+def _hours_of(account_name: str, policy: Policy) -> BusinessHours:
+    for account in policy.accounts:
+        if account.name == account_name and account.business_hours is not None:
+            return account.business_hours
+    return policy.business_hours
+
+
 # ---------------------------------------------------------------- the whole pipeline
 
 
@@ -555,14 +586,25 @@ def evaluate(
     policy: Policy,
     now: datetime,
     waivers: Iterable[Waiver] = (),
+    *,
+    known_people: frozenset[str] = frozenset(),
+    absences: Sequence[Absence] | None = None,
 ) -> Evaluation:
-    """Every request in these messages, with its status as of `now`."""
+    """Every request in these messages, with its status as of `now`.
+
+    Given whole threads (every message linked to them), the result for those threads
+    is the same as over all mail, provided `known_people` and `absences` describe the
+    rest of the mail: that is how the store re-evaluates only what new mail touches.
+    """
     directory = Directory(policy)
     known = [m for m in (_as_of(m, now) for m in merge_copies(messages)) if m is not None]
-    classes = classify(known, policy, directory)
+    classes = classify(known, policy, directory, known_people)
     untimed = tuple(sorted(k for k, c in classes.items() if c.at is None))
     timed = [m for m in known if classes[m.key].at is not None]
-    absences = infer_absences(timed, classes, policy, now)
+    if absences is None:
+        absences = infer_absences(timed, classes, policy, now)
+    automated = {m.key: classes[m.key].automated for m in timed}
+    people = frozenset(_people_seen_sending(timed, directory, automated))
     threading = thread_messages(
         timed,
         time_of=lambda m: classes[m.key].at,  # type: ignore[arg-type,return-value]
@@ -593,7 +635,8 @@ def evaluate(
         requests=tuple(requests),
         classifications=classes,
         thread_of=threading.thread_of,
-        absences=absences,
+        absences=tuple(absences),
+        people=people,
         untimed=untimed,
         unlisted_senders=_unlisted_senders(timed, classes, directory),
         unknown_correspondents=_unknown_correspondents(timed, classes, directory),

@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
+from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import (
     Checkpoint,
     ClockKind,
@@ -54,14 +55,20 @@ from mailwatch.store.tables import (
     CopyRow,
     LeaseRow,
     MessageRow,
+    PersonRow,
     QuarantineRow,
+    ReferenceRow,
     RequestRow,
     RetentionRow,
+    StateRow,
     SyncStateRow,
     WaiverRow,
 )
 
 MESSAGES = MessageRow.__table__
+REFERENCES = ReferenceRow.__table__
+PEOPLE = PersonRow.__table__
+STATE = StateRow.__table__
 COPIES = CopyRow.__table__
 CHECKPOINTS = CheckpointRow.__table__
 WAIVERS = WaiverRow.__table__
@@ -168,6 +175,7 @@ class Store:
             ids, new = self._upsert_messages(conn, batch) if batch else ({}, 0)
             if batch:
                 self._add_copies(conn, batch, ids)
+                self._mark_dirty(conn, set(ids.values()))
             if checkpoint is not None:
                 self._save_checkpoint(conn, checkpoint)
         return new
@@ -305,6 +313,14 @@ class Store:
                         ),
                     )
                 ).rowcount
+            if changed:
+                for uids in _chunks(sorted(checked_uids)):
+                    touched = select(COPIES.c.message_id).where(*here, COPIES.c.uid.in_(uids))
+                    conn.execute(
+                        update(MESSAGES)
+                        .where(MESSAGES.c.id.in_(touched))
+                        .values(dirty=MESSAGES.c.dirty + 1)
+                    )
         return changed
 
     # ------------------------------------------------------------ quarantine and waivers
@@ -340,6 +356,11 @@ class Store:
                     seen_at=waiver.seen_at,
                     reason=waiver.reason,
                 )
+            )
+            conn.execute(
+                update(MESSAGES)
+                .where(MESSAGES.c.key == waiver.message_key)
+                .values(dirty=MESSAGES.c.dirty + 1)
             )
 
     def waivers(self) -> list[Waiver]:
@@ -388,6 +409,240 @@ class Store:
             query = query.where(REQUESTS.c.received_at < received_until)
         with self._reading() as conn:
             return [_request(row) for row in conn.execute(query).mappings()]
+
+    # ------------------------------------------------------------ incremental evaluation
+
+    def dirty_keys(self) -> dict[str, int]:
+        """Messages whose thread must be evaluated again, with their change counters."""
+        query = select(MESSAGES.c.key, MESSAGES.c.dirty).where(MESSAGES.c.dirty > 0)
+        with self._reading() as conn:
+            return {row.key: row.dirty for row in conn.execute(query)}
+
+    def all_keys(self) -> set[str]:
+        with self._reading() as conn:
+            return set(conn.scalars(select(MESSAGES.c.key)))
+
+    def related_keys(self, keys: set[str], subjects: set[str], window: timedelta) -> set[str]:
+        """Messages one link away from `keys`: the same stored thread, a reference either
+        way, the same conversation key, or one of the normalised `subjects` arriving
+        within `window` of them (the subject fallback reaches no further)."""
+        found: set[str] = set()
+        with self._reading() as conn:
+            rows = []
+            for chunk in _chunks(sorted(keys)):
+                rows += conn.execute(
+                    select(
+                        MESSAGES.c.id,
+                        MESSAGES.c.thread_id,
+                        MESSAGES.c.thread_index,
+                        MESSAGES.c.in_reply_to,
+                        MESSAGES.c.references,
+                        MESSAGES.c.arrived_at,
+                    ).where(MESSAGES.c.key.in_(chunk))
+                ).all()
+            ids = [row.id for row in rows]
+            threads = sorted({row.thread_id for row in rows if row.thread_id})
+            indexes = sorted({row.thread_index for row in rows if row.thread_index})
+            referenced = sorted({r for row in rows for r in (*row.in_reply_to, *row.references)})
+            for column, values in (
+                (MESSAGES.c.thread_id, threads),
+                (MESSAGES.c.thread_index, indexes),
+                (MESSAGES.c.key, referenced),
+            ):
+                for chunk in _chunks(values):
+                    found.update(conn.scalars(select(MESSAGES.c.key).where(column.in_(chunk))))
+            if subjects and rows:
+                since = min(row.arrived_at for row in rows) - window
+                until = max(row.arrived_at for row in rows) + window
+                for chunk in _chunks(sorted(subjects)):
+                    query = select(MESSAGES.c.key).where(
+                        MESSAGES.c.norm_subject.in_(chunk),
+                        MESSAGES.c.arrived_at.between(since, until),
+                    )
+                    found.update(conn.scalars(query))
+            for chunk in _chunks(sorted(keys)):
+                referencing = select(REFERENCES.c.message_id).where(REFERENCES.c.ref_key.in_(chunk))
+                found.update(
+                    conn.scalars(select(MESSAGES.c.key).where(MESSAGES.c.id.in_(referencing)))
+                )
+            for chunk in _chunks(ids):
+                thrids = select(COPIES.c.gm_thrid).where(
+                    COPIES.c.message_id.in_(chunk), COPIES.c.gm_thrid.is_not(None)
+                )
+                same = select(COPIES.c.message_id).where(COPIES.c.gm_thrid.in_(thrids))
+                found.update(conn.scalars(select(MESSAGES.c.key).where(MESSAGES.c.id.in_(same))))
+        return found
+
+    def subjects_of(self, keys: set[str]) -> set[str]:
+        with self._reading() as conn:
+            subjects: set[str] = set()
+            for chunk in _chunks(sorted(keys)):
+                subjects.update(
+                    conn.scalars(select(MESSAGES.c.norm_subject).where(MESSAGES.c.key.in_(chunk)))
+                )
+        return subjects
+
+    def messages_by_keys(self, keys: Iterable[str]) -> list[Message]:
+        """These stored messages with all their copies (unknown keys are left out)."""
+        result: list[Message] = []
+        with self._reading() as conn:
+            for chunk in _chunks(sorted(set(keys))):
+                rows = (
+                    conn.execute(select(MESSAGES).where(MESSAGES.c.key.in_(chunk))).mappings().all()
+                )
+                copies_of: dict[int, list[Copy]] = defaultdict(list)
+                query = (
+                    select(COPIES)
+                    .where(COPIES.c.message_id.in_([row["id"] for row in rows]))
+                    .order_by(COPIES.c.message_id, COPIES.c.id)
+                )
+                for copy in conn.execute(query).mappings():
+                    copies_of[copy["message_id"]].append(_copy(copy))
+                result += [_message(row, copies_of[row["id"]]) for row in rows]
+        return result
+
+    def people(self) -> set[str]:
+        with self._reading() as conn:
+            return set(conn.scalars(select(PEOPLE.c.address)))
+
+    def out_of_office_replies(self) -> list[tuple[str, datetime, str]]:
+        """(responder, sent at, Message-ID) of every staff out-of-office auto-reply."""
+        query = select(MESSAGES.c.responder, MESSAGES.c.at, MESSAGES.c.key).where(
+            MESSAGES.c.out_of_office.is_(True), MESSAGES.c.at.is_not(None)
+        )
+        with self._reading() as conn:
+            return [(row.responder, row.at, row.key) for row in conn.execute(query)]
+
+    def next_human_mail(self, responder: str, after: datetime) -> datetime | None:
+        """When this staff member next sent human mail after `after`."""
+        query = select(func.min(MESSAGES.c.at)).where(
+            MESSAGES.c.responder == responder,
+            MESSAGES.c.role == "staff",
+            MESSAGES.c.automated.is_(None),
+            MESSAGES.c.at > after,
+        )
+        with self._reading() as conn:
+            return conn.scalar(query)
+
+    def save_classifications(self, derived: Sequence[dict[str, Any]]) -> None:
+        """Each message's role, responder, time, automation rule and out-of-office flag."""
+        columns = ("role", "responder", "at", "automated", "out_of_office")
+        with self._writing() as conn:
+            for start in range(0, len(derived), CHUNK):
+                conn.execute(
+                    update(MESSAGES)
+                    .where(MESSAGES.c.key == bindparam("message_key"))
+                    .values(**{c: bindparam(f"new_{c}") for c in columns}),
+                    [
+                        {"message_key": row["key"], **{f"new_{c}": row[c] for c in columns}}
+                        for row in derived[start : start + CHUNK]
+                    ],
+                )
+
+    def thread_ids_of(self, keys: set[str]) -> set[str]:
+        found: set[str] = set()
+        with self._reading() as conn:
+            for chunk in _chunks(sorted(keys)):
+                query = select(MESSAGES.c.thread_id).where(
+                    MESSAGES.c.key.in_(chunk), MESSAGES.c.thread_id.is_not(None)
+                )
+                found.update(conn.scalars(query))
+        return found
+
+    def save_evaluation(
+        self,
+        thread_of: dict[str, str | None],
+        changes_seen: dict[str, int],
+        people: set[str],
+        requests: Sequence[Request],
+        threads: set[str],
+        evaluated_at: datetime,
+        state: dict[str, str],
+    ) -> None:
+        """Store one evaluation of a closed set of threads, in one transaction: each
+        message's thread (no longer dirty, unless it changed again since `changes_seen`
+        was read), the people seen sending, and the requests of `threads` (every old and
+        new thread id involved) swapped for `requests`.
+        """
+        with self._writing() as conn:
+            horizon = _retention_horizon(conn)
+            keys = sorted(thread_of)
+            for start in range(0, len(keys), CHUNK):
+                conn.execute(
+                    update(MESSAGES)
+                    .where(MESSAGES.c.key == bindparam("message_key"))
+                    .values(
+                        # a change stored while this evaluation ran stays to be evaluated
+                        dirty=case(
+                            (MESSAGES.c.dirty == bindparam("seen"), 0), else_=MESSAGES.c.dirty
+                        ),
+                        thread_id=bindparam("new_thread"),
+                    ),
+                    [
+                        {
+                            "message_key": key,
+                            "new_thread": thread_of[key],
+                            "seen": changes_seen.get(key, 0),
+                        }
+                        for key in keys[start : start + CHUNK]
+                    ],
+                )
+            for chunk in _chunks(sorted(people)):
+                conn.execute(
+                    self._insert(PEOPLE).on_conflict_do_nothing(),
+                    [{"address": address} for address in chunk],
+                )
+            for chunk in _chunks(sorted(threads)):
+                stale = REQUESTS.delete().where(REQUESTS.c.thread.in_(chunk))
+                if horizon is not None:
+                    stale = stale.where(REQUESTS.c.received_at >= horizon)
+                conn.execute(stale)
+            rows = [
+                _request_row(request, evaluated_at)
+                for request in requests
+                if horizon is None or request.received_at >= horizon
+            ]
+            for start in range(0, len(rows), CHUNK):
+                conn.execute(REQUESTS.insert(), rows[start : start + CHUNK])
+            for name, value in state.items():
+                conn.execute(
+                    self._insert(STATE)
+                    .values(name=name, value=value)
+                    .on_conflict_do_update(index_elements=["name"], set_={"value": value})
+                )
+
+    def state(self, name: str) -> str | None:
+        with self._reading() as conn:
+            return conn.scalar(select(STATE.c.value).where(STATE.c.name == name))
+
+    def waiting_requests(self) -> list[Request]:
+        """Unanswered, unwaived requests that no later mail closed: open or overdue."""
+        query = (
+            select(REQUESTS)
+            .where(
+                REQUESTS.c.answered_at.is_(None),
+                REQUESTS.c.status != "waived",
+                REQUESTS.c.closed_at.is_(None),
+            )
+            .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        )
+        with self._reading() as conn:
+            return [_request(row) for row in conn.execute(query).mappings()]
+
+    def _mark_dirty(self, conn: Connection, message_ids: set[int]) -> None:
+        for chunk in _chunks(sorted(message_ids)):
+            conn.execute(
+                update(MESSAGES).where(MESSAGES.c.id.in_(chunk)).values(dirty=MESSAGES.c.dirty + 1)
+            )
+
+    def _add_references(self, conn: Connection, messages: dict[int, Message]) -> None:
+        rows = [
+            {"message_id": row_id, "ref_key": ref}
+            for row_id, message in messages.items()
+            for ref in sorted(set(message.in_reply_to) | set(message.references))
+        ]
+        for start in range(0, len(rows), CHUNK):
+            conn.execute(REFERENCES.insert(), rows[start : start + CHUNK])
 
     # ------------------------------------------------------------ claim, then act
 
@@ -576,7 +831,11 @@ class Store:
                 .on_conflict_do_nothing()
                 .returning(MESSAGES.c.key, MESSAGES.c.id)
             )
-            ids.update({key: row_id for key, row_id in conn.execute(returning, missing)})
+            inserted = {key: row_id for key, row_id in conn.execute(returning, missing)}
+            ids.update(inserted)
+            self._add_references(
+                conn, {row_id: first[key].message for key, row_id in inserted.items()}
+            )
         new = len(ids) - len(known)
         if len(ids) < len(first):  # another process stored some of them meanwhile
             lost = {
@@ -781,6 +1040,8 @@ def _message_row(item: StoredMessage, arrived_at: datetime) -> dict[str, Any]:
         "courtesy": message.courtesy,
         "raw_headers": zlib.compress(item.raw_headers),
         "arrived_at": arrived_at,
+        "norm_subject": normalise_subject(message.subject),
+        "dirty": 0,  # add_messages counts the change, as for a new copy of a known message
     }
 
 

@@ -43,7 +43,7 @@ class MessageRow(SQLModel, table=True):
     received_time: datetime | None = None
     in_reply_to: list[str] = Field(default_factory=list, sa_type=JSON)
     references: list[str] = Field(default_factory=list, sa_type=JSON)
-    thread_index: str | None = None
+    thread_index: str | None = Field(default=None, index=True)
     headers: list[list[str]] = Field(default_factory=list, sa_type=JSON)
     courtesy: bool = False
     # zlib-compressed raw header block of the first copy stored, so rules can be re-run
@@ -51,6 +51,49 @@ class MessageRow(SQLModel, table=True):
     # the earliest time known for the message (copy INTERNALDATE or mbox time,
     # else Received, else Date, else when it was stored): `--now` and retention use it
     arrived_at: datetime = Field(index=True)
+    # the subject as threading compares it (policy-independent, set at ingest)
+    norm_subject: str = Field(default="", index=True)
+    # the evaluation's conclusions, kept so that only affected threads are re-evaluated:
+    # how many changes (new, new copy, waive keyword, waiver) await evaluation: 0 when
+    # evaluated; a counter, so an evaluation clears only the changes it saw
+    dirty: int = Field(default=1, index=True)
+    thread_id: str | None = Field(default=None, index=True)
+    role: str | None = None
+    responder: str | None = Field(default=None, index=True)
+    at: datetime | None = None
+    automated: str | None = None
+    out_of_office: bool = Field(default=False, index=True)
+
+
+class ReferenceRow(SQLModel, table=True):
+    """A Message-ID a message references (In-Reply-To or References): finds its replies."""
+
+    __tablename__ = "message_ref"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", ondelete="CASCADE", index=True)
+    ref_key: str = Field(index=True)
+
+
+class PersonRow(SQLModel, table=True):
+    """A staff address seen sending human mail from a watched Sent folder: a person."""
+
+    __tablename__ = "person"
+    __table_args__ = (UniqueConstraint("address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str
+
+
+class StateRow(SQLModel, table=True):
+    """Small named values: the policy the requests were computed with, and when."""
+
+    __tablename__ = "mailwatch_state"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    value: str
 
 
 class CopyRow(SQLModel, table=True):
@@ -72,7 +115,7 @@ class CopyRow(SQLModel, table=True):
     waive_keyword: bool = False
     waive_folder: bool = False
     waive_seen_at: datetime | None = None
-    gm_thrid: str | None = None
+    gm_thrid: str | None = Field(default=None, index=True)
     # IMAP UIDs and UIDVALIDITY are unsigned 32-bit: too big for a signed INTEGER
     uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
     uid: int | None = Field(default=None, sa_type=BigInteger)
@@ -112,7 +155,7 @@ class RequestRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     account: str
-    thread: str
+    thread: str = Field(index=True)
     subject: str
     opened_by: str
     received_at: datetime = Field(index=True)
@@ -128,7 +171,7 @@ class RequestRow(SQLModel, table=True):
     responder: str | None = None
     response_seconds: int | None = None
     elapsed_seconds: int = 0
-    closed_at: datetime | None = None
+    closed_at: datetime | None = Field(default=None, index=True)
     waiver: dict[str, str] | None = Field(default=None, sa_type=JSON)
     notes: list[str] = Field(default_factory=list, sa_type=JSON)
     evaluated_at: datetime

@@ -8,7 +8,7 @@ import pytest
 
 from mailwatch.config import Settings
 from mailwatch.core.model import Account, Policy, StaffMember, Status
-from mailwatch.services import refresh_requests
+from mailwatch.services import current_requests
 from mailwatch.sync import poll_all
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
 
@@ -38,11 +38,10 @@ def test_a_reply_in_the_sent_folder_answers_the_inbox_message_it_threads_with(
     settings = settings_for(mailbox_settings(dovecot, alice, tmp_path))
 
     poll_all(settings, store, NOW)
-    (request,) = refresh_requests(settings, store, NOW).requests
+    (request,) = current_requests(settings, store, NOW)
 
     assert (request.status, request.answered_by) == (Status.MET, "<r1@agency.test>")
     assert request.response_seconds == 2 * 3600
-    assert store.requests() == [request]
 
 
 def test_a_message_cc_d_to_two_watched_mailboxes_counts_once(dovecot, store, tmp_path):
@@ -54,7 +53,7 @@ def test_a_message_cc_d_to_two_watched_mailboxes_counts_once(dovecot, store, tmp
                             mailbox_settings(dovecot, bob, tmp_path))  # fmt: skip
 
     poll_all(settings, store, NOW)
-    (request,) = refresh_requests(settings, store, NOW).requests
+    (request,) = current_requests(settings, store, NOW)
 
     assert (request.status, request.received_at) == (Status.OVERDUE, hours_ago(30))
 
@@ -65,7 +64,7 @@ def test_the_waive_keyword_set_by_a_person_waives_the_request(dovecot, store, tm
     settings = settings_for(mailbox_settings(dovecot, alice, tmp_path))
 
     poll_all(settings, store, NOW)
-    (request,) = refresh_requests(settings, store, NOW).requests
+    (request,) = current_requests(settings, store, NOW)
 
     assert request.status is Status.WAIVED
     assert "keyword" in request.waiver.by
