@@ -418,86 +418,65 @@ def _finish(
     return Request(**common, status=status, elapsed_seconds=elapsed, closed_at=closed_at)
 
 
-def _requests_of_thread(
-    thread_id: str,
-    thread: list[Message],
-    classes: dict[str, Classification],
-    policy: Policy,
-    directory: Directory,
-    waivers: dict[str, Waiver],
-    absences: Sequence[Absence],
-    now: datetime,
-) -> list[Request]:
-    ordered = _ordered(thread, classes)
+@dataclass(frozen=True)
+class _Context:
+    """What every step of a thread walk needs to know."""
+
+    policy: Policy
+    directory: Directory
+    classes: dict[str, Classification]
+    waivers: dict[str, Waiver]
+    absences: Sequence[Absence]
+    now: datetime
+
+
+def _requests_of_thread(thread_id: str, thread: list[Message], ctx: _Context) -> list[Request]:
+    ordered = _ordered(thread, ctx.classes)
     accounts = sorted(
         {
             c.account
             for m in thread
-            if (c := classes[m.key]).role is Role.CLIENT and c.automated is None and c.account
+            if (c := ctx.classes[m.key]).role is Role.CLIENT and c.automated is None and c.account
         }
     )
     results = []
     for account in accounts:
         chain = _Chain(account)
         for message in ordered:
-            _step(
-                chain,
-                message,
-                classes[message.key],
-                thread_id,
-                policy,
-                directory,
-                waivers,
-                absences,
-                now,
-            )
+            _step(chain, message, thread_id, ctx)
         if chain.open is not None:
-            expiry = chain.open.deadline + policy.request_expiry
-            _close(chain, now=now, closed_at=expiry if expiry <= now else None)
+            expiry = chain.open.deadline + ctx.policy.request_expiry
+            _close(chain, now=ctx.now, closed_at=expiry if expiry <= ctx.now else None)
         results.extend(chain.done)
     return results
 
 
-def _step(
-    chain: _Chain,
-    message: Message,
-    c: Classification,
-    thread_id: str,
-    policy: Policy,
-    directory: Directory,
-    waivers: dict[str, Waiver],
-    absences: Sequence[Absence],
-    now: datetime,
-) -> None:
+def _step(chain: _Chain, message: Message, thread_id: str, ctx: _Context) -> None:
+    c = ctx.classes[message.key]
     assert c.at is not None
     if chain.open is not None:
-        expiry = chain.open.deadline + policy.request_expiry
+        expiry = chain.open.deadline + ctx.policy.request_expiry
         if expiry <= c.at:
             chain.open.notes.append(f"closed unanswered at {expiry:%Y-%m-%d %H:%M}Z (expiry)")
-            _close(chain, now=now, closed_at=expiry)
+            _close(chain, now=ctx.now, closed_at=expiry)
     if c.automated is not None:
         return
     if c.role is Role.CLIENT and c.account == chain.account:
-        _client_message(chain, message, c, thread_id, policy, directory, waivers, absences, now)
+        _client_message(chain, message, c, thread_id, ctx)
     elif c.role is Role.STAFF and chain.open is not None:
-        _staff_message(chain, message, c, directory, now)
+        _staff_message(chain, message, c, ctx.directory, ctx.now)
 
 
 def _client_message(
-    chain: _Chain,
-    message: Message,
-    c: Classification,
-    thread_id: str,
-    policy: Policy,
-    directory: Directory,
-    waivers: dict[str, Waiver],
-    absences: Sequence[Absence],
-    now: datetime,
+    chain: _Chain, message: Message, c: Classification, thread_id: str, ctx: _Context
 ) -> None:
     assert c.at is not None
-    proposal = _propose(message, c.at, chain.account, policy, directory)
+    now = ctx.now
+    proposal = _propose(message, c.at, chain.account, ctx.policy, ctx.directory)
     if chain.open is None:
-        responsible, why = responsible_for(chain.account, c.at, policy, directory, absences)
+        responsible, why = responsible_for(
+            chain.account, c.at, ctx.policy, ctx.directory, ctx.absences
+        )
         chain.open = _Open(
             chain.account,
             thread_id,
@@ -508,7 +487,7 @@ def _client_message(
             responsible,
             notes=[f"opened by {message.key} from {message.from_addr}", f"responsible: {why}"],
         )
-        if policy.courtesy and message.courtesy and chain.answered_before:
+        if ctx.policy.courtesy and message.courtesy and chain.answered_before:
             chain.open.messages.append(message.key)
             waiver = Waiver(
                 message.key,
@@ -528,7 +507,7 @@ def _client_message(
         chain.open.notes.append(f"{message.key} tightened the deadline ({proposal.tier})")
         chain.open.proposal = proposal
     chain.open.messages.append(message.key)
-    waiver = _waiver_for(message, waivers)
+    waiver = _waiver_for(message, ctx.waivers)
     if waiver is not None:
         chain.open.notes.append(f"waived by {waiver.by}")
         _close(chain, now=now, waiver=waiver, closed_at=c.at)
@@ -616,19 +595,9 @@ def evaluate(
         threads.setdefault(threading.thread_of[message.key], []).append(message)
     current_waivers = {w.message_key: w for w in waivers if w.seen_at <= now}
     requests = []
+    ctx = _Context(policy, directory, classes, current_waivers, absences, now)
     for thread_id in sorted(threads):
-        requests.extend(
-            _requests_of_thread(
-                thread_id,
-                threads[thread_id],
-                classes,
-                policy,
-                directory,
-                current_waivers,
-                absences,
-                now,
-            )
-        )
+        requests.extend(_requests_of_thread(thread_id, threads[thread_id], ctx))
     requests.sort(key=lambda r: (r.received_at, r.opened_by, r.account))
     return Evaluation(
         now=now,
