@@ -84,7 +84,7 @@ class PollResult:
 @dataclass
 class SyncHistory:
     """What a long-running process remembers between polls (a one-shot run starts fresh):
-    per-host backoff, refused logins (by a hash of the secret, never the secret) and
+    per-server backoff, refused logins (by a hash of the secret, never the secret) and
     UIDVALIDITY resets per folder."""
 
     host_failures: dict[str, int] = field(default_factory=dict)
@@ -97,7 +97,7 @@ class SyncHistory:
             secret_hash, at = self.refused[mailbox.name]
             if now - at < AUTH_RETRY and secret_hash == hash_secret(mailbox):
                 return f"{mailbox.name}: login was refused at {at:%H:%M}Z; waiting for a new secret"
-        retry_at = self.host_retry_at.get(mailbox.host)
+        retry_at = self.host_retry_at.get(server_of(mailbox))
         if retry_at is not None and now < retry_at:
             return (
                 f"{mailbox.name}: {mailbox.host} failed recently; next try at {retry_at:%H:%M:%S}Z"
@@ -108,16 +108,16 @@ class SyncHistory:
         if error.permanent:
             self.refused[mailbox.name] = (hash_secret(mailbox), now)
             return
-        failures = self.host_failures.get(mailbox.host, 0) + 1
-        self.host_failures[mailbox.host] = failures
-        self.host_retry_at[mailbox.host] = now + min(
+        failures = self.host_failures.get(server_of(mailbox), 0) + 1
+        self.host_failures[server_of(mailbox)] = failures
+        self.host_retry_at[server_of(mailbox)] = now + min(
             BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1)
         )
 
     def succeeded(self, mailbox: MailboxSettings) -> None:
         self.refused.pop(mailbox.name, None)
-        self.host_failures.pop(mailbox.host, None)
-        self.host_retry_at.pop(mailbox.host, None)
+        self.host_failures.pop(server_of(mailbox), None)
+        self.host_retry_at.pop(server_of(mailbox), None)
 
     def allow_reset(self, mailbox: str, folder: str, now: datetime) -> bool:
         """Count a UIDVALIDITY reset; False once there were more than MAX_RESETS in a day."""
@@ -125,6 +125,12 @@ class SyncHistory:
         recent.append(now)
         self.resets[(mailbox, folder)] = recent
         return len(recent) <= MAX_RESETS
+
+
+def server_of(mailbox: MailboxSettings) -> str:
+    """What backs off together: one IMAP service, host and port (another port on the same
+    host is another service, which may well be up)."""
+    return f"{mailbox.host}:{mailbox.port}"
 
 
 def hash_secret(mailbox: MailboxSettings) -> str:

@@ -7,11 +7,17 @@ are opened with EXAMINE and bodies are only ever fetched with BODY.PEEK, so
 Failures leave this module as `MailboxError(message, permanent)`: a refused
 login or an untrusted certificate will not fix itself (permanent); a refused,
 reset or timed-out connection will (temporary).
+
+`OpenFolder.wait_for_new_mail` waits with IMAP IDLE (RFC 2177) on a folder opened
+with EXAMINE, so it too changes nothing; the daemon uses it on INBOX, on a
+connection of its own, to poll as soon as mail arrives.
 """
 
 from __future__ import annotations
 
+import selectors
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -25,6 +31,8 @@ from mailwatch.adapters.parse import BODY_PREFIX_BYTES, HEADER_FIELDS
 from mailwatch.core.model import Checkpoint
 
 if TYPE_CHECKING:
+    from threading import Event
+
     from mailwatch.config import MailboxSettings
 
 CONNECT_TIMEOUT = 15.0
@@ -50,6 +58,11 @@ SENT_NAMES = (
 # Without CONDSTORE, flag changes cannot be asked for: re-read the flags of this
 # much recent mail instead (a waiver is set on mail that is days old, not months).
 KEYWORD_RESCAN = timedelta(days=30)
+# RFC 2177 has clients renew IDLE at least every 29 minutes; imapclient advises every 10.
+IDLE_RENEW = 9 * 60.0  # seconds
+# While idling, how often the stop event is looked at: the daemon stops within this.
+STOP_CHECK = 0.5  # seconds
+NEW_MAIL = (b"EXISTS", b"RECENT")
 
 
 class MailboxError(Exception):
@@ -63,6 +76,10 @@ class MailboxError(Exception):
 
 class FolderError(MailboxError):
     """The server refused a command (NO/BAD) but the connection is fine: skip that folder."""
+
+
+class IdleUnsupported(MailboxError):
+    """The server does not offer IDLE: new mail is only seen by polling."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +329,50 @@ class OpenFolder:
         }
         return KeywordScan(frozenset(fetched), frozenset(flagged))
 
+    def wait_for_new_mail(self, stop: Event, timeout: float = IDLE_RENEW) -> bool:
+        """IDLE until the server reports new mail (True), or `timeout` seconds pass or `stop`
+        is set (False). Call it again and again on the same open folder: mail that arrived
+        between two calls is reported at once. Raises IdleUnsupported at once when the server
+        has no IDLE, MailboxError when the connection fails."""
+        settings = self._mailbox.settings
+        if b"IDLE" not in self._mailbox.capabilities:
+            raise IdleUnsupported(
+                f"{settings.name}: {settings.host} does not offer IDLE: new mail is seen at "
+                "each poll",
+                permanent=True,
+            )
+        with mailbox_errors(settings):
+            # What arrived since the last IDLE ended: Dovecot would report it only at DONE.
+            _, pending = self._client.noop()
+            if reports_new_mail(pending):
+                return True
+            self._client.idle()
+            try:
+                arrived = self._idle_until(stop, time.monotonic() + timeout)
+            finally:
+                _, unread = self._client.idle_done()  # a dead connection raises: reconnect
+        return arrived or reports_new_mail(unread)
+
+    def _idle_until(self, stop: Event, deadline: float) -> bool:
+        # The selector pattern of imapclient's examples/idle_selector_example.py:
+        # idle_check() cannot tell "nothing yet" from "connection closed".
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._client.socket(), selectors.EVENT_READ)
+            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                if not selector.select(min(left, STOP_CHECK)):
+                    continue
+                responses = self._client.idle_check(timeout=0)
+                if not responses:
+                    settings = self._mailbox.settings
+                    raise MailboxError(
+                        f"{settings.name}: {settings.host}:{settings.port}: connection closed "
+                        "while idling",
+                        permanent=False,
+                    )
+                if reports_new_mail(responses):  # not keep-alives ("OK Still here")
+                    return True
+        return False
+
     def _new_uids(self, last_uid: int, since: datetime | None) -> list[int]:
         with mailbox_errors(self._mailbox.settings):
             if since is not None:
@@ -369,7 +430,9 @@ class OpenFolder:
 def connect(settings: MailboxSettings) -> ImapMailbox:
     """Open a TLS (unless security = "none") connection and log in."""
     context = ssl.create_default_context(cafile=settings.ca_file)
-    timeout = SocketTimeout(connect=CONNECT_TIMEOUT, read=settings.timeout)
+    # The greeting is read under the connect timeout: a shorter configured timeout bounds it too.
+    connect_timeout = min(CONNECT_TIMEOUT, settings.timeout)
+    timeout = SocketTimeout(connect=connect_timeout, read=settings.timeout)
     with mailbox_errors(settings):
         client = IMAPClient(
             settings.host,
@@ -458,6 +521,11 @@ def find_sent(folders: list[tuple[tuple[bytes, ...], str]]) -> str | None:
         if candidate in by_name:
             return by_name[candidate]
     return None
+
+
+def reports_new_mail(responses: list) -> bool:
+    """Whether untagged responses include "* n EXISTS" or "* n RECENT"."""
+    return any(len(response) > 1 and response[1] in NEW_MAIL for response in responses)
 
 
 def keyword_set(data: dict, keyword: str) -> bool:

@@ -4,7 +4,10 @@ Every failure leaves as a `TransportError` that says whether trying again
 can help: a 5xx reply, refused credentials or a certificate that does not
 verify will fail the same way next time (and retrying a bad password gets
 the account locked); a 4xx reply, a refused or reset connection or a timeout
-may pass later.  Secrets never reach a message or a log line.
+may pass later.  A connection lost after the whole message went out, before the
+server's reply, is neither: the server may have accepted it, so it is reported
+as permanent and never resent (at most once, like the claims of nudging.py).
+Secrets never reach a message or a log line.
 """
 
 from __future__ import annotations
@@ -69,8 +72,21 @@ class Mailer:
     ) -> str:
         """Submit one message to `to`; returns its Message-ID. Raises TransportError."""
         message = compose(self._settings.sender, to, rendered, headers or {}, datetime.now(UTC))
+        settings = self._settings
         with self._session() as smtp:
-            smtp.send_message(message, from_addr=_address(self._settings.sender), to_addrs=list(to))
+            try:
+                smtp.send_message(message, from_addr=_address(settings.sender), to_addrs=list(to))
+            except smtplib.SMTPResponseException:
+                raise  # the server answered: it said what became of the message
+            except OSError as error:  # disconnected, reset, timed out (SMTPException too)
+                if not smtp.handed_over:
+                    raise
+                raise TransportError(
+                    f"SMTP {settings.host}:{settings.port}: connection lost after the message "
+                    f"was handed over ({error}): it may have been delivered, so it is not sent "
+                    "again",
+                    permanent=True,
+                ) from None
         return str(message["Message-ID"])
 
     def check(self) -> None:
@@ -79,7 +95,7 @@ class Mailer:
             smtp.noop()
 
     @contextmanager
-    def _session(self) -> Iterator[smtplib.SMTP]:
+    def _session(self) -> Iterator[_Smtp]:
         settings = self._settings
         with _sorted_failures(f"SMTP {settings.host}:{settings.port}"):
             smtp = self._connect()
@@ -91,13 +107,13 @@ class Mailer:
             finally:
                 _close(smtp)
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Smtp:
         settings = self._settings
         if settings.security == "ssl":
-            return smtplib.SMTP_SSL(
+            return _SmtpSsl(
                 settings.host, settings.port, timeout=settings.timeout, context=self._tls()
             )
-        return smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        return _Smtp(settings.host, settings.port, timeout=settings.timeout)
 
     def _tls(self) -> ssl.SSLContext:
         ca_file = self._settings.ca_file
@@ -113,6 +129,22 @@ class Mailer:
             smtp.auth("XOAUTH2", _xoauth2(settings.username, token))
         elif settings.password is not None:
             smtp.login(settings.username, settings.password.reveal())
+
+
+class _Smtp(smtplib.SMTP):
+    """Remembers whether a message's final "." went out: after it, a lost connection
+    leaves the delivery unknown (RFC 5321 6.1; RFC 1047)."""
+
+    handed_over = False
+
+    def send(self, s: bytes | str) -> None:
+        super().send(s)
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.handed_over = True
+
+
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+    pass
 
 
 def _xoauth2(username: str, token: str):

@@ -16,6 +16,7 @@ from tests.fixtures.dovecot import HOST, DovecotServer, ImapUser
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD_ENV = "MW_RELIABILITY_PASSWORD"
+NOW = "2026-11-25T14:00:00Z"  # a Wednesday afternoon: no quiet hours
 
 CONFIG = """
 [agency]
@@ -123,6 +124,42 @@ def mailwatch(
         capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
+
+
+NUDGE_ACCOUNTS = 20
+ACCOUNT = """
+[[staff]]
+email = "m{n}@agency.test"
+
+[[accounts]]
+name = "Client {n}"
+domains = ["client{n}.example"]
+manager = "m{n}@agency.test"
+"""
+
+
+def nudge_agency(directory: Path, smtp_port: int) -> Path:
+    """Twenty accounts, each with its own manager and one client email 19 hours old at NOW:
+    twenty reminders are due, one email per manager."""
+    directory.mkdir()
+    received = datetime.fromisoformat(NOW) - timedelta(hours=19)
+    when = received.strftime("%a, %d %b %Y %H:%M:%S +0000")
+    mail = directory / "mail"
+    mail.mkdir()
+    for n in range(NUDGE_ACCOUNTS):
+        (mail / f"{n}.eml").write_text(
+            f"Received: from mx.client{n}.example by mx.agency.test; {when}\n"
+            f"From: Client <jane@client{n}.example>\nTo: m{n}@agency.test\n"
+            f"Subject: Request {n}\nDate: {when}\nMessage-ID: <q{n}@client{n}.example>\n\n"
+            "Please call me.\n"
+        )
+    smtp = f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
+    smtp += 'sender = "mailwatch <mailwatch@agency.test>"\n'
+    accounts = "".join(ACCOUNT.format(n=n) for n in range(NUDGE_ACCOUNTS))
+    config = write_config(directory, [], extra=smtp + accounts)
+    done = mailwatch(config, "import", str(mail), "--now", NOW)
+    assert done.returncode == 0, done.stderr
+    return config
 
 
 class ForkRunner:

@@ -124,9 +124,11 @@ class _Session:
         cut = self.cut
         self.proxy.cuts_done += 1
         if cut is not None and cut.reset:
-            # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+            # SO_LINGER with a zero timeout: the last close sends RST instead of FIN.
             self.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        _close(self.client)
+            _close(self.client, how=socket.SHUT_RD)
+        else:
+            _close(self.client)
         _close(self.server)
 
 
@@ -145,8 +147,11 @@ def _send(sock: socket.socket, data: bytes) -> bool:
     return True
 
 
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
+def _close(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
+    """Shut down first: a bare close() neither wakes the other thread blocked in recv()
+    on this socket nor tells the peer anything while that thread holds it."""
+    for step in (lambda: sock.shutdown(how), sock.close):
+        try:
+            step()
+        except OSError:
+            pass

@@ -17,17 +17,20 @@ import os
 import random
 import sqlite3
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from mailwatch.store.repository import Store
 from tests.reliability.agency import (
+    NOW,
+    NUDGE_ACCOUNTS,
     PASSWORD_ENV,
     ForkRunner,
     fill_mailbox,
     mailwatch,
+    nudge_agency,
     write_config,
 )
 from tests.reliability.proxy import FaultProxy
@@ -35,7 +38,6 @@ from tests.reliability.proxy import FaultProxy
 SEED = int(os.environ.get("MAILWATCH_CRASH_SEED", "20261127"))
 POLL_KILLS = 20
 NUDGE_KILLS = 8
-NOW = "2026-11-25T14:00:00Z"  # a Wednesday afternoon: no quiet hours
 KILLED = -9
 
 
@@ -135,42 +137,6 @@ def test_polls_killed_at_random_while_mail_arrives_end_with_the_database_of_a_ca
     assert len(messages) == total
     assert (messages, checkpoints) == stored(calm_db)
     assert report(crashed, env) == report(calm, env)
-
-
-NUDGE_ACCOUNTS = 20
-ACCOUNT = """
-[[staff]]
-email = "m{n}@agency.test"
-
-[[accounts]]
-name = "Client {n}"
-domains = ["client{n}.example"]
-manager = "m{n}@agency.test"
-"""
-
-
-def nudge_agency(directory: Path, smtp_port: int) -> Path:
-    """Twenty accounts, each with its own manager and one client email 19 hours old at NOW:
-    twenty reminders are due, one email per manager."""
-    directory.mkdir()
-    received = datetime.fromisoformat(NOW) - timedelta(hours=19)
-    when = received.strftime("%a, %d %b %Y %H:%M:%S +0000")
-    mail = directory / "mail"
-    mail.mkdir()
-    for n in range(NUDGE_ACCOUNTS):
-        (mail / f"{n}.eml").write_text(
-            f"Received: from mx.client{n}.example by mx.agency.test; {when}\n"
-            f"From: Client <jane@client{n}.example>\nTo: m{n}@agency.test\n"
-            f"Subject: Request {n}\nDate: {when}\nMessage-ID: <q{n}@client{n}.example>\n\n"
-            "Please call me.\n"
-        )
-    smtp = f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
-    smtp += 'sender = "mailwatch <mailwatch@agency.test>"\n'
-    accounts = "".join(ACCOUNT.format(n=n) for n in range(NUDGE_ACCOUNTS))
-    config = write_config(directory, [], extra=smtp + accounts)
-    done = mailwatch(config, "import", str(mail), "--now", NOW)
-    assert done.returncode == 0, done.stderr
-    return config
 
 
 def test_nudge_runs_killed_at_random_never_send_a_nudge_twice(smtp_server, tmp_path):
