@@ -7,6 +7,7 @@ be reached, an unknown message), 2 bad configuration or arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -321,6 +322,65 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.privacy import apply_retention
+
+    with _store(settings) as store:
+        done = apply_retention(settings, store, _now(args, settings))
+    when = done.cutoff.astimezone(ZoneInfo(settings.policy.timezone))
+    print(
+        f"deleted {done.deleted} message(s) that arrived before {when:%Y-%m-%d %H:%M} "
+        f"(retention_days = {settings.retention_days}); computed requests are kept"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.privacy import export_address
+
+    address = _address(args.address)
+    with _store(settings) as store:
+        document = export_address(store, address, datetime.now(UTC), raw=args.raw)
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.privacy import EvaluationBusy, forget_address
+
+    address = _address(args.address)
+    if not args.yes:
+        answer = input(
+            f"Delete every conversation {address} took part in, and the address from "
+            "the computed requests? This cannot be undone. [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return EXIT_FAILURE
+    with _store(settings) as store:
+        try:
+            gone = forget_address(settings, store, address, datetime.now(UTC))
+        except EvaluationBusy as error:
+            print(f"mailwatch: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    print(
+        f"forgot {address}: {gone.messages} of its message(s) and {gone.conversation_messages} "
+        f"other message(s) of the same conversations deleted; {gone.requests} request(s) kept "
+        f"for the figures without it or their subject; {gone.claims} nudge/digest record(s) "
+        f"and {gone.set_aside} set-aside message(s) deleted"
+    )
+    return 0
+
+
+def _address(text: str) -> str:
+    from mailwatch.privacy import normalise_address
+
+    try:
+        return normalise_address(text)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -404,6 +464,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     command("health", cmd_health, "exit 1, saying why, when syncing or sending is failing")
     sub = command("backup", cmd_backup, "write a consistent copy of the SQLite database")
     sub.add_argument("path", metavar="PATH")
+    command(
+        "retention",
+        cmd_retention,
+        "delete stored messages older than retention_days (the daemon does it daily)",
+        now=True,
+    )
+    sub = command("export", cmd_export, "print as JSON everything stored about an address")
+    sub.add_argument("address", metavar="ADDRESS")
+    sub.add_argument("--raw", action="store_true", help="include the raw header blocks")
+    sub = command(
+        "forget", cmd_forget, "delete an address's conversations; requests stay, anonymous"
+    )
+    sub.add_argument("address", metavar="ADDRESS")
+    sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     demo_help = "a self-contained demonstration on a local IMAP server with sample mail"
     commands.add_parser("demo", help=demo_help, description=demo_help)  # main() runs it
     return parser, handlers

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from zoneinfo import ZoneInfo
 
+from apscheduler.events import EVENT_SCHEDULER_STARTED
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -48,9 +49,11 @@ from mailwatch.core.durations import human_duration
 from mailwatch.core.periods import last_complete
 from mailwatch.digests import DIGEST, send_digests
 from mailwatch.nudging import NUDGE, send_due_nudges
+from mailwatch.privacy import apply_retention
 from mailwatch.services import refresh_requests
 from mailwatch.store.repository import Claim, Store
 from mailwatch.sync import SyncHistory, poll_all
+from mailwatch.systemd import notify, watchdog_interval
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ PING_TIMEOUT = 10.0
 # After a restart, a digest whose scheduled time passed less than this long ago
 # is sent at once (claims make that safe if it was in fact sent).
 DIGEST_CATCH_UP = timedelta(hours=24)
+# Retention runs once a day, the first time shortly after start.
+RETENTION_INTERVAL = timedelta(days=1)
+RETENTION_DELAY = timedelta(minutes=5)
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -193,6 +199,22 @@ class Daemon:
         for line in run.lines:
             log.info("digest %s: %s", run.period.key, line)
 
+    def retention_job(self) -> None:
+        now = self.clock()
+        try:
+            done = apply_retention(self.settings, self.store, now)
+        except Exception:
+            log.exception("retention pass failed")
+            return
+        if done.deleted:
+            log.info("retention: deleted %d message(s) that arrived before %s", done.deleted,
+                     done.cutoff.isoformat())  # fmt: skip
+
+    def watchdog_job(self) -> None:
+        """Runs in the scheduler's thread pool: it stops when the scheduler stops running
+        jobs, and then systemd restarts the service."""
+        notify("WATCHDOG=1")
+
     def ping_if_healthy(self, now: datetime) -> None:
         url = self.settings.health.ping_url
         if not url:
@@ -234,6 +256,19 @@ class Daemon:
                 id="heartbeat",
                 next_run_time=now,
             )
+        scheduler.add_job(
+            self.retention_job,
+            IntervalTrigger(seconds=RETENTION_INTERVAL.total_seconds(), timezone=zone),
+            id="retention",
+            next_run_time=now + RETENTION_DELAY,
+        )
+        if (beat := watchdog_interval()) is not None:
+            scheduler.add_job(
+                self.watchdog_job,
+                IntervalTrigger(seconds=beat.total_seconds()),
+                id="watchdog",
+                next_run_time=now,
+            )
         for period, trigger in digest_triggers(settings).items():
             missed = missed_digest(settings, period, now)
             scheduler.add_job(
@@ -271,9 +306,11 @@ class Daemon:
         )
         self.scheduler = scheduler
         self.schedule(scheduler)
+        scheduler.add_listener(lambda _event: notify("READY=1"), EVENT_SCHEDULER_STARTED)
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
+            notify("STOPPING=1")
             scheduler.shutdown(wait=False)
 
         def hang_up(_signum: int, _frame: FrameType | None) -> None:

@@ -130,6 +130,9 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
             ATTENTION_STATE: _attention_state(store, evaluation, keep=not rebuilt),
         },
     )
+    # operations.md: mail with no client participant keeps only ids, references and times
+    directory = Directory(policy)
+    store.reduce_unrelated_mail(keys, now, lambda address: directory.role(address) is Role.CLIENT)
     return Refresh(len(keys), len(evaluation.requests), rebuilt)
 
 

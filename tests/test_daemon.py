@@ -279,6 +279,7 @@ def test_the_schedule_has_one_poll_job_per_mailbox_nudges_and_digests(store):
         "nudge",
         "poll:alice",
         "poll:bob",
+        "retention",
     ]
 
 

@@ -9,10 +9,12 @@ INSERT … ON CONFLICT DO NOTHING, which both dialects share.
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,13 +28,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Engine,
+    String,
     Table,
     bindparam,
     case,
+    cast,
     create_engine,
     delete,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -217,6 +222,165 @@ class Store:
             elif cutoff > horizon:
                 conn.execute(update(RETENTION).values(cutoff=cutoff))
         return deleted
+
+    # ------------------------------------------------------------ privacy
+
+    def reduce_unrelated_mail(
+        self, keys: Iterable[str], now: datetime, is_client: Callable[[str], bool]
+    ) -> int:
+        """Cut mail with no client participant and no client in its thread down to what
+        threading and the clock read: ids, references, times, copies, the sender, and the
+        automation verdict as a header.  Candidates are the evaluated `keys` and the mail
+        that arrived since the last reduction; only what arrived before `arrived_before`
+        (a grace period, so an account added soon after still sees its history) and is
+        evaluated is reduced.  Returns how many messages were reduced."""
+        wanted = set(keys)
+        arrived_before = now - UNRELATED_MAIL_GRACE
+        with self._writing() as conn:
+            since = conn.scalar(select(STATE.c.value).where(STATE.c.name == REDUCED_STATE))
+            window = MESSAGES.c.arrived_at < arrived_before
+            if since is not None:
+                window = window & (MESSAGES.c.arrived_at >= datetime.fromisoformat(since))
+            rows = list(conn.execute(select(*_REDUCE_COLUMNS).where(window)).mappings())
+            for chunk in _chunks(sorted(wanted)):
+                rows += conn.execute(
+                    select(*_REDUCE_COLUMNS).where(
+                        MESSAGES.c.key.in_(chunk), MESSAGES.c.arrived_at < arrived_before
+                    )
+                ).mappings()
+            candidates = {
+                row["id"]: row
+                for row in rows
+                if row["role"] in ("staff", "other")
+                and row["dirty"] == 0
+                and not _is_reduced(row)
+                and not any(is_client(a) for a in _addresses_of(row))
+            }
+            threads = sorted({row["thread_id"] for row in candidates.values() if row["thread_id"]})
+            client_threads: set[str] = set()
+            for chunk in _chunks(threads):
+                client_threads.update(
+                    conn.scalars(
+                        select(MESSAGES.c.thread_id).where(
+                            MESSAGES.c.thread_id.in_(chunk), MESSAGES.c.role == "client"
+                        )
+                    )
+                )
+            reduced = [
+                _reduced(row)
+                for row in candidates.values()
+                if row["thread_id"] not in client_threads
+            ]
+            for start in range(0, len(reduced), CHUNK):
+                conn.execute(
+                    update(MESSAGES)
+                    .where(MESSAGES.c.id == bindparam("row_id"))
+                    .values({name: bindparam(f"new_{name}") for name in _REDUCED_FIELDS}),
+                    reduced[start : start + CHUNK],
+                )
+            if since is None or arrived_before > datetime.fromisoformat(since):
+                mark = arrived_before.isoformat()
+                conn.execute(
+                    self._insert(STATE)
+                    .values(name=REDUCED_STATE, value=mark)
+                    .on_conflict_do_update(index_elements=["name"], set_={"value": mark})
+                )
+        return len(reduced)
+
+    def messages_about(self, address: str) -> list[tuple[Message, datetime, bytes]]:
+        """Every message `address` sent or received: (message, arrived at, raw header block)."""
+        with self._reading() as conn:
+            rows = [
+                row
+                for row in conn.execute(select(MESSAGES).where(_mentions(address))).mappings()
+                if address in _addresses_of(row)
+            ]
+            copies_of: dict[int, list[Copy]] = defaultdict(list)
+            for chunk in _chunks([row["id"] for row in rows]):
+                query = (
+                    select(COPIES)
+                    .where(COPIES.c.message_id.in_(chunk))
+                    .order_by(COPIES.c.message_id, COPIES.c.id)
+                )
+                for copy in conn.execute(query).mappings():
+                    copies_of[copy["message_id"]].append(_copy(copy))
+        rows.sort(key=lambda row: (row["arrived_at"], row["id"]))
+        return [
+            (
+                _message(row, copies_of[row["id"]]),
+                row["arrived_at"],
+                zlib.decompress(row["raw_headers"]),
+            )
+            for row in rows
+        ]
+
+    def forget_address(self, address: str) -> Forgotten:
+        """Delete every conversation `address` took part in (each thread holding a message it
+        sent or received, with copies, references and waivers), its claims, its person
+        record and the set-aside mail naming it.  The requests of those conversations stay
+        for the figures, without subject, with message ids replaced by tokens (so no
+        re-evaluation replaces them: nothing carries their thread any more), and with the
+        address taken out of responder and responsible."""
+        with self._writing() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(REPLACE_REQUESTS_LOCK)))
+            own = [
+                row
+                for row in conn.execute(
+                    select(
+                        MESSAGES.c.id, MESSAGES.c.key, MESSAGES.c.thread_id, *_ADDRESS_COLUMNS
+                    ).where(_mentions(address))
+                ).mappings()
+                if address in _addresses_of(row)
+            ]
+            threads = sorted({row["thread_id"] for row in own if row["thread_id"]})
+            doomed = {row["id"]: row["key"] for row in own}
+            for chunk in _chunks(threads):
+                query = select(MESSAGES.c.id, MESSAGES.c.key).where(MESSAGES.c.thread_id.in_(chunk))
+                doomed.update({row.id: row.key for row in conn.execute(query)})
+            tokens = {key: _token() for key in {*doomed.values(), *threads}}
+            requests = _forget_in_requests(conn, address, tokens)
+            ids = sorted(doomed)
+            for chunk in _chunks(ids):
+                conn.execute(delete(REFERENCES).where(REFERENCES.c.message_id.in_(chunk)))
+                conn.execute(delete(COPIES).where(COPIES.c.message_id.in_(chunk)))
+                conn.execute(delete(MESSAGES).where(MESSAGES.c.id.in_(chunk)))
+            keys = sorted(doomed.values())
+            for chunk in _chunks(keys):
+                conn.execute(delete(WAIVERS).where(WAIVERS.c.message_key.in_(chunk)))
+            for row in conn.execute(select(CLAIMS.c.id, CLAIMS.c.key)).all():
+                opener, bar, stage = row.key.partition("|")
+                if bar and opener in tokens:
+                    changed = update(CLAIMS).where(CLAIMS.c.id == row.id)
+                    conn.execute(changed.values(key=f"{tokens[opener]}|{stage}"))
+            claims = conn.execute(delete(CLAIMS).where(CLAIMS.c.recipient == address)).rowcount
+            conn.execute(delete(PEOPLE).where(PEOPLE.c.address == address))
+            set_aside = [row.id for row in _quarantine_naming(conn, address)]
+            for chunk in _chunks(set_aside):
+                conn.execute(delete(QUARANTINE).where(QUARANTINE.c.id.in_(chunk)))
+        return Forgotten(
+            messages=len(own),
+            conversation_messages=len(doomed) - len(own),
+            requests=requests,
+            claims=claims,
+            set_aside=len(set_aside),
+        )
+
+    def quarantined_naming(self, address: str) -> list[QuarantinedMessage]:
+        """Set-aside mail whose stored bytes name `address`."""
+        with self._reading() as conn:
+            return [
+                QuarantinedMessage(row.location, row.error, row.seen_at)
+                for row in _quarantine_naming(conn, address)
+            ]
+
+    def set_state(self, name: str, value: str) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                self._insert(STATE)
+                .values(name=name, value=value)
+                .on_conflict_do_update(index_elements=["name"], set_={"value": value})
+            )
 
     # ------------------------------------------------------------ IMAP locations
 
@@ -1182,3 +1346,137 @@ def _inserted(conn: Connection, insert: Any) -> bool:
 
 def _retention_horizon(conn: Connection) -> datetime | None:
     return conn.scalar(select(func.max(RETENTION.c.cutoff)))
+
+
+# ---------------------------------------------------------------- privacy
+
+
+# Mail with no client is reduced only once it is this old: an account added to the
+# configuration within that time still finds its correspondents' earlier mail whole.
+UNRELATED_MAIL_GRACE = timedelta(days=30)
+REDUCED_STATE = "reduced_before"  # mail that arrived before this was considered for reduction
+REDUCED_RAW = zlib.compress(b"")  # a reduced message keeps no raw header block
+FORGOTTEN = "(forgotten)"  # stands in for a forgotten address in a kept request
+# Header values that name the recipient (unsubscribe links carry per-recipient tokens):
+# a reduced message keeps the field, which is what the automation rules look at, not its value.
+_RECIPIENT_HEADERS = ("list-unsubscribe", "x-unsubscribe")
+_ADDRESS_COLUMNS = (
+    MESSAGES.c.from_addr, MESSAGES.c.sender_addr, MESSAGES.c.to, MESSAGES.c.cc, MESSAGES.c.bcc,
+)  # fmt: skip
+_REDUCE_COLUMNS = (
+    MESSAGES.c.id, MESSAGES.c.thread_id, MESSAGES.c.role, MESSAGES.c.dirty, MESSAGES.c.automated,
+    MESSAGES.c.out_of_office, MESSAGES.c.headers, MESSAGES.c.raw_headers, *_ADDRESS_COLUMNS,
+)  # fmt: skip
+_REDUCED_FIELDS = ("to", "cc", "bcc", "subject", "norm_subject", "headers", "raw_headers")
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What `forget_address` removed."""
+
+    messages: int  # the address's own messages (sent or received)
+    conversation_messages: int  # other messages of the same conversations
+    requests: int  # requests kept for the figures but stripped of the address and subject
+    claims: int  # nudges and digests addressed to it
+    set_aside: int  # unreadable mail that named it
+
+
+def _addresses_of(row: Any) -> set[str]:
+    found = {row["from_addr"], row["sender_addr"], *row["to"], *row["cc"], *row["bcc"]}
+    return {address for address in found if address}
+
+
+def _mentions(address: str) -> Any:
+    """A cheap SQL filter for messages that may name `address` (callers check exactly)."""
+    quoted = json.dumps(address)  # as it appears inside a stored JSON list
+    in_lists = [
+        cast(column, String).contains(quoted, autoescape=True)
+        for column in (MESSAGES.c.to, MESSAGES.c.cc, MESSAGES.c.bcc)
+    ]
+    return or_(MESSAGES.c.from_addr == address, MESSAGES.c.sender_addr == address, *in_lists)
+
+
+def _is_reduced(row: Any) -> bool:
+    return row["raw_headers"] == REDUCED_RAW
+
+
+def _reduced(row: Any) -> dict[str, Any]:
+    """The new values of a reduced message: no recipients, subject or raw header block;
+    the rule headers that name nobody; the automation verdict kept as Auto-Submitted, so
+    that classifying the message again gives the same answer without its subject."""
+    headers = []
+    for name, value in row["headers"]:
+        if name == "auto-submitted" and row["automated"]:
+            continue
+        if name == "return-path" and value.replace(" ", "") != "<>":
+            continue  # a bounce address may name the recipient (VERP)
+        headers.append([name, "" if name in _RECIPIENT_HEADERS else value])
+    if row["automated"]:
+        headers.append(
+            ["auto-submitted", "auto-replied" if row["out_of_office"] else "auto-generated"]
+        )
+    return {
+        "row_id": row["id"],
+        "new_to": [],
+        "new_cc": [],
+        "new_bcc": [],
+        "new_subject": "",
+        "new_norm_subject": "",
+        "new_headers": headers,
+        "new_raw_headers": REDUCED_RAW,
+    }
+
+
+def _quarantine_naming(conn: Connection, address: str) -> list[Any]:
+    needle = address.encode()
+    query = select(QUARANTINE).order_by(QUARANTINE.c.seen_at, QUARANTINE.c.id)
+    return [row for row in conn.execute(query) if row.raw and needle in row.raw.lower()]
+
+
+def _token() -> str:
+    """A message id that stands in for a forgotten one: unique, and names nobody."""
+    return f"<forgotten.{uuid.uuid4().hex}@mailwatch.invalid>"
+
+
+def _forget_in_requests(conn: Connection, address: str, tokens: dict[str, str]) -> int:
+    """Strip the forgotten address and conversations from the stored requests; returns how
+    many requests changed."""
+    changed = 0
+    for row in conn.execute(select(REQUESTS)).mappings().all():
+        in_conversation = row["thread"] in tokens or any(k in tokens for k in row["messages"])
+        named = row["responder"] == address or address in row["responsible"]
+        if not (in_conversation or named):
+            continue
+        values: dict[str, Any] = {
+            "responsible": [a for a in row["responsible"] if a != address],
+            "responder": FORGOTTEN if row["responder"] == address else row["responder"],
+        }
+        if in_conversation:
+            values.update(_anonymous_conversation(row, address, tokens))
+        conn.execute(update(REQUESTS).where(REQUESTS.c.id == row["id"]).values(values))
+        changed += 1
+    return changed
+
+
+def _anonymous_conversation(row: Any, address: str, tokens: dict[str, str]) -> dict[str, Any]:
+    def swap(key: str | None) -> str | None:
+        return tokens.get(key, key) if key else key
+
+    def scrub(text: str) -> str:
+        for key, token in tokens.items():
+            text = text.replace(key, token)
+        return text
+
+    waiver = row["waiver"]
+    if waiver is not None:
+        by = FORGOTTEN if address in waiver["by"].lower() else waiver["by"]
+        waiver = {**waiver, "message_key": swap(waiver["message_key"]), "by": by}
+    return {
+        "subject": "",
+        "thread": tokens.get(row["thread"]) or _token(),
+        "opened_by": swap(row["opened_by"]),
+        "messages": [swap(key) for key in row["messages"]],
+        "answered_by": swap(row["answered_by"]),
+        "waiver": waiver,
+        "notes": [scrub(note) for note in row["notes"] if address not in note.lower()],
+    }
