@@ -31,13 +31,14 @@ from datetime import date, datetime, time, timedelta
 from email.utils import parseaddr
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import holidays
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from mailwatch.adapters.oauth import load_service_account
 from mailwatch.core.model import (
     Account,
     BusinessHours,
@@ -57,6 +58,10 @@ DEFAULT_DATABASE_URL = "sqlite:///mailwatch.db"
 SECRET_COMMAND_TIMEOUT = 30.0  # seconds; a hung `pass` or token helper must not hang the daemon
 
 SECRET_KEYS = ("password_env", "password_file", "password_command", "oauth2_token_command")
+CLIENT_SECRET_KEYS = ("client_secret_env", "client_secret_file", "client_secret_command")
+MICROSOFT_KEYS = ("tenant", "client_id", *CLIENT_SECRET_KEYS)
+GOOGLE_KEYS = ("service_account_file",)
+OAUTH2_KEYS = ("oauth2", *MICROSOFT_KEYS, *GOOGLE_KEYS)  # built-in OAuth2
 SECRETS_NOT_IN_FILE = (
     "secrets are never written in the file: use password_env, password_file or password_command"
 )
@@ -176,6 +181,43 @@ class Secret:
         return lines[0]
 
 
+# ---------------------------------------------------------------- built-in OAuth2
+
+
+@dataclass(frozen=True, kw_only=True)
+class MicrosoftApp:
+    """Microsoft 365 app-only access: an Entra ID app registration, and where its secret lives."""
+
+    provider: ClassVar[str] = "microsoft"
+    tenant: str
+    client_id: str
+    client_secret: Secret
+
+    def credential(self) -> str:
+        """Everything that decides whether a token is granted, fetched now: a refused login
+        waits until this changes. Never shown."""
+        return "\0".join([self.tenant, self.client_id, self.client_secret.reveal()])
+
+
+@dataclass(frozen=True, kw_only=True)
+class GoogleServiceAccount:
+    """A Google Workspace service account with domain-wide delegation, by its JSON key file
+    (read when a token is needed, so a replaced key file is used without a restart)."""
+
+    provider: ClassVar[str] = "google"
+    key_file: Path
+
+    def credential(self) -> str:
+        """The key file's text, read now: a refused login waits until it changes. Never shown."""
+        try:
+            return self.key_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""  # unreadable now: fetching a token will say why
+
+
+OAuth2App = MicrosoftApp | GoogleServiceAccount
+
+
 # ---------------------------------------------------------------- settings
 
 
@@ -188,6 +230,7 @@ class MailboxSettings:
     username: str
     password: Secret | None = None
     oauth2_token: Secret | None = None
+    oauth2: OAuth2App | None = None  # built-in OAuth2: mailwatch fetches its own tokens
     ca_file: Path | None = None
     folders: tuple[str, ...] | None = None  # None: every folder but trash, drafts, junk
     idle: bool = True
@@ -203,6 +246,7 @@ class SmtpSettings:
     username: str | None = None  # None: no AUTH
     password: Secret | None = None
     oauth2_token: Secret | None = None
+    oauth2: OAuth2App | None = None
     ca_file: Path | None = None
     sender: str
     timeout: float = 60.0
@@ -268,7 +312,8 @@ _SCHEMA: dict[str, Any] = {
     },
     "mailboxes": [
         dict.fromkeys(
-            ["name", "host", "port", "security", "username", *SECRET_KEYS, "ca_file"]
+            ["name", "host", "port", "security", "username", *SECRET_KEYS, *OAUTH2_KEYS]
+            + ["ca_file"]
             + ["folders", "idle", "poll_interval", "timeout"]
         )
     ],
@@ -283,7 +328,8 @@ _SCHEMA: dict[str, Any] = {
     ],
     "leave": [dict.fromkeys(["who", "start", "end"])],
     "smtp": dict.fromkeys(
-        ["host", "port", "security", "username", *SECRET_KEYS, "ca_file", "sender", "timeout"]
+        ["host", "port", "security", "username", *SECRET_KEYS, *OAUTH2_KEYS, "ca_file"]
+        + ["sender", "timeout"]
     ),
     "sync": dict.fromkeys(["history_days", "waive_keyword", "waive_folder", "batch_size"]),
     "automation": dict.fromkeys(["human_lists", "courtesy"]),
@@ -322,6 +368,8 @@ def _check_keys(file: str, data: dict[str, Any], schema: dict[str, Any], path: s
 
 
 def _unknown_key_problem(key: str, schema: dict[str, Any]) -> str:
+    if key.lower().startswith("client_secret") and "client_id" in schema:
+        return "secrets are never written in the file: use " + ", ".join(CLIENT_SECRET_KEYS)
     if _SECRET_LOOKING_KEY.search(key.lower()):
         return SECRETS_NOT_IN_FILE
     nearest = difflib.get_close_matches(key, list(schema), n=1)
@@ -922,7 +970,11 @@ def _stages(nudges: _Reader, default: tuple[NudgeStage, ...]) -> tuple[NudgeStag
 _SECURITY = ("ssl", "starttls", "none")
 _IMAP_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 _SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
-_SECRET_SOURCES = "set password_env, password_file, password_command or oauth2_token_command"
+_SECRET_SOURCES = (
+    "set password_env, password_file, password_command, oauth2_token_command or oauth2"
+)
+_OAUTH2_PROVIDERS = ("microsoft", "google")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 def _mailboxes(root: _Reader) -> tuple[MailboxSettings, ...]:
@@ -933,8 +985,8 @@ def _mailboxes(root: _Reader) -> tuple[MailboxSettings, ...]:
             raise entry.error("name", f"two mailboxes are named {name!r}")
         host, port, security = _server(entry, "ssl", _IMAP_PORTS)
         username = entry.text("username")
-        password, token = _secrets(entry)
-        if password is None and token is None:
+        password, token, app = _credentials(entry)
+        if password is None and token is None and app is None:
             raise entry.error(None, f"no secret to log in with: {_SECRET_SOURCES}")
         folders = entry.texts("folders", None)
         if folders == ():
@@ -948,6 +1000,7 @@ def _mailboxes(root: _Reader) -> tuple[MailboxSettings, ...]:
                 username=username,
                 password=password,
                 oauth2_token=token,
+                oauth2=app,
                 ca_file=entry.existing_file("ca_file"),
                 folders=folders,
                 idle=entry.boolean("idle", True),
@@ -964,12 +1017,14 @@ def _smtp(root: _Reader) -> SmtpSettings | None:
     entry = root.table("smtp")
     host, port, security = _server(entry, "starttls", _SMTP_PORTS)
     username = entry.text("username", None)
-    password, token = _secrets(entry)
+    password, token, app = _credentials(entry)
     secret = password or token
-    if username is not None and secret is None:
+    if username is not None and secret is None and app is None:
         raise entry.error("username", f"no secret to log in with: {_SECRET_SOURCES}")
     if secret is not None and username is None:
         raise ConfigError(secret.file, secret.key, "a secret needs smtp.username to log in with")
+    if app is not None and username is None:
+        raise entry.error("oauth2", "needs smtp.username: the mailbox that sends")
     sender = entry.text("sender")
     if not _ADDRESS.fullmatch(parseaddr(sender)[1]):
         raise entry.error("sender", f'expected "Name <address>" or an address, got {sender!r}')
@@ -980,6 +1035,7 @@ def _smtp(root: _Reader) -> SmtpSettings | None:
         username=username,
         password=password,
         oauth2_token=token,
+        oauth2=app,
         ca_file=entry.existing_file("ca_file"),
         sender=sender,
         timeout=entry.seconds("timeout", 60.0),
@@ -1007,21 +1063,82 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _secrets(entry: _Reader) -> tuple[Secret | None, Secret | None]:
-    """The (password, oauth2 token) that a server table names; at most one of them."""
-    given = [key for key in SECRET_KEYS if entry.has(key)]
-    if not given:
-        return None, None
+def _credentials(entry: _Reader) -> tuple[Secret | None, Secret | None, OAuth2App | None]:
+    """How a server table logs in: (password, OAuth2 token command, built-in OAuth2);
+    at most one of them."""
+    given = [key for key in (*SECRET_KEYS, "oauth2") if entry.has(key)]
     if len(given) > 1:
         raise entry.error(given[1], f"two secret sources ({given[0]} and {given[1]}): keep one")
-    key = given[0]
+    if given == ["oauth2"]:
+        return None, None, _oauth2_app(entry)
+    for key in OAUTH2_KEYS:
+        if entry.has(key):
+            raise entry.error(key, 'only with oauth2 = "microsoft" or "google"')
+    if not given:
+        return None, None, None
+    secret = _secret(entry, given[0])
+    return (None, secret, None) if given[0] == "oauth2_token_command" else (secret, None, None)
+
+
+def _oauth2_app(entry: _Reader) -> OAuth2App:
+    provider = entry.choice("oauth2", _OAUTH2_PROVIDERS, _REQUIRED)
+    own, foreign = (
+        (MICROSOFT_KEYS, GOOGLE_KEYS) if provider == "microsoft" else (GOOGLE_KEYS, MICROSOFT_KEYS)
+    )
+    for key in foreign:
+        if entry.has(key):
+            raise entry.error(key, f'not used with oauth2 = "{provider}"')
+    for key in own:
+        if key not in CLIENT_SECRET_KEYS and not entry.has(key):
+            raise entry.error(key, f'missing (required with oauth2 = "{provider}")')
+    if provider == "microsoft":
+        return _microsoft_app(entry)
+    return _google_service_account(entry)
+
+
+def _microsoft_app(entry: _Reader) -> MicrosoftApp:
+    # Neither value is repeated in an error: a secret pasted into the wrong key must not show.
+    tenant = entry.text("tenant")
+    if not (_GUID.fullmatch(tenant) or _DOMAIN.fullmatch(tenant)):
+        raise entry.error(
+            "tenant", "expected the Directory (tenant) ID or a domain like rouge.example"
+        )
+    client_id = entry.text("client_id")
+    if not _GUID.fullmatch(client_id):
+        raise entry.error(
+            "client_id", "expected the Application (client) ID, like 00000000-0000-0000-0000-…"
+        )
+    given = [key for key in CLIENT_SECRET_KEYS if entry.has(key)]
+    if not given:
+        raise entry.error(
+            None,
+            'oauth2 = "microsoft" needs client_secret_env, client_secret_file '
+            "or client_secret_command",
+        )
+    if len(given) > 1:
+        raise entry.error(given[1], f"two secret sources ({given[0]} and {given[1]}): keep one")
+    return MicrosoftApp(tenant=tenant, client_id=client_id, client_secret=_secret(entry, given[0]))
+
+
+def _google_service_account(entry: _Reader) -> GoogleServiceAccount:
+    path = entry.existing_file("service_account_file")
+    assert path is not None  # required: checked by _oauth2_app
+    try:
+        load_service_account(path)
+    except ValueError as error:
+        raise entry.error("service_account_file", str(error)) from None
+    return GoogleServiceAccount(key_file=path)
+
+
+def _secret(entry: _Reader, key: str) -> Secret:
+    """Where a `…_env`, `…_file` or `…_command` key says a secret lives."""
     value = entry.text(key)
-    if key == "password_env":
+    if key.endswith("_env"):
         if not _ENV_NAME.fullmatch(value):
-            # Probably the password itself pasted in: name the key, never the value.
+            # Probably the secret itself pasted in: name the key, never the value.
             raise entry.error(key, "not an environment variable name")
         source = f"env {value}"
-    elif key == "password_file":
+    elif key.endswith("_file"):
         source = f"file {entry.base_dir / value}"
     else:
         try:
@@ -1031,8 +1148,7 @@ def _secrets(entry: _Reader) -> tuple[Secret | None, Secret | None]:
         if not argv:
             raise entry.error(key, "must name a command")
         source = f"command {value}"
-    secret = Secret(source, entry.file, _join(entry.path, key))
-    return (None, secret) if key == "oauth2_token_command" else (secret, None)
+    return Secret(source, entry.file, _join(entry.path, key))
 
 
 def _database_url(database: _Reader) -> str:
@@ -1096,7 +1212,12 @@ def _health(health: _Reader) -> HealthSettings:
 def _warn_when_commands_are_exposed(path: Path, settings: Settings) -> None:
     """Whoever can change this file chooses the commands mailwatch runs for its secrets."""
     servers = [*settings.mailboxes, *([settings.smtp] if settings.smtp else [])]
-    secrets = [s for server in servers for s in (server.password, server.oauth2_token) if s]
+    secrets = [
+        secret
+        for server in servers
+        for secret in (server.password, server.oauth2_token, _client_secret(server.oauth2))
+        if secret
+    ]
     if not any(secret.source.startswith("command ") for secret in secrets):
         return
     try:
@@ -1110,3 +1231,7 @@ def _warn_when_commands_are_exposed(path: Path, settings: Settings) -> None:
             path,
             path,
         )
+
+
+def _client_secret(app: OAuth2App | None) -> Secret | None:
+    return app.client_secret if isinstance(app, MicrosoftApp) else None

@@ -136,7 +136,10 @@ def server_of(mailbox: MailboxSettings) -> str:
 def hash_secret(mailbox: MailboxSettings) -> str:
     secret = mailbox.oauth2_token or mailbox.password
     try:
-        value = secret.reveal() if secret is not None else ""
+        if mailbox.oauth2 is not None:
+            value = mailbox.oauth2.credential()
+        else:
+            value = secret.reveal() if secret is not None else ""
     except ConfigError:
         return ""  # unreadable now: the login attempt will say why
     return hashlib.sha256(value.encode()).hexdigest()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
+from mailwatch.adapters.oauth import OAuthError, access_token, discard_token, refused_token_fix
 from mailwatch.adapters.parse import BODY_PREFIX_BYTES, HEADER_FIELDS
 from mailwatch.core.model import Checkpoint
 
@@ -139,6 +140,8 @@ def mailbox_errors(settings: MailboxSettings) -> Iterator[None]:
         yield
     except MailboxError:
         raise
+    except OAuthError as error:
+        raise MailboxError(f"{settings.name}: {error.message}", error.permanent) from None
     except LoginError as error:
         raise MailboxError(login_refused(settings, error), permanent=True) from None
     except ssl.SSLCertVerificationError as error:
@@ -169,6 +172,15 @@ def mailbox_errors(settings: MailboxSettings) -> Iterator[None]:
 def login_refused(settings: MailboxSettings, error: Exception) -> str:
     """ "alice: login refused by imap.example: check the password (password_env X)": where the
     secret comes from, never its value; the server's words after it (they never echo it)."""
+    said = server_words(error)
+    if settings.oauth2 is not None:
+        # A token that was granted and then refused: the mailbox's permissions are wrong.
+        discard_token(settings.oauth2, settings.username)
+        return (
+            f"{settings.name}: login refused by {settings.host}: "
+            f"{refused_token_fix(settings.oauth2, settings.username, 'IMAP')}"
+            + (f": server said {said}" if said else "")
+        )
     key, secret = (
         ("oauth2_token", settings.oauth2_token)
         if settings.oauth2_token is not None
@@ -176,7 +188,6 @@ def login_refused(settings: MailboxSettings, error: Exception) -> str:
     )
     what = "the OAuth2 token" if key == "oauth2_token" else "the password"
     kind, _, where = str(secret).partition(" ")
-    said = server_words(error)
     return (
         f"{settings.name}: login refused by {settings.host}: check {what} "
         f"({key}_{kind} {where})" + (f": server said {said}" if said else "")
@@ -444,7 +455,10 @@ def connect(settings: MailboxSettings) -> ImapMailbox:
         try:
             if settings.security == "starttls":
                 client.starttls(context)
-            if settings.oauth2_token is not None:
+            if settings.oauth2 is not None:
+                token = access_token(settings.oauth2, settings.username)
+                client.oauth2_login(settings.username, token)
+            elif settings.oauth2_token is not None:
                 client.oauth2_login(settings.username, settings.oauth2_token.reveal())
             elif settings.password is not None:
                 client.login(settings.username, settings.password.reveal())

@@ -21,9 +21,11 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import TYPE_CHECKING
 
+from mailwatch.adapters.oauth import OAuthError, access_token, discard_token, refused_token_fix
+
 if TYPE_CHECKING:
     from mailwatch.adapters.render import RenderedEmail
-    from mailwatch.config import SmtpSettings
+    from mailwatch.config import OAuth2App, SmtpSettings
 
 
 class TransportError(Exception):
@@ -123,12 +125,30 @@ class Mailer:
         settings = self._settings
         if not settings.username:
             return
-        if settings.oauth2_token is not None:
+        if settings.oauth2 is not None:
+            self._authenticate_as_app(smtp, settings.oauth2, settings.username)
+        elif settings.oauth2_token is not None:
             token = settings.oauth2_token.reveal()
             smtp.ehlo_or_helo_if_needed()
             smtp.auth("XOAUTH2", _xoauth2(settings.username, token))
         elif settings.password is not None:
             smtp.login(settings.username, settings.password.reveal())
+
+    def _authenticate_as_app(self, smtp: smtplib.SMTP, app: OAuth2App, username: str) -> None:
+        token = access_token(app, username)
+        smtp.ehlo_or_helo_if_needed()
+        try:
+            smtp.auth("XOAUTH2", _xoauth2(username, token))
+        except smtplib.SMTPAuthenticationError as error:
+            # A token that was granted and then refused: the mailbox's permissions are wrong.
+            discard_token(app, username)
+            settings = self._settings
+            raise TransportError(
+                f"SMTP {settings.host}:{settings.port}: authentication failed "
+                f"({_reply(error.smtp_code, error.smtp_error)}): "
+                f"{refused_token_fix(app, username, 'SMTP')}",
+                permanent=True,
+            ) from None
 
 
 class _Smtp(smtplib.SMTP):
@@ -161,6 +181,8 @@ def _xoauth2(username: str, token: str):
 def _sorted_failures(where: str) -> Iterator[None]:
     try:
         yield
+    except OAuthError as error:
+        raise TransportError(f"{where}: {error.message}", permanent=error.permanent) from None
     except smtplib.SMTPRecipientsRefused as error:
         codes = [code for code, _ in error.recipients.values()]
         details = "; ".join(f"{rcpt}: {_reply(c, m)}" for rcpt, (c, m) in error.recipients.items())

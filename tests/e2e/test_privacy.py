@@ -1,0 +1,215 @@
+"""Retention, `export`, `forget` and the reduction of mail with no client, through the
+`mailwatch` command line on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from mailwatch.config import load_settings
+from mailwatch.store.repository import REDUCED_RAW, Store
+from tests.e2e import test_cli_import_report
+from tests.e2e.test_cli_import_report import (
+    client_mail,
+    eml,
+    report_json,
+    run,
+    staff_mail,
+)
+
+agency = test_cli_import_report.agency  # the fixture: alice's and bob's mail on disk
+JANE = "jane@acme.example"
+LATER = "2028-02-01T09:00Z"  # after retention_days (400) of the agency's November mail
+
+
+def imported(agency, capsys) -> None:
+    assert run(capsys, "import", "mail/alice", "--mailbox", "alice")[0] == 0
+    assert run(capsys, "import", "mail/bob", "--mailbox", "bob")[0] == 0
+
+
+def report_at(capsys, now: str) -> dict:
+    code, out, _ = run(capsys, "report", "--format", "json", "--now", now,
+                       "--since", "2026-11-01", "--until", "2026-12-01")  # fmt: skip
+    assert code == 0
+    return json.loads(out)
+
+
+def open_store(agency) -> Store:
+    return Store(load_settings(agency / "mailwatch.toml").database_url)
+
+
+def test_retention_deletes_old_messages_and_a_report_over_their_period_is_unchanged(agency, capsys):
+    imported(agency, capsys)
+    before = report_at(capsys, LATER)
+
+    code, out, _ = run(capsys, "retention", "--now", LATER)
+
+    assert code == 0 and "deleted 6 message(s)" in out
+    store = open_store(agency)
+    try:
+        assert store.load_messages() == []
+    finally:
+        store.close()
+    assert report_at(capsys, LATER) == before
+    assert len(before["requests"]) == 3
+
+
+def test_retention_keeps_mail_younger_than_retention_days(agency, capsys):
+    imported(agency, capsys)
+    code, out, _ = run(capsys, "retention", "--now", "2027-12-21T11:00Z")
+    assert code == 0 and "deleted 1 message(s)" in out  # only Monday's client mail
+
+
+def test_export_prints_every_message_and_request_of_an_address_without_raw_headers(agency, capsys):
+    imported(agency, capsys)
+
+    code, out, _ = run(capsys, "export", "Jane@ACME.example")
+
+    assert code == 0
+    document = json.loads(out)
+    assert document["address"] == JANE
+    ids = {m["message_id"] for m in document["messages"]}
+    assert ids == {
+        "<c1@acme.example>", "<c2@acme.example>", "<c3@acme.example>", "<ooo@acme.example>",
+        "<s1@rouge.example>", "<s2@rouge.example>",
+    }  # fmt: skip
+    banner = next(m for m in document["messages"] if m["message_id"] == "<c1@acme.example>")
+    assert banner["from"] == JANE and banner["subject"] == "Homepage banner"
+    assert banner["copies"][0]["mailbox"] == "alice"
+    assert "raw_headers" not in banner
+    assert sorted(r["subject"] for r in document["requests"]) == [
+        "Homepage banner", "Invoice question", "Our site is down",
+    ]  # fmt: skip
+    code, out, _ = run(capsys, "export", JANE, "--raw")
+    raw = json.loads(out)["messages"][0]["raw_headers"]
+    assert "Message-ID: <" in raw
+
+
+def test_export_of_a_staff_address_lists_the_requests_it_answered(agency, capsys):
+    imported(agency, capsys)
+    document = json.loads(run(capsys, "export", "bob@rouge.example")[1])
+    assert [m["message_id"] for m in document["messages"]] == ["<s2@rouge.example>"]
+    answered = [r for r in document["requests"] if r["responder"] == "bob@rouge.example"]
+    assert [r["subject"] for r in answered] == ["Our site is down"]
+
+
+def test_forget_asks_first_and_deletes_nothing_when_told_no(agency, capsys, monkeypatch):
+    imported(agency, capsys)
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+
+    code, out, _ = run(capsys, "forget", JANE)
+
+    assert code == 1 and "nothing deleted" in out
+    assert len(json.loads(run(capsys, "export", JANE)[1])["messages"]) == 6
+
+
+def test_forget_deletes_the_address_and_keeps_its_requests_in_the_figures_anonymously(
+    agency, capsys
+):
+    imported(agency, capsys)
+    before = report_json(capsys)
+
+    code, out, _ = run(capsys, "forget", JANE, "--yes")
+
+    assert code == 0
+    assert "4 of its message(s)" not in out and "6 of its message(s)" in out
+    assert "3 request(s) kept" in out
+    after = report_json(capsys)
+    assert after["summary"] == before["summary"]
+    assert [r["subject"] for r in after["requests"]] == ["", "", ""]
+    assert [r["status"] for r in after["requests"]] == [r["status"] for r in before["requests"]]
+    assert not any("acme.example" in json.dumps(r) for r in after["requests"])
+    document = json.loads(run(capsys, "export", JANE)[1])
+    assert document["messages"] == [] and document["requests"] == []
+
+
+def test_the_figures_of_a_forgotten_address_survive_a_full_re_evaluation(agency, capsys):
+    imported(agency, capsys)
+    before = report_json(capsys)
+    run(capsys, "forget", JANE, "--yes")
+    config = agency / "mailwatch.toml"
+    config.write_text(config.read_text().replace('name = "Bob"', 'name = "Robert"'))
+    eml(agency / "mail" / "late", "1.eml",
+        client_mail("c4", "Thu, 26 Nov 2026 10:00:00 +0000", "Another thing",
+                    **{"In-Reply-To": "<c1@acme.example>"}))  # fmt: skip
+    run(capsys, "import", "mail/late", "--mailbox", "alice")
+
+    after = report_json(capsys)
+
+    assert after["summary"]["met"] == before["summary"]["met"]
+    assert after["summary"]["breached"] == before["summary"]["breached"]
+    assert after["summary"]["requests"] == before["summary"]["requests"] + 1
+
+
+def internal(key: str, when: str, subject: str, **extra: str) -> dict[str, str]:
+    return {
+        "From": "Alice <alice@rouge.example>",
+        "To": "bob@rouge.example, supplier@print.example",
+        "Subject": subject,
+        "Date": when,
+        "Message-ID": f"<{key}@rouge.example>",
+        **extra,
+    }
+
+
+def test_mail_with_no_client_keeps_only_ids_references_times_and_sender(agency, capsys):
+    mail = agency / "mail" / "old"
+    eml(mail, "1.eml", internal("i1", "Mon, 05 Oct 2026 10:00:00 +0000", "Salary review"))
+    eml(mail, "2.eml", internal("i2", "Mon, 05 Oct 2026 11:00:00 +0000", "Re: Salary review",
+                                **{"In-Reply-To": "<i1@rouge.example>"}))  # fmt: skip
+    eml(mail, "3.eml", client_mail("c9", "Mon, 05 Oct 2026 12:00:00 +0000", "Acme matters"))
+    eml(mail, "4.eml", {
+        **internal("auto", "Mon, 05 Oct 2026 13:00:00 +0000", "Out of Office: Salary review"),
+        "From": "Bob <bob@rouge.example>",
+    })  # fmt: skip
+    assert run(capsys, "import", "mail/old", "--mailbox", "alice")[0] == 0
+
+    store = open_store(agency)
+    try:
+        kept = {m.key: m for m in store.load_messages()}
+        reduced = kept["<i2@rouge.example>"]
+        assert (reduced.subject, reduced.to, reduced.cc) == ("", (), ())
+        assert reduced.from_addr == "alice@rouge.example"
+        assert reduced.in_reply_to == ("<i1@rouge.example>",)
+        assert reduced.date is not None and reduced.copies[0].mailbox == "alice"
+        assert store.raw_headers("<i2@rouge.example>") == b""
+        assert kept["<c9@acme.example>"].subject == "Acme matters"
+        assert kept["<auto@rouge.example>"].subject == ""
+    finally:
+        store.close()
+    # the out-of-office was recognised by its subject; classified again, reduced, it still is
+    config = agency / "mailwatch.toml"
+    config.write_text(config.read_text().replace('name = "Bob"', 'name = "Robert"'))
+    assert run(capsys, "report")[0] == 0
+    store = open_store(agency)
+    try:
+        assert [key for _, _, key in store.out_of_office_replies()] == ["<auto@rouge.example>"]
+    finally:
+        store.close()
+
+
+def test_a_client_reply_to_reduced_mail_is_threaded_and_measured(agency, capsys):
+    mail = agency / "mail" / "old"
+    eml(mail, "1.eml", internal("i1", "Mon, 05 Oct 2026 10:00:00 +0000", "Proposal"))
+    run(capsys, "import", "mail/old", "--mailbox", "alice")
+    eml(agency / "mail" / "new", "1.eml",
+        client_mail("c5", "Tue, 06 Oct 2026 09:00:00 +0000", "Re: Proposal",
+                    **{"In-Reply-To": "<i1@rouge.example>"}))  # fmt: skip
+    eml(agency / "mail" / "new", "2.eml",
+        staff_mail("s5", "Tue, 06 Oct 2026 10:00:00 +0000", "Re: Proposal", "c5"))  # fmt: skip
+    run(capsys, "import", "mail/new", "--mailbox", "alice")
+
+    code, out, _ = run(capsys, "explain", "<c5@acme.example>")
+
+    assert code == 0 and out.startswith("Thread <i1@rouge.example>")
+    store = open_store(agency)
+    try:
+        (request,) = [r for r in store.requests() if r.opened_by == "<c5@acme.example>"]
+        assert (request.status.value, request.response_seconds) == ("met", 3600)
+        assert store.raw_headers("<i1@rouge.example>") == b""
+    finally:
+        store.close()
+
+
+def test_reduced_messages_are_marked_by_an_empty_raw_header_block():
+    assert REDUCED_RAW != b""  # compressed: a real header block never compresses to it
