@@ -16,6 +16,15 @@ renewing: after lease_ttl its mailboxes are free and the next poll of each by
 a survivor takes it over.  Nudges and digests are claimed before they are sent,
 so every worker runs those passes and none is sent twice.
 
+IMAP IDLE: for each mailbox with `idle = true` that this worker polls (on
+PostgreSQL: whose lease it holds), an `idle.IdleWatcher` thread waits on INBOX
+with IDLE on a connection of its own and polls the mailbox as soon as mail
+arrives; a poll it asks for waits for a scheduled poll of the same mailbox in
+progress, never runs beside it. The poll_interval polls go on regardless (they
+cover the other folders, and servers without IDLE). Watchers stop on SIGTERM,
+on SIGHUP (the polls that follow a reload start them again with the new
+settings) and when the mailbox's lease goes to another worker.
+
 Also here: `health_problems` (for `mailwatch health` and the ping after a
 healthy cycle) and `backup` (SQLite online backup).
 """
@@ -48,6 +57,7 @@ from mailwatch.config import ConfigError, MailboxSettings, Settings, load_settin
 from mailwatch.core.durations import human_duration
 from mailwatch.core.periods import last_complete
 from mailwatch.digests import DIGEST, send_digests
+from mailwatch.idle import IdleWatcher
 from mailwatch.nudging import NUDGE, send_due_nudges
 from mailwatch.privacy import apply_retention
 from mailwatch.services import refresh_requests
@@ -98,6 +108,10 @@ class Daemon:
         self.scheduler: BlockingScheduler | None = None
         self._deciding = threading.Lock()  # one lease decision at a time in this process
         self._polling: set[str] = set()  # mailboxes being polled now: the heartbeat keeps them
+        self._poll_locks: dict[str, threading.Lock] = {}  # one poll of a mailbox at a time
+        self.running = False  # set by run(): one-off calls of the jobs never start IDLE threads
+        self.watchers: dict[str, IdleWatcher] = {}
+        self._watching = threading.Lock()
 
     @property
     def shares_mailboxes(self) -> bool:
@@ -107,13 +121,20 @@ class Daemon:
     # ------------------------------------------------------------ jobs
 
     def poll_job(self, name: str) -> None:
+        """Scheduled, or asked for by the mailbox's IDLE watcher."""
+        with self._poll_locks.setdefault(name, threading.Lock()):
+            self.poll(name)
+
+    def poll(self, name: str) -> None:
         now = self.clock()
         try:
             mailbox = next((m for m in self.settings.mailboxes if m.name == name), None)
             if mailbox is None:
                 return  # removed by a reload; its job goes with the next schedule
             if self.shares_mailboxes and not self.take_turn(mailbox, now):
+                self.stop_watching([name])  # the worker holding the lease watches it
                 return
+            self.watch(mailbox)
             one = replace(self.settings, mailboxes=(mailbox,))
             (result,) = poll_all(one, self.store, now, self.history)
             if result.new_messages:
@@ -176,6 +197,30 @@ class Daemon:
         for mailbox in self.settings.mailboxes:
             self.store.release_lease(MAILBOX_LEASE + mailbox.name, self.worker_id)
         self.store.release_lease(WORKER_LEASE + self.worker_id, self.worker_id)
+
+    def watch(self, mailbox: MailboxSettings) -> None:
+        """While the daemon runs, keep an IDLE watcher on a mailbox it polls (idle = true)."""
+        if not (self.running and mailbox.idle):
+            return
+        with self._watching:
+            current = self.watchers.get(mailbox.name)
+            if current is not None and current.mailbox == mailbox:
+                return  # also one that ended because the server has no IDLE
+            if current is not None:
+                current.stop()
+            watcher = IdleWatcher(mailbox, self.history, lambda: self.poll_job(mailbox.name))
+            self.watchers[mailbox.name] = watcher
+            watcher.start()
+
+    def stop_watching(self, names: list[str] | None = None) -> None:
+        """Stop the IDLE watchers of these mailboxes (None: all), together."""
+        with self._watching:
+            names = list(self.watchers) if names is None else names
+            stopping = [self.watchers.pop(name) for name in names if name in self.watchers]
+        for watcher in stopping:
+            watcher.stopping.set()
+        for watcher in stopping:
+            watcher.stop()
 
     def nudge_job(self) -> None:
         now = self.clock()
@@ -290,6 +335,7 @@ class Daemon:
             log.warning("database.url changed: that takes a restart; the old database stays")
             fresh = replace(fresh, database_url=self.settings.database_url)
         self.settings = fresh
+        self.stop_watching()  # the polls that schedule() starts at once restart them
         if self.scheduler is not None:
             self.schedule(self.scheduler)
         log.info("configuration reloaded from %s", fresh.source)
@@ -326,7 +372,10 @@ class Daemon:
             len(self.settings.mailboxes),
             human_duration(self.settings.daemon.nudge_interval.total_seconds()),
         )
+        self.running = True
         scheduler.start()  # returns after shutdown()
+        self.running = False
+        self.stop_watching()
         if self.shares_mailboxes:
             self.release_leases()
         log.info("stopped")

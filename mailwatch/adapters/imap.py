@@ -279,6 +279,15 @@ class ImapMailbox:
             else:
                 self._client.close_folder()  # CLOSE after EXAMINE expunges nothing
 
+    def require_idle(self) -> None:
+        """Raises IdleUnsupported when the server does not offer IDLE."""
+        if b"IDLE" not in self.capabilities:
+            raise IdleUnsupported(
+                f"{self.settings.name}: {self.settings.host} does not offer IDLE: new mail is "
+                "seen at each poll",
+                permanent=True,
+            )
+
     def logout(self) -> None:
         try:
             self._client.logout()
@@ -345,14 +354,8 @@ class OpenFolder:
         is set (False). Call it again and again on the same open folder: mail that arrived
         between two calls is reported at once. Raises IdleUnsupported at once when the server
         has no IDLE, MailboxError when the connection fails."""
-        settings = self._mailbox.settings
-        if b"IDLE" not in self._mailbox.capabilities:
-            raise IdleUnsupported(
-                f"{settings.name}: {settings.host} does not offer IDLE: new mail is seen at "
-                "each poll",
-                permanent=True,
-            )
-        with mailbox_errors(settings):
+        self._mailbox.require_idle()
+        with mailbox_errors(self._mailbox.settings):
             # What arrived since the last IDLE ended: Dovecot would report it only at DONE.
             _, pending = self._client.noop()
             if reports_new_mail(pending):

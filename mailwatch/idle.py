@@ -1,0 +1,118 @@
+"""Waiting for new INBOX mail with IMAP IDLE, so that a mailbox is polled as soon as
+mail arrives rather than at its next poll_interval.
+
+One `IdleWatcher` thread per mailbox, on a connection of its own (IDLE ties up
+the connection and watches only the folder it opened: INBOX, read-only). It
+calls `on_new_mail` when the server reports new mail, and also each time it has
+opened INBOX: IDLE reports only what arrives after that, and mail may have
+arrived while it was connecting or away. A server without IDLE is said so once
+and left to polling. A dropped connection is normal (servers and NAT boxes close
+idle ones): it reconnects after 1 s, then backs off exponentially up to
+sync.BACKOFF_CAP. It respects the polls' SyncHistory: no connection while a
+refused login waits for a new secret or the host is backed off, and a login
+refused here is recorded there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from mailwatch.adapters.imap import (
+    IDLE_RENEW,
+    Folder,
+    IdleUnsupported,
+    MailboxError,
+    OpenFolder,
+    open_mailbox,
+)
+from mailwatch.config import ConfigError, MailboxSettings
+from mailwatch.sync import BACKOFF_CAP, SyncHistory
+
+log = logging.getLogger(__name__)
+
+RECONNECT_FIRST = timedelta(seconds=1)
+# How long to wait after a stop is asked for: the wait checks its stop event
+# every imap.STOP_CHECK, then ends IDLE and logs out.
+STOP_TIMEOUT = 5.0  # seconds
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IdleWatcher(threading.Thread):
+    def __init__(
+        self,
+        mailbox: MailboxSettings,
+        history: SyncHistory,
+        on_new_mail: Callable[[], None],
+        *,
+        renew: float = IDLE_RENEW,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        super().__init__(name=f"idle:{mailbox.name}", daemon=True)
+        self.mailbox = mailbox
+        self.history = history
+        self.on_new_mail = on_new_mail
+        self.renew = renew
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.failures = 0  # connection failures in a row
+
+    def stop(self) -> None:
+        self.stopping.set()
+        # Its own poll may stop it (the lease went to another worker): no joining itself.
+        if self is not threading.current_thread():
+            self.join(STOP_TIMEOUT)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if reason := self.history.reason_to_wait(self.mailbox, self.clock()):
+                log.debug("IDLE waits: %s", reason)
+                self.stopping.wait(self.mailbox.poll_interval.total_seconds())
+                continue
+            try:
+                self.watch()
+            except IdleUnsupported as error:
+                log.info("%s", error.message)
+                return
+            except ConfigError as error:  # the secret cannot be read
+                self.refused(MailboxError(str(error), permanent=True))
+            except MailboxError as error:
+                if error.permanent:
+                    self.refused(error)
+                else:
+                    self.back_off(error)
+            except Exception:  # a bug must not end IDLE for good: a later try may work
+                log.exception("%s: IDLE failed", self.mailbox.name)
+                self.stopping.wait(BACKOFF_CAP.total_seconds())
+
+    def refused(self, error: MailboxError) -> None:
+        """Recorded where the polls look too: nobody retries until the secret changes."""
+        log.warning("%s (IDLE)", error.message)
+        self.history.failed(self.mailbox, error, self.clock())
+
+    def back_off(self, error: MailboxError) -> None:
+        self.failures += 1
+        delay = min(BACKOFF_CAP, RECONNECT_FIRST * 2 ** (self.failures - 1)).total_seconds()
+        log.warning("%s; IDLE reconnects in %g s", error.message, delay)
+        self.stopping.wait(delay)
+
+    def watch(self) -> None:
+        """One connection: IDLE on INBOX until stopped or the connection fails."""
+        with open_mailbox(self.mailbox) as connection:
+            connection.require_idle()
+            with connection.examine(Folder("INBOX")) as inbox:
+                self.idle(inbox)
+
+    def idle(self, inbox: OpenFolder) -> None:
+        self.on_new_mail()  # what arrived before INBOX was open: IDLE reports only later mail
+        log.info("%s: waiting for new INBOX mail with IDLE", self.mailbox.name)
+        while not self.stopping.is_set():
+            arrived = inbox.wait_for_new_mail(self.stopping, self.renew)
+            self.failures = 0  # the connection works: a later drop starts from 1 s again
+            if arrived and not self.stopping.is_set():
+                self.on_new_mail()
