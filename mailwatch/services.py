@@ -117,16 +117,19 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     keys = seeds if rebuilt else closure(store, seeds, policy)
     evaluation = evaluate_subset(settings, store, keys, now, persist_classes=True)
     threads = set(evaluation.thread_of.values()) | store.thread_ids_of(keys)
+    # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
+    not_yet = {key: -1 for key in keys if key not in evaluation.classifications}
     store.save_evaluation(
         thread_of={key: evaluation.thread_of.get(key) for key in keys},
-        changes_seen=changes,
+        changes_seen={**changes, **not_yet},
         people=set(evaluation.people),
         requests=evaluation.requests,
         threads=threads,
         evaluated_at=now,
         state={
             POLICY_STATE: fingerprint,
-            EVALUATED_STATE: now.isoformat(),
+            # a `--now` in the future must not make the present look like the past
+            EVALUATED_STATE: min(now, datetime.now(UTC)).isoformat(),
             ATTENTION_STATE: _attention_state(store, evaluation, keep=not rebuilt),
         },
     )
