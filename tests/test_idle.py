@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -322,3 +322,27 @@ def last_commands(dovecot, user) -> list[str]:
         ][-1]
         for path in sessions
     ]
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_on_postgresql_only_the_worker_holding_the_lease_idles_on_the_mailbox(
+    dovecot, store, tmp_path
+):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path, poll_interval=POLL_INTERVAL)
+    daemon = running_daemon(settings_for(None, mailboxes=(settings,)), store)
+    try:
+        store.acquire_lease("mailbox:alice", "other-worker", datetime.now(UTC), timedelta(hours=1))
+        daemon.poll_job("alice")
+        assert daemon.watchers == {}
+        store.release_lease("mailbox:alice", "other-worker")
+        daemon.poll_job("alice")
+        eventually(lambda: "IDLE" in dovecot.commands_sent(user))
+        watcher = daemon.watchers["alice"]
+        # The lease moves on (it expired and another worker took it): the watcher stops.
+        store.release_lease("mailbox:alice", daemon.worker_id)
+        store.acquire_lease("mailbox:alice", "other-worker", datetime.now(UTC), timedelta(hours=1))
+        daemon.poll_job("alice")
+        assert daemon.watchers == {} and not watcher.is_alive()
+    finally:
+        daemon.stop_watching()
