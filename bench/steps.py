@@ -145,12 +145,15 @@ def poll(config: str, now: str) -> dict[str, Any]:
 
 @step
 def idle_polls(config: str, now: str, polls: int) -> dict[str, Any]:
-    """`polls` polls with no new mail, one after the other; every duration."""
+    """`polls` polls with no new mail, one after the other; every duration. Each is
+    followed by the server's floor: a bare login, STATUS of the same folders, logout."""
+    from imapclient import IMAPClient
+
     from mailwatch.sync import SyncHistory, poll_all
 
     settings, store = _open(config)
     history = SyncHistory()
-    durations = []
+    durations, floors = [], []
     fetched = 0
     for number in range(polls):
         at = datetime.fromisoformat(now) + timedelta(minutes=number)
@@ -158,7 +161,23 @@ def idle_polls(config: str, now: str, polls: int) -> dict[str, Any]:
         results = poll_all(settings, store, at, history)
         durations.append(time.perf_counter() - started)
         fetched += sum(result.fetched for result in results)
-    return {"seconds": sorted(durations)[len(durations) // 2], "all": durations, "fetched": fetched}
+        started = time.perf_counter()
+        for mailbox in settings.mailboxes:
+            with IMAPClient(mailbox.host, port=mailbox.port, ssl=False) as client:
+                client.login(mailbox.username, mailbox.password.reveal())
+                for folder in mailbox.folders:
+                    client.folder_status(folder, ["UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"])
+        floors.append(time.perf_counter() - started)
+    return {
+        "seconds": _median(durations),
+        "slowest": max(durations),
+        "floor": _median(floors),
+        "fetched": fetched,
+    }
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 @step

@@ -15,6 +15,7 @@ connection of its own, to poll as soon as mail arrives.
 
 from __future__ import annotations
 
+import functools
 import selectors
 import ssl
 import time
@@ -32,6 +33,7 @@ from mailwatch.adapters.parse import BODY_PREFIX_BYTES, HEADER_FIELDS
 from mailwatch.core.model import Checkpoint
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from threading import Event
 
     from mailwatch.config import MailboxSettings
@@ -441,9 +443,22 @@ class OpenFolder:
         )
 
 
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The verifying TLS context for `ca_file` (None: the system's CAs), built once: loading
+    the CA bundle takes tens of milliseconds, most of an idle poll's cost otherwise."""
+    changed = ca_file.stat().st_mtime_ns if ca_file is not None else 0
+    return _tls_context(ca_file, changed)
+
+
+@functools.lru_cache(maxsize=16)
+def _tls_context(ca_file: Path | None, _changed: int) -> ssl.SSLContext:
+    # Keyed by the file's mtime too, so a replaced CA file is read again.
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def connect(settings: MailboxSettings) -> ImapMailbox:
     """Open a TLS (unless security = "none") connection and log in."""
-    context = ssl.create_default_context(cafile=settings.ca_file)
+    context = None if settings.security == "none" else tls_context(settings.ca_file)
     # The greeting is read under the connect timeout: a shorter configured timeout bounds it too.
     connect_timeout = min(CONNECT_TIMEOUT, settings.timeout)
     timeout = SocketTimeout(connect=connect_timeout, read=settings.timeout)
