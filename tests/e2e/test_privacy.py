@@ -128,7 +128,7 @@ def test_the_figures_of_a_forgotten_address_survive_a_full_re_evaluation(agency,
     before = report_json(capsys)
     run(capsys, "forget", JANE, "--yes")
     config = agency / "mailwatch.toml"
-    config.write_text(config.read_text().replace('name = "Bob"', 'name = "Robert"'))
+    config.write_text(config.read_text().replace('target = "1h"', 'target = "2h"'))  # policy
     eml(agency / "mail" / "late", "1.eml",
         client_mail("c4", "Thu, 26 Nov 2026 10:00:00 +0000", "Another thing",
                     **{"In-Reply-To": "<c1@acme.example>"}))  # fmt: skip
@@ -179,7 +179,7 @@ def test_mail_with_no_client_keeps_only_ids_references_times_and_sender(agency, 
         store.close()
     # the out-of-office was recognised by its subject; classified again, reduced, it still is
     config = agency / "mailwatch.toml"
-    config.write_text(config.read_text().replace('name = "Bob"', 'name = "Robert"'))
+    config.write_text(config.read_text().replace('target = "1h"', 'target = "2h"'))
     assert run(capsys, "report")[0] == 0
     store = open_store(agency)
     try:
