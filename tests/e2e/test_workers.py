@@ -58,7 +58,9 @@ def worker_config(path: Path, database_url: str, sink: SmtpSink, users: list[Ima
         lines += [
             f'[[mailboxes]]\nname = "{name}"\nhost = "127.0.0.1"\nport = PORT\n'
             f'security = "none"\nusername = "{user.username}"\npassword_file = "{secret}"\n'
-            f'poll_interval = "{POLL}s"\ntimeout = 10\n',
+            # polls only: an IDLE watcher is a second session of the same worker, and this
+            # test reads "one session at a time per mailbox" from Dovecot's log
+            f'poll_interval = "{POLL}s"\ntimeout = 10\nidle = false\n',
             f'[[staff]]\nemail = "{user.username}"\n',
             f'[[accounts]]\nname = "Client of {name}"\ndomains = ["{name}-client.example"]\n'
             f'manager = "{user.username}"\n',
