@@ -91,7 +91,7 @@ def kill_repeatedly(
     while statuses.count(KILLED) < kills and len(statuses) < 4 * kills:
         between()
         status, elapsed = runner.run(config, *argv, kill_after=rng.uniform(0.0, window))
-        window = window * 1.15 if status == KILLED else max(0.05, elapsed)
+        window = min(3.0, window * 1.15) if status == KILLED else max(0.05, elapsed)
         statuses.append(status)
     assert statuses.count(KILLED) == kills, f"killed only {statuses} (seed {SEED})"
     return statuses
