@@ -10,10 +10,6 @@ import getpass
 import hashlib
 import json
 import logging
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -64,7 +60,7 @@ DEFAULT_IMPORT_MAILBOX = "import"
 POLICY_STATE = "policy"
 EVALUATED_STATE = "evaluated_at"
 ATTENTION_STATE = "attention"
-EVALUATION_LEASE = "evaluation"
+EVALUATION_LOCK = "evaluation"
 
 
 @dataclass(frozen=True)
@@ -151,24 +147,14 @@ def _attention_state(store: Store, evaluation: Evaluation, keep: bool) -> str:
 
 
 TURN_WAIT = timedelta(seconds=60)
-TURN_LEASE = timedelta(minutes=15)  # a crashed evaluator's turn lapses after this
 
 
 @contextmanager
 def _evaluation_turn(store: Store) -> Iterator[bool]:
     """One evaluation at a time across processes (two daemons, a daemon and a command):
     concurrent ones would swap the same threads' requests in and out."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    deadline = time.monotonic() + TURN_WAIT.total_seconds()
-    while not store.acquire_lease(EVALUATION_LEASE, owner, datetime.now(UTC), TURN_LEASE):
-        if time.monotonic() > deadline:
-            yield False
-            return
-        time.sleep(0.2)
-    try:
-        yield True
-    finally:
-        store.release_lease(EVALUATION_LEASE, owner)
+    with store.turn(EVALUATION_LOCK, TURN_WAIT) as mine:
+        yield mine
 
 
 def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:

@@ -9,8 +9,11 @@ INSERT … ON CONFLICT DO NOTHING, which both dialects share.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+import time
 import uuid
 import zlib
 from collections import defaultdict
@@ -936,6 +939,55 @@ class Store:
         query = select(LEASES.c.name, LEASES.c.owner).where(LEASES.c.expires_at > now)
         with self._reading() as conn:
             return {row.name: row.owner for row in conn.execute(query)}
+
+    @contextmanager
+    def turn(self, name: str, wait: timedelta) -> Iterator[bool]:
+        """Hold the named lock across processes while the block runs; False when another
+        holder kept it for `wait`.  The lock dies with its holder (a PostgreSQL session
+        advisory lock, a file lock beside an SQLite database), so a crash frees it at once."""
+        deadline = time.monotonic() + wait.total_seconds()
+        with self._turn_lock(name) as try_lock:
+            while not try_lock():
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
+            yield True
+
+    @contextmanager
+    def _turn_lock(self, name: str) -> Iterator[Callable[[], bool]]:
+        if self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+            with self.engine.connect() as conn:
+                held = False
+
+                def try_lock() -> bool:
+                    nonlocal held
+                    held = bool(conn.scalar(select(func.pg_try_advisory_lock(key))))
+                    conn.commit()
+                    return held
+
+                try:
+                    yield try_lock
+                finally:
+                    if held:
+                        conn.scalar(select(func.pg_advisory_unlock(key)))
+                        conn.commit()
+            return
+        path = f"{self.url.database}.{name}.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+
+            def try_lock() -> bool:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                return True
+
+            yield try_lock
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def release_lease(self, name: str, owner: str) -> None:
         """Give a lease back at shutdown, so another worker need not wait for it to expire."""
