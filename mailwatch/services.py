@@ -294,9 +294,14 @@ def _stored(
 ) -> StoredMessage | None:
     try:
         message = parse_message(item.raw, body_prefix=body_prefix_of(item.raw))
-    except UnparsableMessage as error:
-        store.quarantine(item.location, str(error), item.raw, now)
-        result.set_aside.append(f"{item.location}: {error}")
+    except Exception as error:  # one bad file never stops an import: set it aside, go on
+        reason = (
+            str(error)
+            if isinstance(error, UnparsableMessage)
+            else f"{type(error).__name__}: {error}"
+        )
+        store.quarantine(item.location, reason, item.raw, now)
+        result.set_aside.append(f"{item.location}: {reason}")
         return None
     copy = Copy(
         mailbox=mailbox,
