@@ -65,8 +65,10 @@ def test_the_demo_polls_a_real_dovecot_and_reports_every_kind_of_request(
     for request_status in STATUSES:
         assert re.search(rf"\s{request_status}\s", report), f"no {request_status} in\n{report}"
     assert "breached, tier standard" in section(output, "$ mailwatch explain")
+    # the database, its evaluation lock file, and the configuration: nothing else
     assert sorted(p.name for p in (tmp_path / "demo-run").iterdir()) == [
         "mailwatch.db",
+        "mailwatch.db.evaluation.lock",
         "mailwatch.toml",
     ]
     assert_stopped(*server_of(output))
