@@ -116,7 +116,7 @@ def bench_sync(messages: int, naive_limit: int | None, profile: str | None) -> N
                         limit=naive_limit, **imap)  # fmt: skip
     mailwatch = total(polled, refreshed)
     table.add("raw: imapclient UID FETCH header fields, INTERNALDATE, FLAGS, size", raw)
-    table.add("raw + 8 KB body prefix (what mailwatch fetches)", prefix)
+    table.add("raw + 8 KB body prefix of every message", prefix)
     table.add("mailwatch poll_all", polled, f"{ratio(polled, raw) or 0:.2f}x raw")
     table.add("mailwatch refresh_requests", refreshed, f"{refreshed.get('requests')} requests")
     table.add("mailwatch first sync = poll_all + refresh", mailwatch,
