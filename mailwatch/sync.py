@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -23,11 +24,13 @@ from mailwatch.adapters.imap import (
     FolderStatus,
     ImapMailbox,
     MailboxError,
+    OpenFolder,
     open_mailbox,
 )
-from mailwatch.adapters.parse import parse_message
+from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
-from mailwatch.core.model import Checkpoint, Copy
+from mailwatch.core.addresses import Directory
+from mailwatch.core.model import Checkpoint, Copy, Message, Role
 from mailwatch.store.repository import StoredMessage
 
 if TYPE_CHECKING:
@@ -145,6 +148,10 @@ def hash_secret(mailbox: MailboxSettings) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def is_reply(message: Message) -> bool:
+    return bool(message.in_reply_to or message.references)
+
+
 def poll_all(
     settings: Settings, store: Store, now: datetime, history: SyncHistory | None = None
 ) -> list[PollResult]:
@@ -153,7 +160,9 @@ def poll_all(
     results = []
     for mailbox in settings.mailboxes:
         try:
-            results.append(poll_mailbox(mailbox, settings.sync, store, now, history))
+            results.append(
+                poll_mailbox(mailbox, settings.sync, store, now, history, client_reply(settings))
+            )
         except Exception as error:  # a bug or a surprise must not starve the other mailboxes
             log.exception("%s: poll failed", mailbox.name)
             message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
@@ -162,12 +171,20 @@ def poll_all(
     return results
 
 
+def client_reply(settings: Settings) -> Callable[[Message], bool]:
+    """Only a client's reply can be a "thanks!" after an answer: the messages whose first
+    body bytes are worth fetching."""
+    directory = Directory(settings.policy)
+    return lambda message: is_reply(message) and directory.role(message.from_addr) is Role.CLIENT
+
+
 def poll_mailbox(
     mailbox: MailboxSettings,
     sync: SyncSettings,
     store: Store,
     now: datetime,
     history: SyncHistory | None = None,
+    wants_body: Callable[[Message], bool] | None = None,
 ) -> PollResult:
     """Fetch what is new in every folder of one mailbox into the store."""
     history = history if history is not None else SyncHistory()
@@ -178,7 +195,11 @@ def poll_mailbox(
     try:
         with open_mailbox(mailbox) as connection:
             for folder in connection.folders(sync.waive_folder):
-                results.append(poll_folder_safely(connection, folder, sync, store, now, history))
+                results.append(
+                    poll_folder_safely(
+                        connection, folder, sync, store, now, history, wants_body or is_reply
+                    )
+                )
     except ConfigError as error:
         return mailbox_failed(mailbox, MailboxError(str(error), True), results, store, now, history)
     except MailboxError as error:
@@ -211,11 +232,12 @@ def poll_folder_safely(
     store: Store,
     now: datetime,
     history: SyncHistory,
+    wants_body: Callable[[Message], bool],
 ) -> FolderResult:
     """A folder the server refuses (deleted meanwhile, no permission) is recorded and skipped."""
     mailbox = connection.settings.name
     try:
-        result = poll_folder(connection, folder, sync, store, now, history)
+        result = poll_folder(connection, folder, sync, store, now, history, wants_body)
     except FolderError as error:
         log.warning("%s", error.message)
         store.record_sync(mailbox, folder.name, False, error.message, now)
@@ -231,6 +253,7 @@ def poll_folder(
     store: Store,
     now: datetime,
     history: SyncHistory,
+    wants_body: Callable[[Message], bool] = is_reply,
 ) -> FolderResult:
     mailbox = connection.settings.name
     checkpoint = store.checkpoint(mailbox, folder.name)
@@ -258,7 +281,7 @@ def poll_folder(
         since = now - timedelta(days=sync.history_days) if sync.history_days else None
         fetched = new = quarantined = 0
         for batch in opened.new_messages(checkpoint, since, sync.batch_size):
-            stored = to_store(batch, folder, sync, store, now)
+            stored = with_courtesy(to_store(batch, folder, sync, store, now), opened, wants_body)
             fetched += len(batch.messages)
             quarantined += len(batch.messages) - len(stored)
             new += store.add_messages(stored, batch.checkpoint)
@@ -314,6 +337,30 @@ def too_many_resets(mailbox: str, folder: Folder) -> str:
     )
 
 
+def with_courtesy(
+    stored: list[StoredMessage], opened: OpenFolder, wants_body: Callable[[Message], bool]
+) -> list[StoredMessage]:
+    """Read the first bytes of the messages that may be a "thanks!" after an answer (a
+    client's reply), and mark those whose text only thanks or acknowledges."""
+    candidates = {
+        item.uid: item
+        for item in stored
+        if item.uid is not None
+        and not item.message.copies[0].sent_folder
+        and wants_body(item.message)
+    }
+    prefixes = opened.body_prefixes(sorted(candidates))
+    result = []
+    for item in stored:
+        prefix = prefixes.get(item.uid) if item.uid is not None else None
+        if prefix and courtesy_of(item.raw_headers, prefix):
+            item = dataclasses.replace(
+                item, message=dataclasses.replace(item.message, courtesy=True)
+            )
+        result.append(item)
+    return result
+
+
 def to_store(
     batch: Batch, folder: Folder, sync: SyncSettings, store: Store, now: datetime
 ) -> list[StoredMessage]:
@@ -337,7 +384,7 @@ def stored_message(
     sync: SyncSettings,
     now: datetime,
 ) -> StoredMessage:
-    message = parse_message(fetched.raw_headers, body_prefix=fetched.body_prefix or None)
+    message = parse_message(fetched.raw_headers)
     keyword = sync.waive_keyword.lower() in (flag.lower() for flag in fetched.flags)
     copy = Copy(
         mailbox=checkpoint.mailbox,

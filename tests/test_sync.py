@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from mailwatch.config import MailboxSettings, Secret, Settings
-from mailwatch.core.model import Message, Policy
+from mailwatch.core.model import Account, Message, Policy
 from mailwatch.store.repository import Store
 from mailwatch.sync import SyncHistory, poll_all, poll_mailbox
 from tests.fixtures.dovecot import free_port
@@ -346,3 +347,34 @@ def two_mailboxes(*mailboxes: MailboxSettings) -> Settings:
         mailboxes=mailboxes,
         sync=sync_settings(),
     )
+
+
+def test_only_a_client_reply_has_its_first_body_bytes_read_and_a_thanks_is_marked_courtesy(
+    dovecot, store, tmp_path
+):
+    user = dovecot.new_user("alice")
+    thanks = mail("<t1@acme.example>", subject="Re: Homepage banner", body="Thanks, perfect!",
+                  extra="In-Reply-To: <r0@agency.test>\r\n")  # fmt: skip
+    question = mail("<q1@acme.example>", body="Thanks! Can you also move the logo?",
+                    extra="In-Reply-To: <r0@agency.test>\r\n")  # fmt: skip
+    fresh = mail("<n1@acme.example>", subject="New topic", body="Thanks!")
+    for number, raw in enumerate((thanks, question, fresh)):
+        dovecot.append(user, "INBOX", raw, hours_ago(3 - number))
+    settings = replace(
+        two_mailboxes(mailbox_settings(dovecot, user, tmp_path)),
+        policy=Policy(
+            agency_domains=("agency.test",), accounts=(Account("Acme", domains=("acme.example",)),)
+        ),
+    )
+
+    poll_all(settings, store, NOW)
+
+    courtesy = {key: m.courtesy for key, m in messages_by_key(store).items()}
+    assert courtesy == {
+        "<t1@acme.example>": True,
+        "<q1@acme.example>": False,
+        "<n1@acme.example>": False,
+    }
+    body_fetches = [c for c in dovecot.commands_sent(user) if "BODY.PEEK[TEXT]" in c.upper()]
+    assert len(body_fetches) == 1  # one small FETCH, for the two client replies only
+    assert body_fetches[0].startswith(("UID FETCH 1:2 ", "UID FETCH 1,2 "))

@@ -105,7 +105,6 @@ class FolderStatus:
 class FetchedMessage:
     uid: int
     raw_headers: bytes
-    body_prefix: bytes
     internal_date: datetime  # UTC
     size: int
     flags: tuple[str, ...]
@@ -405,15 +404,20 @@ class OpenFolder:
         if not uids:
             return []
         items = [HEADER_ITEM, "INTERNALDATE", "RFC822.SIZE", "FLAGS"]
-        if not self.folder.sent:
-            # The body prefix only tells a client's "thanks!"; the owner's own Sent mail is
-            # never one, and skipping it halves the bytes fetched for that folder.
-            items.append(BODY_PREFIX_ITEM)
         if self.folder.gmail_all:
             items += ["X-GM-THRID", "X-GM-LABELS"]
         with mailbox_errors(self._mailbox.settings):
             fetched = self._client.fetch(uids, items)
         return [self._message(uid, fetched[uid]) for uid in sorted(fetched) if uid in uids]
+
+    def body_prefixes(self, uids: list[int]) -> dict[int, bytes]:
+        """The first bytes of these messages' bodies (PEEK: never sets \\Seen). Only the few
+        that may be a client's "thanks!" need them, so they come in a second, small FETCH."""
+        if not uids:
+            return {}
+        with mailbox_errors(self._mailbox.settings):
+            fetched = self._client.fetch(uids, [BODY_PREFIX_ITEM])
+        return {uid: fetched[uid].get(BODY_PREFIX_KEY) or b"" for uid in uids if uid in fetched}
 
     def _message(self, uid: int, data: dict) -> FetchedMessage:
         labels = labels_of(data)
@@ -421,7 +425,6 @@ class OpenFolder:
         return FetchedMessage(
             uid=uid,
             raw_headers=data.get(HEADER_KEY) or b"",
-            body_prefix=data.get(BODY_PREFIX_KEY) or b"",
             internal_date=as_utc(data[b"INTERNALDATE"]),
             size=data.get(b"RFC822.SIZE", 0),
             flags=tuple(as_text(flag) for flag in data.get(b"FLAGS", ())),

@@ -370,6 +370,11 @@ def _received_time(fields: EmailMessage) -> datetime | None:
 # ---------------------------------------------------------------- body
 
 
+def courtesy_of(raw_headers: bytes, body_prefix: bytes) -> bool:
+    """Does this message's text only thank or acknowledge? (read from its first bytes)"""
+    return looks_like_courtesy(_body_text(header_block(raw_headers), body_prefix))
+
+
 def _body_text(head: bytes, body_prefix: bytes) -> str:
     """The first text part of a (possibly truncated) body, decoded to plain text."""
     message = BytesParser(policy=policy.compat32).parsebytes(head + body_prefix[:BODY_PREFIX_BYTES])

@@ -98,10 +98,11 @@ def test_headers_and_the_body_prefix_are_fetched_without_setting_seen(dovecot, t
         (inbox,) = [f for f in mailbox.folders(None) if f.name == "INBOX"]
         with mailbox.examine(inbox) as opened:
             (batch,) = opened.new_messages(None, None, batch_size=200)
+            prefixes = opened.body_prefixes([batch.messages[0].uid])
 
     (message,) = batch.messages
     assert b"Message-ID: <a@acme.example>" in message.raw_headers
-    assert message.body_prefix.startswith(b"Thanks!")
+    assert prefixes[message.uid].startswith(b"Thanks!")
     assert dovecot.folder_flags(user, "INBOX") == {1: (b"\\Recent",)}
 
 
