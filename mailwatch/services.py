@@ -26,7 +26,13 @@ from mailwatch.adapters.parse import (
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.automated import is_out_of_office
-from mailwatch.core.clock import Evaluation, classify, evaluate, status_as_of
+from mailwatch.core.clock import (
+    Evaluation,
+    classify,
+    evaluate,
+    people_seen_sending,
+    status_as_of,
+)
 from mailwatch.core.conversations import is_generic_subject
 from mailwatch.core.model import (
     Absence,
@@ -102,48 +108,80 @@ def refresh_requests(settings: Settings, store: Store, now: datetime) -> Refresh
         return _refresh(settings, store, now)
 
 
+# Messages whose closure is evaluated at once: bounds memory after a first sync of years.
+EVALUATION_BATCH = 20_000
+
+
 def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     policy = settings.policy
     fingerprint = policy_fingerprint(policy)
     rebuilt = store.state(POLICY_STATE) != fingerprint
+    if rebuilt:
+        store.mark_all_dirty()
     changes = store.dirty_keys()
-    seeds = store.all_keys() if rebuilt else set(changes)
-    if not seeds:
+    if not changes:
         return Refresh(0, 0, False)
-    keys = seeds if rebuilt else closure(store, seeds, policy)
-    evaluation = evaluate_subset(settings, store, keys, now, persist_classes=True)
-    threads = set(evaluation.thread_of.values()) | store.thread_ids_of(keys)
-    # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
-    not_yet = {key: -1 for key in keys if key not in evaluation.classifications}
-    store.save_evaluation(
-        thread_of={key: evaluation.thread_of.get(key) for key in keys},
-        changes_seen={**changes, **not_yet},
-        people=set(evaluation.people),
-        requests=evaluation.requests,
-        threads=threads,
-        evaluated_at=now,
-        state={
-            POLICY_STATE: fingerprint,
-            # a `--now` in the future must not make the present look like the past
-            EVALUATED_STATE: min(now, datetime.now(UTC)).isoformat(),
-            ATTENTION_STATE: _attention_state(store, evaluation, keep=not rebuilt),
-        },
-    )
+    _classify_changed(settings, store, list(changes))
+    evaluated: set[str] = set()
+    requests = 0
+    notice = attention(store) if not rebuilt else Attention((), (), ())
+    waiting = list(changes)
+    while waiting:
+        keys = closure(store, set(waiting[:EVALUATION_BATCH]), policy)
+        evaluation = evaluate_subset(settings, store, keys, now)
+        notice = _merged(notice, evaluation)
+        # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
+        not_yet = {key: -1 for key in keys if key not in evaluation.classifications}
+        evaluated |= keys
+        waiting = [key for key in waiting if key not in evaluated]
+        final = not waiting
+        store.save_evaluation(
+            thread_of={key: evaluation.thread_of.get(key) for key in keys},
+            changes_seen={**{k: changes[k] for k in keys if k in changes}, **not_yet},
+            people=set(),
+            requests=evaluation.requests,
+            threads=set(evaluation.thread_of.values()) | store.thread_ids_of(keys),
+            evaluated_at=now,
+            state=_final_state(fingerprint, now, notice) if final else {},
+        )
+        requests += len(evaluation.requests)
     # operations.md: mail with no client participant keeps only ids, references and times
     directory = Directory(policy)
-    store.reduce_unrelated_mail(keys, now, lambda address: directory.role(address) is Role.CLIENT)
-    return Refresh(len(keys), len(evaluation.requests), rebuilt)
-
-
-def _attention_state(store: Store, evaluation: Evaluation, keep: bool) -> str:
-    """Lists a person should look at, grown by each partial evaluation, reset by a full one."""
-    found = attention(store) if keep else Attention((), (), ())
-    merged = Attention(
-        tuple(sorted(set(found.untimed) | set(evaluation.untimed))),
-        tuple(sorted(set(found.unlisted_senders) | set(evaluation.unlisted_senders))),
-        tuple(sorted(set(found.unknown_correspondents) | set(evaluation.unknown_correspondents))),
+    store.reduce_unrelated_mail(
+        evaluated, now, lambda address: directory.role(address) is Role.CLIENT
     )
-    return json.dumps(asdict(merged))
+    return Refresh(len(evaluated), requests, rebuilt)
+
+
+def _classify_changed(settings: Settings, store: Store, keys: list[str]) -> None:
+    """Store each changed message's role, responder, time and automation verdict, and the
+    people seen sending: what evaluating any thread needs to know about all the others."""
+    policy = settings.policy
+    directory = Directory(policy)
+    for start in range(0, len(keys), EVALUATION_BATCH):
+        messages = store.messages_by_keys(keys[start : start + EVALUATION_BATCH])
+        classes = classify(messages, policy, directory)
+        store.save_classifications(_derived(messages, classes, policy))
+        automated = {key: c.automated for key, c in classes.items()}
+        store.add_people(people_seen_sending(messages, directory, automated))
+
+
+def _final_state(fingerprint: str, now: datetime, notice: Attention) -> dict[str, str]:
+    return {
+        POLICY_STATE: fingerprint,
+        # a `--now` in the future must not make the present look like the past
+        EVALUATED_STATE: min(now, datetime.now(UTC)).isoformat(),
+        ATTENTION_STATE: json.dumps(asdict(notice)),
+    }
+
+
+def _merged(notice: Attention, evaluation: Evaluation) -> Attention:
+    """Lists a person should look at, grown by each partial evaluation."""
+    return Attention(
+        tuple(sorted(set(notice.untimed) | set(evaluation.untimed))),
+        tuple(sorted(set(notice.unlisted_senders) | set(evaluation.unlisted_senders))),
+        tuple(sorted(set(notice.unknown_correspondents) | set(evaluation.unknown_correspondents))),
+    )
 
 
 TURN_WAIT = timedelta(seconds=60)
@@ -169,22 +207,14 @@ def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
     return keys
 
 
-def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime, *,
-                    persist_classes: bool = False) -> Evaluation:  # fmt: skip
+def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime) -> Evaluation:
     """The clock over a closed set of messages, with the rest of the mail's context
     (people seen sending, absences) taken from the store."""
     policy = settings.policy
     messages = store.messages_by_keys(keys)
-    people = frozenset(store.people())
-    if persist_classes:
-        # classify first and store it, so that absences read from the store include
-        # the out-of-office replies among these messages
-        directory = Directory(policy)
-        store.save_classifications(
-            _derived(messages, classify(messages, policy, directory, people), policy)
-        )
     times = [m.date for m in messages if m.date] + [now]
     absences = store_absences(store, policy, min(times) - policy.absence_max, now)
+    people = frozenset(store.people())
     return evaluate(messages, policy, now, store.waivers(), known_people=people, absences=absences)
 
 

@@ -98,7 +98,7 @@ def _responder(message: Message, directory: Directory) -> str | None:
     return None
 
 
-def _people_seen_sending(
+def people_seen_sending(
     messages: Sequence[Message], directory: Directory, automated: dict[str, str | None]
 ) -> set[str]:
     """Staff who wrote a human message found in a watched Sent folder: they are people."""
@@ -120,7 +120,7 @@ def classify(
     """Role, automation and time of each message; `known_people` adds the persons seen
     sending in mail outside `messages` (an incremental evaluation of a few threads)."""
     automated = {m.key: automation_reason(m, policy) for m in messages}
-    people = _people_seen_sending(messages, directory, automated) | known_people
+    people = people_seen_sending(messages, directory, automated) | known_people
     result = {}
     for message in messages:
         identity = directory.identify(message.from_addr)
@@ -583,7 +583,7 @@ def evaluate(
     if absences is None:
         absences = infer_absences(timed, classes, policy, now)
     automated = {m.key: classes[m.key].automated for m in timed}
-    people = frozenset(_people_seen_sending(timed, directory, automated))
+    people = frozenset(people_seen_sending(timed, directory, automated))
     threading = thread_messages(
         timed,
         time_of=lambda m: classes[m.key].at,  # type: ignore[arg-type,return-value]

@@ -580,10 +580,29 @@ class Store:
     # ------------------------------------------------------------ incremental evaluation
 
     def dirty_keys(self) -> dict[str, int]:
-        """Messages whose thread must be evaluated again, with their change counters."""
-        query = select(MESSAGES.c.key, MESSAGES.c.dirty).where(MESSAGES.c.dirty > 0)
+        """Messages whose thread must be evaluated again, with their change counters,
+        earliest arrival first."""
+        query = (
+            select(MESSAGES.c.key, MESSAGES.c.dirty)
+            .where(MESSAGES.c.dirty > 0)
+            .order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
+        )
         with self._reading() as conn:
             return {row.key: row.dirty for row in conn.execute(query)}
+
+    def mark_all_dirty(self) -> None:
+        """Everything is to be evaluated again (the policy changed); people are found anew."""
+        with self._writing() as conn:
+            conn.execute(update(MESSAGES).values(dirty=MESSAGES.c.dirty + 1))
+            conn.execute(delete(PEOPLE))
+
+    def add_people(self, people: set[str]) -> None:
+        with self._writing() as conn:
+            for chunk in _chunks(sorted(people)):
+                conn.execute(
+                    self._insert(PEOPLE).on_conflict_do_nothing(),
+                    [{"address": address} for address in chunk],
+                )
 
     def all_keys(self) -> set[str]:
         with self._reading() as conn:

@@ -181,3 +181,25 @@ def test_concurrent_evaluations_take_turns_and_agree_with_one_from_scratch(store
 
     assert errors == []
     assert stored_requests(store) == from_scratch(history)
+
+
+def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(store, monkeypatch):
+    import mailwatch.services as services
+
+    history = [client(f"c{i}", at(0, 9, i), subject=f"Topic {i % 4}") for i in range(12)]
+    history += [staff(f"s{i}", at(0, 10, i), subject=f"Re: Topic {i % 4}", refs=(f"<c{i}>",))
+                for i in range(0, 12, 2)]  # fmt: skip
+    # a staff person seen sending only late in the history still answers early requests
+    history += [
+        staff("late", at(3), frm="dave@rouge.example", subject="Hello", to=("x@acme.example",))
+    ]
+    history += [
+        staff("d1", at(0, 11), frm="dave@rouge.example", subject="Re: Topic 1", refs=("<c1>",))
+    ]
+    monkeypatch.setattr(services, "EVALUATION_BATCH", 3)
+
+    store.add_messages(stored(history))
+    refreshed = refresh_requests(settings_with(), store, NOW)
+
+    assert refreshed.messages == len(history)
+    assert stored_requests(store) == from_scratch(history)
