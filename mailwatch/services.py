@@ -12,8 +12,9 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
 from pathlib import Path
 
 from mailwatch.adapters.files import ImportedItem, read_path
@@ -36,7 +37,6 @@ from mailwatch.core.clock import (
 from mailwatch.core.conversations import is_generic_subject
 from mailwatch.core.model import (
     Absence,
-    BusinessHours,
     Classification,
     Copy,
     Message,
@@ -77,24 +77,29 @@ class Refresh:
 
 
 def policy_fingerprint(policy: Policy) -> str:
-    """A digest of the policy; holiday calendars stand in by their country code
-    (their own repr grows as years are looked up)."""
+    """A digest of the policy that is the same in every process: sets are sorted (their
+    order follows per-process string hashing) and a holiday calendar stands in by its
+    country code (its own contents grow as years are looked up)."""
+    return hashlib.sha256(json.dumps(_canonical(policy), sort_keys=True).encode()).hexdigest()
 
-    def stable(hours: BusinessHours | None) -> BusinessHours | None:
-        if hours is None or isinstance(hours.holidays, frozenset | set):
-            return hours
-        calendar = hours.holidays
-        code = f"{getattr(calendar, 'country', '?')}-{getattr(calendar, 'subdiv', '')}"
-        return replace(hours, holidays=frozenset({code}))
 
-    steady = replace(
-        policy,
-        business_hours=stable(policy.business_hours),
-        accounts=tuple(
-            replace(a, business_hours=stable(a.business_hours)) for a in policy.accounts
-        ),
-    )
-    return hashlib.sha256(repr(steady).encode()).hexdigest()
+def _canonical(value: object) -> object:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, frozenset | set):
+        return sorted(json.dumps(_canonical(v), sort_keys=True) for v in value)
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    # a holiday calendar (any other Container of dates)
+    return f"{type(value).__name__}:{getattr(value, 'country', '')}-{getattr(value, 'subdiv', '')}"
 
 
 def refresh_requests(settings: Settings, store: Store, now: datetime) -> Refresh:

@@ -203,3 +203,22 @@ def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(sto
 
     assert refreshed.messages == len(history)
     assert stored_requests(store) == from_scratch(history)
+
+
+def test_the_policy_fingerprint_is_the_same_in_every_process():
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from pathlib import Path; from mailwatch.config import load_settings;"
+        "from mailwatch.services import policy_fingerprint;"
+        "print(policy_fingerprint(load_settings(Path('config.example.toml')).policy))"
+    )
+    root = Path(__file__).parents[2]
+    prints = {
+        subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+        for seed in ("1", "2", "3")
+    }  # fmt: skip
+    assert len(prints) == 1
