@@ -128,7 +128,7 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
         return Refresh(0, 0, False)
     _classify_changed(settings, store, list(changes))
     evaluated: set[str] = set()
-    requests = 0
+    requests: set[tuple[str, str]] = set()  # a thread next to two batches is evaluated twice
     notice = attention(store) if not rebuilt else Attention((), (), ())
     waiting = list(changes)
     while waiting:
@@ -149,13 +149,13 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
             evaluated_at=now,
             state=_final_state(fingerprint, now, notice) if final else {},
         )
-        requests += len(evaluation.requests)
+        requests |= {(r.opened_by, r.account) for r in evaluation.requests}
     # operations.md: mail with no client participant keeps only ids, references and times
     directory = Directory(policy)
     store.reduce_unrelated_mail(
         evaluated, now, lambda address: directory.role(address) is Role.CLIENT
     )
-    return Refresh(len(evaluated), requests, rebuilt)
+    return Refresh(len(evaluated), len(requests), rebuilt)
 
 
 def _classify_changed(settings: Settings, store: Store, keys: list[str]) -> None:
