@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from bench.mail import Mail, render
 from mailwatch.devserver import DovecotServer, ImapUser
-from tests.fixtures.postgres import _as_postgres, _free_port, _postgres_bin
+from tests.fixtures.postgres import running_postgres
 
 # Appended to the packaged template: no fsync (a benchmark box, not a mail store), and
 # no per-IP connection cap for the many logins of repeated idle polls.
@@ -89,39 +88,8 @@ def imap_user(username: str) -> ImapUser:
 def postgres() -> Iterator[str]:
     """A throw-away PostgreSQL cluster on loopback; yields the URL of its `postgres` database.
 
-    The same recipe as the test fixture (tests/fixtures/postgres.py), whose helpers it uses,
-    plus settings for bulk loading (no fsync, larger WAL and shared buffers).
+    The test fixture's cluster (tests/fixtures/postgres.py), with settings for bulk loading.
     """
-    bin_dir = _postgres_bin()
-    base = Path(tempfile.mkdtemp(prefix="mailwatch-bench-pg-", dir="/tmp"))
-    base.chmod(0o755)
-    data, sockets = base / "data", base / "sockets"
-    for directory in (data, sockets):
-        directory.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres", "postgres")
-    log, port, pg_ctl = sockets / "server.log", _free_port(), bin_dir / "pg_ctl"
-    try:
-        subprocess.run(
-            _as_postgres(bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
-                         "--encoding=UTF8", "--no-locale", "--no-sync"),
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off "
-            "-c synchronous_commit=off -c shared_buffers=512MB -c max_wal_size=4GB"
-        )
-        started = subprocess.run(
-            _as_postgres(pg_ctl, "start", "-w", "-t", "60", "-D", data, "-l", log, "-o", options),
-            capture_output=True, timeout=90,
-        )  # fmt: skip
-        if started.returncode != 0:
-            server_log = log.read_text() if log.exists() else ""
-            raise RuntimeError(f"PostgreSQL did not start:\n{started.stderr.decode()}{server_log}")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres(pg_ctl, "stop", "-m", "fast", "-D", data),
-            capture_output=True, timeout=60,
-        )  # fmt: skip
-        shutil.rmtree(base, ignore_errors=True)
+    bulk = "-c synchronous_commit=off -c shared_buffers=512MB -c max_wal_size=4GB"
+    with running_postgres("mailwatch-bench-pg-", bulk) as url:
+        yield url
