@@ -352,12 +352,24 @@ class Daemon:
         )
         self.scheduler = scheduler
         self.schedule(scheduler)
-        scheduler.add_listener(lambda _event: notify("READY=1"), EVENT_SCHEDULER_STARTED)
+        def started(_event: object) -> None:
+            log.info(
+                "mailwatch running as %s: %d mailbox(es), nudges every %s",
+                self.worker_id,
+                len(self.settings.mailboxes),
+                human_duration(self.settings.daemon.nudge_interval.total_seconds()),
+            )
+            notify("READY=1")
+
+        scheduler.add_listener(started, EVENT_SCHEDULER_STARTED)
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
             notify("STOPPING=1")
-            scheduler.shutdown(wait=False)
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            else:  # a signal before the scheduler started: it must not start at all
+                self.running = False
 
         def hang_up(_signum: int, _frame: FrameType | None) -> None:
             # Not in the handler itself: it may interrupt the scheduler holding its lock.
@@ -366,14 +378,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hang_up)
-        log.info(
-            "mailwatch running as %s: %d mailbox(es), nudges every %s",
-            self.worker_id,
-            len(self.settings.mailboxes),
-            human_duration(self.settings.daemon.nudge_interval.total_seconds()),
-        )
         self.running = True
-        scheduler.start()  # returns after shutdown()
+        if self.running:  # unless a signal came first
+            scheduler.start()  # returns after shutdown()
         self.running = False
         self.stop_watching()
         if self.shares_mailboxes:
