@@ -352,6 +352,7 @@ class Daemon:
         )
         self.scheduler = scheduler
         self.schedule(scheduler)
+
         def started(_event: object) -> None:
             log.info(
                 "mailwatch running as %s: %d mailbox(es), nudges every %s",

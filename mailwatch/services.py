@@ -33,6 +33,7 @@ from mailwatch.core.clock import (
     evaluate,
     people_seen_sending,
     status_as_of,
+    threads_of,
 )
 from mailwatch.core.conversations import is_generic_subject
 from mailwatch.core.model import (
@@ -113,7 +114,8 @@ def refresh_requests(settings: Settings, store: Store, now: datetime) -> Refresh
         return _refresh(settings, store, now)
 
 
-# Messages whose closure is evaluated at once: bounds memory after a first sync of years.
+# Messages evaluated at once (whole threads; a longer thread alone): bounds memory after a
+# first sync of years.
 EVALUATION_BATCH = 20_000
 
 
@@ -127,35 +129,47 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     if not changes:
         return Refresh(0, 0, False)
     _classify_changed(settings, store, list(changes))
-    evaluated: set[str] = set()
-    requests: set[tuple[str, str]] = set()  # a thread next to two batches is evaluated twice
+    keys = closure(store, set(changes), policy)
+    parts = _parts_of_whole_threads(store, keys, policy, now)
     notice = attention(store) if not rebuilt else Attention((), (), ())
-    waiting = list(changes)
-    while waiting:
-        keys = closure(store, set(waiting[:EVALUATION_BATCH]), policy)
-        evaluation = evaluate_subset(settings, store, keys, now)
+    written: set[str] = set()  # threads whose requests this refresh already stored
+    requests = 0
+    for number, part in enumerate(parts, 1):
+        evaluation = evaluate_subset(settings, store, part, now)
         notice = _merged(notice, evaluation)
         # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
-        not_yet = {key: -1 for key in keys if key not in evaluation.classifications}
-        evaluated |= keys
-        waiting = [key for key in waiting if key not in evaluated]
-        final = not waiting
+        not_yet = {key: -1 for key in part if key not in evaluation.classifications}
+        threads = set(evaluation.thread_of.values())
         store.save_evaluation(
-            thread_of={key: evaluation.thread_of.get(key) for key in keys},
-            changes_seen={**{k: changes[k] for k in keys if k in changes}, **not_yet},
+            thread_of={key: evaluation.thread_of.get(key) for key in part},
+            changes_seen={**{k: changes[k] for k in part if k in changes}, **not_yet},
             people=set(),
             requests=evaluation.requests,
-            threads=set(evaluation.thread_of.values()) | store.thread_ids_of(keys),
+            threads=(threads | store.thread_ids_of(part)) - written,
             evaluated_at=now,
-            state=_final_state(fingerprint, now, notice) if final else {},
+            state=_final_state(fingerprint, now, notice) if number == len(parts) else {},
         )
-        requests |= {(r.opened_by, r.account) for r in evaluation.requests}
+        written |= threads
+        requests += len(evaluation.requests)
     # operations.md: mail with no client participant keeps only ids, references and times
     directory = Directory(policy)
-    store.reduce_unrelated_mail(
-        evaluated, now, lambda address: directory.role(address) is Role.CLIENT
-    )
-    return Refresh(len(evaluated), len(requests), rebuilt)
+    store.reduce_unrelated_mail(keys, now, lambda address: directory.role(address) is Role.CLIENT)
+    return Refresh(len(keys), requests, rebuilt)
+
+
+def _parts_of_whole_threads(
+    store: Store, keys: set[str], policy: Policy, now: datetime
+) -> list[set[str]]:
+    """`keys` cut into parts of at most EVALUATION_BATCH messages, each a union of whole
+    threads, found by threading light copies of the messages (no rule headers)."""
+    if len(keys) <= EVALUATION_BATCH:
+        return [keys]
+    parts: list[set[str]] = [set()]
+    for thread in threads_of(store.messages_by_keys(keys, rule_headers=False), policy, now):
+        if parts[-1] and len(parts[-1]) + len(thread) > EVALUATION_BATCH:
+            parts.append(set())
+        parts[-1].update(thread)
+    return parts
 
 
 def _classify_changed(settings: Settings, store: Store, keys: list[str]) -> None:

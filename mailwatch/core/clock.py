@@ -9,7 +9,7 @@ inputs, so processing order, re-runs and late mail cannot change a result.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -125,7 +125,7 @@ def classify(
     for message in messages:
         identity = directory.identify(message.from_addr)
         responder = _responder(message, directory) if identity.role is Role.STAFF else None
-        timed = sent_at(message) if identity.role is Role.STAFF else arrival(message)
+        timed = _timing(message, identity.role)
         result[message.key] = Classification(
             key=message.key,
             role=identity.role,
@@ -139,6 +139,12 @@ def classify(
             time_source=timed[1] if timed else "none",
         )
     return result
+
+
+def _timing(message: Message, role: Role) -> tuple[datetime, str] | None:
+    """When a message counts from, and the source of that time: staff mail when sent,
+    anything else when it reached the agency."""
+    return sent_at(message) if role is Role.STAFF else arrival(message)
 
 
 # ---------------------------------------------------------------- tiers and deadlines
@@ -587,7 +593,7 @@ def evaluate(
     threading = thread_messages(
         timed,
         time_of=lambda m: classes[m.key].at,  # type: ignore[arg-type,return-value]
-        accounts_of=lambda m: frozenset(directory.accounts_addressed(tuple(m.participants))),
+        accounts_of=_accounts_of(directory),
         policy=policy,
     )
     threads: dict[str, list[Message]] = {}
@@ -610,6 +616,34 @@ def evaluate(
         unlisted_senders=_unlisted_senders(timed, classes, directory),
         unknown_correspondents=_unknown_correspondents(timed, classes, directory),
     )
+
+
+def threads_of(messages: Iterable[Message], policy: Policy, now: datetime) -> list[list[str]]:
+    """The keys of each thread `evaluate` finds in these messages; a message with no time
+    as of `now` (untimed, or not arrived yet) stands alone. Evaluating any union of these
+    groups gives the requests evaluating all of them would: the store evaluates years of
+    mail a bounded part at a time. Needs no rule headers (no automation is decided)."""
+    directory = Directory(policy)
+    merged = merge_copies(messages)
+    at: dict[str, datetime] = {}
+    timed = []
+    for message in merged:
+        known = _as_of(message, now)
+        timing = _timing(known, directory.identify(known.from_addr).role) if known else None
+        if known is not None and timing is not None:
+            at[known.key] = timing[0]
+            timed.append(known)
+    threading = thread_messages(
+        timed, time_of=lambda m: at[m.key], accounts_of=_accounts_of(directory), policy=policy
+    )
+    groups: dict[str, list[str]] = {}
+    for message in merged:
+        groups.setdefault(threading.thread_of.get(message.key, message.key), []).append(message.key)
+    return list(groups.values())
+
+
+def _accounts_of(directory: Directory) -> Callable[[Message], frozenset[str]]:
+    return lambda m: frozenset(directory.accounts_addressed(tuple(m.participants)))
 
 
 def _unlisted_senders(

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 import zlib
@@ -244,21 +245,24 @@ class Store:
             window = MESSAGES.c.arrived_at < arrived_before
             if since is not None:
                 window = window & (MESSAGES.c.arrived_at >= datetime.fromisoformat(since))
-            rows = list(conn.execute(select(*_REDUCE_COLUMNS).where(window)).mappings())
-            for chunk in _chunks(sorted(wanted)):
-                rows += conn.execute(
-                    select(*_REDUCE_COLUMNS).where(
-                        MESSAGES.c.key.in_(chunk), MESSAGES.c.arrived_at < arrived_before
-                    )
-                ).mappings()
-            candidates = {
-                row["id"]: row
-                for row in rows
-                if row["role"] in ("staff", "other")
-                and row["dirty"] == 0
-                and not _is_reduced(row)
-                and not any(is_client(a) for a in _addresses_of(row))
-            }
+            unreduced = (
+                MESSAGES.c.role.in_(("staff", "other")),
+                MESSAGES.c.dirty == 0,
+                MESSAGES.c.raw_headers != REDUCED_RAW,
+            )
+            queries = [select(*_REDUCE_COLUMNS).where(window, *unreduced)]
+            queries += [
+                select(*_REDUCE_COLUMNS).where(
+                    MESSAGES.c.key.in_(chunk), MESSAGES.c.arrived_at < arrived_before, *unreduced
+                )
+                for chunk in _chunks(sorted(wanted))
+            ]
+            candidates = {}
+            for query in queries:
+                # streamed: a first evaluation of years of mail reads every message once
+                for row in conn.execute(query.execution_options(yield_per=CHUNK)).mappings():
+                    if not any(is_client(a) for a in _addresses_of(row)):
+                        candidates[row["id"]] = row
             threads = sorted({row["thread_id"] for row in candidates.values() if row["thread_id"]})
             client_threads: set[str] = set()
             for chunk in _chunks(threads):
@@ -668,13 +672,17 @@ class Store:
                 )
         return subjects
 
-    def messages_by_keys(self, keys: Iterable[str]) -> list[Message]:
-        """These stored messages with all their copies (unknown keys are left out)."""
+    def messages_by_keys(self, keys: Iterable[str], rule_headers: bool = True) -> list[Message]:
+        """These stored messages with all their copies (unknown keys are left out); without
+        `rule_headers`, lighter copies that can be threaded but not classified."""
+        columns = [c for c in MESSAGES.c if c.name != "raw_headers"]
+        if not rule_headers:
+            columns = [c for c in columns if c.name != "headers"]
         result: list[Message] = []
         with self._reading() as conn:
             for chunk in _chunks(sorted(set(keys))):
                 rows = (
-                    conn.execute(select(MESSAGES).where(MESSAGES.c.key.in_(chunk))).mappings().all()
+                    conn.execute(select(*columns).where(MESSAGES.c.key.in_(chunk))).mappings().all()
                 )
                 copies_of: dict[int, list[Copy]] = defaultdict(list)
                 query = (
@@ -1281,24 +1289,30 @@ def _message_row(item: StoredMessage, arrived_at: datetime) -> dict[str, Any]:
 
 
 def _message(row: Any, copies: list[Copy]) -> Message:
+    # Addresses repeat across thousands of messages: one string each keeps a first
+    # evaluation of years of mail within memory.
     return Message(
         key=row["key"],
-        from_addr=row["from_addr"],
+        from_addr=_shared(row["from_addr"]),
         from_name=row["from_name"],
-        sender_addr=row["sender_addr"],
-        to=tuple(row["to"]),
-        cc=tuple(row["cc"]),
-        bcc=tuple(row["bcc"]),
+        sender_addr=_shared(row["sender_addr"]),
+        to=tuple(map(sys.intern, row["to"])),
+        cc=tuple(map(sys.intern, row["cc"])),
+        bcc=tuple(map(sys.intern, row["bcc"])),
         subject=row["subject"],
         date=row["date"],
         received_time=row["received_time"],
         in_reply_to=tuple(row["in_reply_to"]),
         references=tuple(row["references"]),
         thread_index=row["thread_index"],
-        headers=tuple((name, value) for name, value in row["headers"]),
+        headers=tuple((name, value) for name, value in row.get("headers", ())),
         courtesy=row["courtesy"],
         copies=tuple(copies),
     )
+
+
+def _shared(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
 
 
 def _copy_row(item: StoredMessage, message_id: int) -> dict[str, Any]:
@@ -1322,8 +1336,8 @@ def _copy_row(item: StoredMessage, message_id: int) -> dict[str, Any]:
 
 def _copy(row: Any) -> Copy:
     return Copy(
-        mailbox=row["mailbox"],
-        folder=row["folder"],
+        mailbox=sys.intern(row["mailbox"]),
+        folder=sys.intern(row["folder"]),
         sent_folder=row["sent_folder"],
         internal_date=row["internal_date"],
         envelope_time=row["envelope_time"],
@@ -1436,7 +1450,7 @@ _ADDRESS_COLUMNS = (
 )  # fmt: skip
 _REDUCE_COLUMNS = (
     MESSAGES.c.id, MESSAGES.c.thread_id, MESSAGES.c.role, MESSAGES.c.dirty, MESSAGES.c.automated,
-    MESSAGES.c.out_of_office, MESSAGES.c.headers, MESSAGES.c.raw_headers, *_ADDRESS_COLUMNS,
+    MESSAGES.c.out_of_office, MESSAGES.c.headers, *_ADDRESS_COLUMNS,
 )  # fmt: skip
 _REDUCED_FIELDS = ("to", "cc", "bcc", "subject", "norm_subject", "headers", "raw_headers")
 
@@ -1465,10 +1479,6 @@ def _mentions(address: str) -> Any:
         for column in (MESSAGES.c.to, MESSAGES.c.cc, MESSAGES.c.bcc)
     ]
     return or_(MESSAGES.c.from_addr == address, MESSAGES.c.sender_addr == address, *in_lists)
-
-
-def _is_reduced(row: Any) -> bool:
-    return row["raw_headers"] == REDUCED_RAW
 
 
 def _reduced(row: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailwatch.core.clock import evaluate
+from mailwatch.core.clock import evaluate, threads_of
 from mailwatch.core.stats import by_account
 from tests.core.factory import at, client, policy, staff
 
@@ -88,3 +88,27 @@ def test_mail_of_an_unrelated_account_never_changes_another_accounts_figures(acm
     alone = by_account(evaluate(acme, policy(), NOW).requests).get("Acme Ltd")
     together = by_account(evaluate(acme + globex, policy(), NOW).requests).get("Acme Ltd")
     assert alone == together
+
+
+@settings(max_examples=150, deadline=None)
+@given(mailboxes(), st.randoms(use_true_random=False))
+def test_evaluating_whole_threads_part_by_part_gives_the_requests_of_all_at_once(messages, random):
+    everything = evaluate(messages, policy(), NOW)
+    threads = threads_of(messages, policy(), NOW)
+    assert sorted(key for thread in threads for key in thread) == sorted({m.key for m in messages})
+    parts: list[set[str]] = [set() for _ in range(random.randint(1, 4))]
+    for thread in threads:
+        random.choice(parts).update(thread)
+
+    found = []
+    for part in parts:
+        found += evaluate(
+            [m for m in messages if m.key in part], policy(), NOW,
+            known_people=everything.people, absences=everything.absences,
+        ).requests  # fmt: skip
+
+    assert sorted(found, key=_order) == sorted(everything.requests, key=_order)
+
+
+def _order(request):
+    return (request.received_at, request.opened_by, request.account)

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -55,9 +56,12 @@ def stored_requests(store: Store, now=NOW):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mailboxes(), st.integers(min_value=1, max_value=4))
-def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(messages, batches):
-    with tempfile.TemporaryDirectory() as folder:
+@given(mailboxes(), st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=6))
+def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(messages, batches, part):
+    import mailwatch.services as services
+
+    # the changes of each batch are also evaluated in parts of `part` messages (whole threads)
+    with tempfile.TemporaryDirectory() as folder, patch.object(services, "EVALUATION_BATCH", part):
         store = Store(f"sqlite:///{folder}/m.db")
         store.upgrade()
         try:
