@@ -129,7 +129,8 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     if not changes:
         return Refresh(0, 0, False)
     _classify_changed(settings, store, list(changes))
-    keys = closure(store, set(changes), policy)
+    # every message changed (a first sync, a new policy): the closure is all of them
+    keys = set(changes) if rebuilt else closure(store, set(changes), policy)
     parts = _parts_of_whole_threads(store, keys, policy, now)
     notice = attention(store) if not rebuilt else Attention((), (), ())
     written: set[str] = set()  # threads whose requests this refresh already stored
@@ -258,11 +259,10 @@ def store_absences(store: Store, policy: Policy, since: datetime, until: datetim
     """Staff absences inferred from their out-of-office replies (response-clock.md:
     until their next human mail, at most `absence_max`) that overlap [since, until]."""
     absences = []
-    for who, start, key in store.out_of_office_replies():
+    for who, start, key, back in store.out_of_office_replies():
         if start > until or start + policy.absence_max < since:
             continue
         end = start + policy.absence_max
-        back = store.next_human_mail(who, start)
         if back is not None:
             end = min(end, back)
         absences.append(Absence(who=who, start=start, end=end, evidence=key))

@@ -699,24 +699,25 @@ class Store:
         with self._reading() as conn:
             return set(conn.scalars(select(PEOPLE.c.address)))
 
-    def out_of_office_replies(self) -> list[tuple[str, datetime, str]]:
-        """(responder, sent at, Message-ID) of every staff out-of-office auto-reply."""
-        query = select(MESSAGES.c.responder, MESSAGES.c.at, MESSAGES.c.key).where(
+    def out_of_office_replies(self) -> list[tuple[str, datetime, str, datetime | None]]:
+        """(responder, sent at, Message-ID, when they next sent human mail or None) of every
+        staff out-of-office auto-reply, in one query."""
+        later = MESSAGES.alias("later")
+        back = (
+            select(func.min(later.c.at))
+            .where(
+                later.c.responder == MESSAGES.c.responder,
+                later.c.role == "staff",
+                later.c.automated.is_(None),
+                later.c.at > MESSAGES.c.at,
+            )
+            .scalar_subquery()
+        )
+        query = select(MESSAGES.c.responder, MESSAGES.c.at, MESSAGES.c.key, back).where(
             MESSAGES.c.out_of_office.is_(True), MESSAGES.c.at.is_not(None)
         )
         with self._reading() as conn:
-            return [(row.responder, row.at, row.key) for row in conn.execute(query)]
-
-    def next_human_mail(self, responder: str, after: datetime) -> datetime | None:
-        """When this staff member next sent human mail after `after`."""
-        query = select(func.min(MESSAGES.c.at)).where(
-            MESSAGES.c.responder == responder,
-            MESSAGES.c.role == "staff",
-            MESSAGES.c.automated.is_(None),
-            MESSAGES.c.at > after,
-        )
-        with self._reading() as conn:
-            return conn.scalar(query)
+            return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
 
     def save_classifications(self, derived: Sequence[dict[str, Any]]) -> None:
         """Each message's role, responder, time, automation rule and out-of-office flag."""

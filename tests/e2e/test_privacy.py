@@ -183,7 +183,7 @@ def test_mail_with_no_client_keeps_only_ids_references_times_and_sender(agency, 
     assert run(capsys, "report")[0] == 0
     store = open_store(agency)
     try:
-        assert [key for _, _, key in store.out_of_office_replies()] == ["<auto@rouge.example>"]
+        assert [key for _, _, key, _ in store.out_of_office_replies()] == ["<auto@rouge.example>"]
     finally:
         store.close()
 

@@ -226,3 +226,26 @@ def test_the_policy_fingerprint_is_the_same_in_every_process():
         for seed in ("1", "2", "3")
     }  # fmt: skip
     assert len(prints) == 1
+
+
+def test_stored_out_of_office_replies_make_their_sender_absent_until_their_next_human_mail(store):
+    from mailwatch.services import store_absences
+
+    auto = (("auto-submitted", "auto-replied"),)
+    history = [
+        staff("ooo1", at(0, 8), subject="Automatic reply: hello", to=("x@acme.example",),
+              headers=auto),
+        staff("other", at(0, 9), frm="bob@rouge.example", subject="Hi", to=("x@acme.example",)),
+        staff("back", at(1, 9), subject="Back", to=("bob@rouge.example",)),
+        staff("ooo2", at(5, 8), subject="Automatic reply: again", to=("x@acme.example",),
+              headers=auto),
+    ]  # fmt: skip
+    store.add_messages(stored(history))
+    refresh_requests(settings_with(), store, NOW)
+
+    absences = store_absences(store, policy(), at(0), NOW)
+
+    assert [(a.who, a.start, a.end, a.evidence) for a in absences] == [
+        ("alice@rouge.example", at(0, 8), at(1, 9), "<ooo1>"),
+        ("alice@rouge.example", at(5, 8), at(5, 8) + policy().absence_max, "<ooo2>"),
+    ]
