@@ -130,9 +130,11 @@ class Daemon:
         try:
             mailbox = next((m for m in self.settings.mailboxes if m.name == name), None)
             if mailbox is None:
+                self.history.close_sessions([name])
                 return  # removed by a reload; its job goes with the next schedule
             if self.shares_mailboxes and not self.take_turn(mailbox, now):
                 self.stop_watching([name])  # the worker holding the lease watches it
+                self.history.close_sessions([name])
                 return
             self.watch(mailbox)
             one = replace(self.settings, mailboxes=(mailbox,))
@@ -161,6 +163,7 @@ class Daemon:
             if holder is None and held >= share:
                 return False  # a worker below its share will take it
             if holder is not None and held > share:
+                self.history.close_sessions([mailbox.name])  # before the next holder logs in
                 self.store.release_lease(lease, self.worker_id)
                 log.info("%s: handed over to another worker (held %d, share %d)",
                          mailbox.name, held, share)  # fmt: skip
@@ -221,6 +224,11 @@ class Daemon:
             watcher.stopping.set()
         for watcher in stopping:
             watcher.stop()
+
+    def disconnect(self) -> None:
+        """Stop every IDLE watcher and log out of the connections kept between polls."""
+        self.stop_watching()
+        self.history.close_sessions()
 
     def nudge_job(self) -> None:
         now = self.clock()
@@ -336,6 +344,9 @@ class Daemon:
             fresh = replace(fresh, database_url=self.settings.database_url)
         self.settings = fresh
         self.stop_watching()  # the polls that schedule() starts at once restart them
+        self.history.close_sessions(
+            set(self.history.sessions) - {mailbox.name for mailbox in fresh.mailboxes}
+        )
         if self.scheduler is not None:
             self.schedule(self.scheduler)
         log.info("configuration reloaded from %s", fresh.source)
@@ -383,7 +394,7 @@ class Daemon:
         if self.running:  # unless a signal came first
             scheduler.start()  # returns after shutdown()
         self.running = False
-        self.stop_watching()
+        self.disconnect()
         if self.shares_mailboxes:
             self.release_leases()
         log.info("stopped")

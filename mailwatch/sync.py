@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from mailwatch.adapters.imap import (
     ImapMailbox,
     MailboxError,
     OpenFolder,
-    open_mailbox,
+    connect,
 )
 from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
@@ -94,6 +95,38 @@ class SyncHistory:
     host_retry_at: dict[str, datetime] = field(default_factory=dict)
     refused: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     resets: dict[tuple[str, str], list[datetime]] = field(default_factory=dict)
+    # Logged-in connections kept between polls, with what they were opened with: a poll
+    # with no new mail is then a STATUS per folder, not a new login (a process and an
+    # authentication on the server, every minute, per mailbox).
+    sessions: dict[str, tuple[str, ImapMailbox]] = field(default_factory=dict)
+
+    @contextmanager
+    def session(self, mailbox: MailboxSettings) -> Iterator[ImapMailbox]:
+        """The kept connection to `mailbox` if it still answers and was opened with today's
+        settings, else a new one; kept afterwards unless the work on it failed."""
+        opened_with = session_settings(mailbox)
+        kept = self.sessions.pop(mailbox.name, None)
+        connection = None
+        if kept is not None:
+            if kept[0] == opened_with and kept[1].alive():
+                connection = kept[1]
+            else:
+                kept[1].logout()
+        if connection is None:
+            connection = connect(mailbox)
+        try:
+            yield connection
+        except BaseException:
+            connection.logout()
+            raise
+        self.sessions[mailbox.name] = (opened_with, connection)
+
+    def close_sessions(self, names: Iterable[str] | None = None) -> None:
+        """Log out of the kept connections of these mailboxes (None: all)."""
+        for name in list(self.sessions) if names is None else names:
+            kept = self.sessions.pop(name, None)
+            if kept is not None:
+                kept[1].logout()
 
     def reason_to_wait(self, mailbox: MailboxSettings, now: datetime) -> str | None:
         if mailbox.name in self.refused:
@@ -136,6 +169,12 @@ def server_of(mailbox: MailboxSettings) -> str:
     return f"{mailbox.host}:{mailbox.port}"
 
 
+def session_settings(mailbox: MailboxSettings) -> str:
+    """What a connection was opened with: a change (a reload, a new secret) opens a new one."""
+    where = (mailbox.host, mailbox.port, mailbox.security, str(mailbox.ca_file), mailbox.timeout)
+    return f"{where}:{mailbox.username}:{hash_secret(mailbox)}"
+
+
 def hash_secret(mailbox: MailboxSettings) -> str:
     secret = mailbox.oauth2_token or mailbox.password
     try:
@@ -155,19 +194,24 @@ def is_reply(message: Message) -> bool:
 def poll_all(
     settings: Settings, store: Store, now: datetime, history: SyncHistory | None = None
 ) -> list[PollResult]:
-    """One pass over every mailbox; one failing never stops the others."""
+    """One pass over every mailbox; one failing never stops the others. Without a
+    `history` (a one-shot run) no connection is kept open afterwards."""
+    one_shot = history is None
     history = history if history is not None else SyncHistory()
     results = []
-    for mailbox in settings.mailboxes:
-        try:
-            results.append(
-                poll_mailbox(mailbox, settings.sync, store, now, history, client_reply(settings))
-            )
-        except Exception as error:  # a bug or a surprise must not starve the other mailboxes
-            log.exception("%s: poll failed", mailbox.name)
-            message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
-            store.record_sync(mailbox.name, None, False, message, now)
-            results.append(PollResult(mailbox.name, error=message))
+    try:
+        for mailbox in settings.mailboxes:
+            try:
+                results.append(poll_mailbox(mailbox, settings.sync, store, now, history,
+                                            client_reply(settings)))  # fmt: skip
+            except Exception as error:  # a bug or a surprise must not starve the other mailboxes
+                log.exception("%s: poll failed", mailbox.name)
+                message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
+                store.record_sync(mailbox.name, None, False, message, now)
+                results.append(PollResult(mailbox.name, error=message))
+    finally:
+        if one_shot:
+            history.close_sessions()
     return results
 
 
@@ -187,13 +231,18 @@ def poll_mailbox(
     wants_body: Callable[[Message], bool] | None = None,
 ) -> PollResult:
     """Fetch what is new in every folder of one mailbox into the store."""
-    history = history if history is not None else SyncHistory()
+    if history is None:
+        one_shot = SyncHistory()
+        try:
+            return poll_mailbox(mailbox, sync, store, now, one_shot, wants_body)
+        finally:
+            one_shot.close_sessions()
     if reason := history.reason_to_wait(mailbox, now):
         log.info("%s", reason)
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
     try:
-        with open_mailbox(mailbox) as connection:
+        with history.session(mailbox) as connection:
             for folder in connection.folders(sync.waive_folder):
                 results.append(
                     poll_folder_safely(

@@ -215,7 +215,7 @@ def test_new_inbox_mail_is_polled_within_seconds_not_at_the_poll_interval(doveco
         dovecot.append(user, "INBOX", mail("<fresh@acme.example>"), hours_ago(0))
         waited = eventually(lambda: store.load_messages())
     finally:
-        daemon.stop_watching()
+        daemon.disconnect()
     assert waited < WAKE_UP
     assert [m.key for m in store.load_messages()] == ["<fresh@acme.example>"]
     assert b"\\Seen" not in dovecot.folder_flags(user, "INBOX")[1]
@@ -241,7 +241,7 @@ def test_a_mailbox_with_idle_off_or_a_server_without_idle_is_only_polled(
         daemon.poll_job("bob")  # the next poll does not start it again
         assert daemon.watchers["bob"] is ended
     finally:
-        daemon.stop_watching()
+        daemon.disconnect()
     assert "alice" not in daemon.watchers and "IDLE" not in dovecot.commands_sent(alice)
     assert [m.key for m in store.load_messages()] == ["<for-bob@acme.example>"]
 
@@ -345,4 +345,4 @@ def test_on_postgresql_only_the_worker_holding_the_lease_idles_on_the_mailbox(
         daemon.poll_job("alice")
         assert daemon.watchers == {} and not watcher.is_alive()
     finally:
-        daemon.stop_watching()
+        daemon.disconnect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,14 @@ from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_sett
 pytestmark = pytest.mark.dovecot
 
 NEW_COMMANDS = ("SELECT", "EXAMINE", "FETCH", "UID FETCH", "SEARCH", "UID SEARCH")
+
+
+@pytest.fixture
+def history() -> Iterator[SyncHistory]:
+    """One history across polls, as in the daemon; its kept sessions closed afterwards."""
+    kept = SyncHistory()
+    yield kept
+    kept.close_sessions()
 
 
 def messages_by_key(store: Store) -> dict[str, Message]:
@@ -153,12 +162,11 @@ def test_a_recreated_folder_is_synced_again_without_duplicates(dovecot, store, t
 
 
 def test_a_folder_whose_uidvalidity_keeps_changing_is_given_up_after_three_resets(
-    dovecot, store, tmp_path
+    dovecot, store, tmp_path, history
 ):
     user = dovecot.new_user("alice")
     dovecot.append(user, "Clients", mail("<c@acme.example>"), hours_ago(5))
     settings = mailbox_settings(dovecot, user, tmp_path, folders=("Clients",))
-    history = SyncHistory()  # one history across polls, as in the daemon
     poll_mailbox(settings, sync_settings(), store, NOW, history)
     results = []
     for minute in range(1, 5):
@@ -279,14 +287,13 @@ def test_a_wrong_password_is_one_permanent_line_and_the_other_mailbox_still_sync
 
 
 def test_a_refused_login_is_not_retried_until_the_secret_changes_or_an_hour_passes(
-    dovecot, store, tmp_path, monkeypatch
+    dovecot, store, tmp_path, monkeypatch, history
 ):
     alice = dovecot.new_user("alice")
     monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", "wrong")
     settings = mailbox_settings(
         dovecot, alice, tmp_path, password=Secret("env MAILWATCH_ALICE_PASSWORD")
     )
-    history = SyncHistory()
     poll_mailbox(settings, sync_settings(), store, NOW, history)
     dovecot.clear_rawlog(alice)
 
@@ -306,10 +313,11 @@ def test_a_refused_login_is_not_retried_until_the_secret_changes_or_an_hour_pass
     assert new_secret.skipped is None and new_secret.error is None
 
 
-def test_a_host_that_refuses_connections_is_backed_off_exponentially(dovecot, store, tmp_path):
+def test_a_host_that_refuses_connections_is_backed_off_exponentially(
+    dovecot, store, tmp_path, history
+):
     alice = dovecot.new_user("alice")
     settings = mailbox_settings(dovecot, alice, tmp_path, port=free_port())
-    history = SyncHistory()
 
     attempts = []
     for seconds in (0, 20, 31, 60, 92):
@@ -378,3 +386,62 @@ def test_only_a_client_reply_has_its_first_body_bytes_read_and_a_thanks_is_marke
     body_fetches = [c for c in dovecot.commands_sent(user) if "BODY.PEEK[TEXT]" in c.upper()]
     assert len(body_fetches) == 1  # one small FETCH, for the two client replies only
     assert body_fetches[0].startswith(("UID FETCH 1:2 ", "UID FETCH 1,2 "))
+
+
+def test_polls_sharing_a_history_reuse_one_login_and_still_see_new_mail(
+    dovecot, store, tmp_path, history
+):
+    user = dovecot.new_user("alice")
+    dovecot.append(user, "INBOX", mail("<first@acme.example>"), hours_ago(3))
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    dovecot.clear_rawlog(user)
+
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    idle = poll_mailbox(settings, sync_settings(), store, NOW, history)
+    logins_by_polls = dovecot.sessions_opened(user)
+    dovecot.append(user, "INBOX", mail("<second@acme.example>"), hours_ago(1))  # its own login
+    later = poll_mailbox(settings, sync_settings(), store, NOW, history)
+
+    assert (logins_by_polls, dovecot.sessions_opened(user)) == (1, 2)
+    assert (idle.error, idle.fetched, later.error, later.new_messages) == (None, 0, None, 1)
+    assert dovecot.commands_sent(user).count("LOGOUT") == 1  # the append's
+    history.close_sessions()
+    assert dovecot.commands_sent(user).count("LOGOUT") == 2
+
+
+def test_a_kept_session_the_server_dropped_is_replaced_without_a_failed_poll(
+    dovecot, store, tmp_path, history
+):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    dovecot.stop()  # every session ends with the server
+    dovecot.start()
+    dovecot.append(user, "INBOX", mail("<after@acme.example>"), hours_ago(1))
+
+    result = poll_mailbox(settings, sync_settings(), store, NOW, history)
+
+    assert (result.error, result.new_messages) == (None, 1)
+    history.close_sessions()
+
+
+def test_a_changed_password_opens_a_new_session_and_a_one_shot_poll_keeps_none(
+    dovecot, store, tmp_path, monkeypatch, history
+):
+    user = dovecot.new_user("alice")
+    monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", user.password)
+    settings = mailbox_settings(
+        dovecot, user, tmp_path, password=Secret("env MAILWATCH_ALICE_PASSWORD")
+    )
+    dovecot.clear_rawlog(user)
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", "changed-and-wrong")
+
+    refused = poll_mailbox(settings, sync_settings(), store, NOW, history)
+    monkeypatch.setenv("MAILWATCH_ALICE_PASSWORD", user.password)
+    (one_shot,) = poll_all(two_mailboxes(settings), store, NOW)
+
+    assert refused.permanent and history.sessions == {}
+    assert one_shot.error is None
+    assert dovecot.sessions_opened(user) == 2  # the refused login opened no session
+    assert dovecot.commands_sent(user).count("LOGOUT") == 2  # the kept one; the one-shot's

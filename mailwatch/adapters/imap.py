@@ -289,6 +289,14 @@ class ImapMailbox:
                 permanent=True,
             )
 
+    def alive(self) -> bool:
+        """Whether the server still answers on this connection (it may have logged it out)."""
+        try:
+            self._client.noop()
+        except (IMAPClientError, OSError):
+            return False
+        return True
+
     def logout(self) -> None:
         try:
             self._client.logout()

@@ -33,7 +33,11 @@ def test_the_core_imports_only_the_standard_library_and_itself():
 def test_the_core_imports_nothing_of_mailwatch_outside_the_core():
     for path in CORE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mailwatch"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("mailwatch")
+            ):
                 assert node.module.startswith("mailwatch.core"), f"{path.name}: {node.module}"
 
 
