@@ -284,6 +284,15 @@ def waiting_requests(settings: Settings, store: Store, now: datetime) -> list[Re
     return [r for r in current if r.closed_at is None and r.received_at <= now]
 
 
+def historical_requests(settings: Settings, store: Store, now: datetime) -> list[Request]:
+    """Every request as of an instant in the past: evaluated again from the mail that had
+    arrived by then, plus the kept requests whose mail is gone (a forgotten address, mail
+    past retention), as they were last evaluated."""
+    found = list(evaluate_store(settings, store, now).requests)
+    kept = store.orphaned_requests(received_before=now + timedelta(seconds=1))
+    return found + [status_as_of(request, settings.policy, now) for request in kept]
+
+
 def evaluate_store(settings: Settings, store: Store, now: datetime) -> Evaluation:
     """The clock over all mail that had arrived at `now`, from scratch: the exact answer
     for an instant in the past (`--now` before the last evaluation)."""
@@ -376,7 +385,7 @@ def report(settings: Settings, store: Store, now: datetime, since: datetime | No
            until: datetime | None = None) -> Report:  # fmt: skip
     """Every request received in [since, until), with its status as of `now`."""
     if is_historical(store, now):
-        requests = evaluate_store(settings, store, now).requests
+        requests = historical_requests(settings, store, now)
         chosen = tuple(r for r in requests if _within(r, since, until))
         return Report(now, chosen)
     return Report(now, tuple(current_requests(settings, store, now, since, until)))
@@ -391,7 +400,7 @@ def _within(request: Request, since: datetime | None, until: datetime | None) ->
 def status(settings: Settings, store: Store, now: datetime) -> Report:
     """Requests open or overdue now, oldest first."""
     if is_historical(store, now):
-        requests = evaluate_store(settings, store, now).requests
+        requests = historical_requests(settings, store, now)
         waiting = (
             r for r in requests if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None
         )

@@ -40,6 +40,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     or_,
     select,
@@ -578,6 +579,18 @@ class Store:
             query = query.where(REQUESTS.c.received_at >= received_since)
         if received_until is not None:
             query = query.where(REQUESTS.c.received_at < received_until)
+        with self._reading() as conn:
+            return [_request(row) for row in conn.execute(query).mappings()]
+
+    def orphaned_requests(self, received_before: datetime) -> list[Request]:
+        """Stored requests no stored message carries the thread of any more (a forgotten
+        address's conversations, mail past retention), received before `received_before`."""
+        carried = select(MESSAGES.c.id).where(MESSAGES.c.thread_id == REQUESTS.c.thread)
+        query = (
+            select(REQUESTS)
+            .where(~exists(carried), REQUESTS.c.received_at < received_before)
+            .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        )
         with self._reading() as conn:
             return [_request(row) for row in conn.execute(query).mappings()]
 

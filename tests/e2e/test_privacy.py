@@ -123,6 +123,19 @@ def test_forget_deletes_the_address_and_keeps_its_requests_in_the_figures_anonym
     assert document["messages"] == [] and document["requests"] == []
 
 
+def test_a_report_as_of_an_earlier_instant_still_counts_a_forgotten_addresses_requests(
+    agency, capsys
+):
+    imported(agency, capsys)  # evaluated at the real now: the --now below is in the past
+    before = report_at(capsys, "2026-11-19T12:00Z")
+
+    run(capsys, "forget", JANE, "--yes")
+    after = report_at(capsys, "2026-11-19T12:00Z")
+
+    assert after["summary"] == before["summary"] and before["summary"]["requests"] == 3
+    assert [r["status"] for r in after["requests"]] == [r["status"] for r in before["requests"]]
+
+
 def test_the_figures_of_a_forgotten_address_survive_a_full_re_evaluation(agency, capsys):
     imported(agency, capsys)
     before = report_json(capsys)
