@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # Named constraints let Alembic's batch mode on SQLite drop and recreate them;
@@ -24,11 +24,21 @@ SQLModel.metadata.naming_convention = {
 }
 
 
+HUMAN_STAFF_MAIL = text("role = 'staff' AND automated IS NULL")
+
+
 class MessageRow(SQLModel, table=True):
     """One logical message, deduplicated by `key` across mailboxes."""
 
     __tablename__ = "message"
-    __table_args__ = (UniqueConstraint("key"),)
+    __table_args__ = (
+        UniqueConstraint("key"),
+        # "when did this person next send human mail?" (absences), once per out-of-office reply
+        Index(
+            "ix_message_human_staff_mail", "responder", "at",
+            sqlite_where=HUMAN_STAFF_MAIL, postgresql_where=HUMAN_STAFF_MAIL,
+        ),  # fmt: skip
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: str
