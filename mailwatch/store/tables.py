@@ -35,8 +35,11 @@ class MessageRow(SQLModel, table=True):
         UniqueConstraint("key"),
         # "when did this person next send human mail?" (absences), once per out-of-office reply
         Index(
-            "ix_message_human_staff_mail", "responder", "at",
-            sqlite_where=HUMAN_STAFF_MAIL, postgresql_where=HUMAN_STAFF_MAIL,
+            "ix_message_human_staff_mail",
+            "responder",
+            "at",
+            sqlite_where=HUMAN_STAFF_MAIL,
+            postgresql_where=HUMAN_STAFF_MAIL,
         ),  # fmt: skip
     )
 
