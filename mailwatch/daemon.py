@@ -146,6 +146,10 @@ class Daemon:
             log.exception("poll of mailbox %s failed", name)
         finally:
             self._polling.discard(name)
+            if not self.running or name not in {m.name for m in self.settings.mailboxes}:
+                # stopped or removed while this poll ran: it kept the session after
+                # disconnect() or the reload had closed the others
+                self.history.close_sessions([name])
 
     def take_turn(self, mailbox: MailboxSettings, now: datetime) -> bool:
         """Whether this worker polls `mailbox` now; takes or renews its lease if so."""

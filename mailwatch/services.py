@@ -289,8 +289,19 @@ def historical_requests(settings: Settings, store: Store, now: datetime) -> list
     arrived by then, plus the kept requests whose mail is gone (a forgotten address, mail
     past retention), as they were last evaluated."""
     found = list(evaluate_store(settings, store, now).requests)
-    kept = store.orphaned_requests(received_before=now + timedelta(seconds=1))
-    return found + [status_as_of(request, settings.policy, now) for request in kept]
+    kept = store.orphaned_requests(received_by=now)
+    return found + [status_as_of(_as_known_at(request, now), settings.policy, now)
+                    for request in kept]  # fmt: skip
+
+
+def _as_known_at(request: Request, now: datetime) -> Request:
+    """A stored request without what happened to it after `now` (an answer, a closing)."""
+    if request.answered_at is not None and request.answered_at > now:
+        request = replace(request, answered_at=None, answered_by=None, responder=None,
+                          response_seconds=None, status=Status.OPEN)  # fmt: skip
+    if request.closed_at is not None and request.closed_at > now:
+        request = replace(request, closed_at=None)
+    return request
 
 
 def evaluate_store(settings: Settings, store: Store, now: datetime) -> Evaluation:

@@ -85,6 +85,26 @@ class PollResult:
         return ([self.error] if self.error else []) + folder_errors
 
 
+# A kept connection is replaced after this long: a server may end a session when the OAuth2
+# token it was opened with expires (Microsoft 365: about an hour), and a fresh login now and
+# then costs little.
+SESSION_AGE = timedelta(minutes=30)
+
+
+@dataclass
+class KeptSession:
+    connection: ImapMailbox
+    opened_with: str  # session_settings() at login
+    opened_at: datetime
+
+    def usable(self, opened_with: str, now: datetime) -> bool:
+        return (
+            opened_with == self.opened_with
+            and timedelta(0) <= now - self.opened_at < SESSION_AGE
+            and self.connection.alive()
+        )
+
+
 @dataclass
 class SyncHistory:
     """What a long-running process remembers between polls (a one-shot run starts fresh):
@@ -98,35 +118,33 @@ class SyncHistory:
     # Logged-in connections kept between polls, with what they were opened with: a poll
     # with no new mail is then a STATUS per folder, not a new login (a process and an
     # authentication on the server, every minute, per mailbox).
-    sessions: dict[str, tuple[str, ImapMailbox]] = field(default_factory=dict)
+    sessions: dict[str, KeptSession] = field(default_factory=dict)
 
     @contextmanager
-    def session(self, mailbox: MailboxSettings) -> Iterator[ImapMailbox]:
-        """The kept connection to `mailbox` if it still answers and was opened with today's
-        settings, else a new one; kept afterwards unless the work on it failed."""
+    def session(self, mailbox: MailboxSettings, now: datetime) -> Iterator[ImapMailbox]:
+        """The kept connection to `mailbox` if it still answers, is younger than SESSION_AGE
+        and was opened with today's settings, else a new one; kept afterwards unless the
+        work on it failed."""
         opened_with = session_settings(mailbox)
         kept = self.sessions.pop(mailbox.name, None)
-        connection = None
-        if kept is not None:
-            if kept[0] == opened_with and kept[1].alive():
-                connection = kept[1]
-            else:
-                kept[1].logout()
-        if connection is None:
-            connection = connect(mailbox)
+        if kept is not None and not kept.usable(opened_with, now):
+            kept.connection.logout()
+            kept = None
+        if kept is None:
+            kept = KeptSession(connect(mailbox), opened_with, now)
         try:
-            yield connection
+            yield kept.connection
         except BaseException:
-            connection.logout()
+            kept.connection.logout()
             raise
-        self.sessions[mailbox.name] = (opened_with, connection)
+        self.sessions[mailbox.name] = kept
 
     def close_sessions(self, names: Iterable[str] | None = None) -> None:
         """Log out of the kept connections of these mailboxes (None: all)."""
         for name in list(self.sessions) if names is None else names:
             kept = self.sessions.pop(name, None)
             if kept is not None:
-                kept[1].logout()
+                kept.connection.logout()
 
     def reason_to_wait(self, mailbox: MailboxSettings, now: datetime) -> str | None:
         if mailbox.name in self.refused:
@@ -242,7 +260,7 @@ def poll_mailbox(
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
     try:
-        with history.session(mailbox) as connection:
+        with history.session(mailbox, now) as connection:
             for folder in connection.folders(sync.waive_folder):
                 results.append(
                     poll_folder_safely(

@@ -346,3 +346,18 @@ def test_on_postgresql_only_the_worker_holding_the_lease_idles_on_the_mailbox(
         assert daemon.watchers == {} and not watcher.is_alive()
     finally:
         daemon.disconnect()
+
+
+def test_a_poll_that_ends_after_the_daemon_stopped_keeps_no_session(dovecot, store, tmp_path):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path, idle=False)
+    daemon = running_daemon(settings_for(None, mailboxes=(settings,)), store)
+    try:
+        daemon.poll_job("alice")
+        kept = set(daemon.history.sessions)
+        daemon.running = False  # as when run() returns while a poll is still going
+        daemon.poll_job("alice")
+        assert (kept, daemon.history.sessions) == ({"alice"}, {})
+        assert dovecot.commands_sent(user).count("LOGOUT") == 1
+    finally:
+        daemon.disconnect()

@@ -445,3 +445,19 @@ def test_a_changed_password_opens_a_new_session_and_a_one_shot_poll_keeps_none(
     assert one_shot.error is None
     assert dovecot.sessions_opened(user) == 2  # the refused login opened no session
     assert dovecot.commands_sent(user).count("LOGOUT") == 2  # the kept one; the one-shot's
+
+
+def test_a_kept_session_is_replaced_by_a_new_login_after_half_an_hour(
+    dovecot, store, tmp_path, history
+):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    dovecot.clear_rawlog(user)
+
+    for minutes in (0, 10, 29, 31):
+        result = poll_mailbox(settings, sync_settings(), store, NOW + timedelta(minutes=minutes),
+                              history)  # fmt: skip
+        assert result.error is None
+
+    assert dovecot.sessions_opened(user) == 2
+    assert dovecot.commands_sent(user).count("LOGOUT") == 1  # the first, replaced

@@ -273,7 +273,17 @@ class ImapMailbox:
                 highestmodseq=info.get(b"HIGHESTMODSEQ"),
             ),
         )
-        yield opened
+        try:
+            yield opened
+        except BaseException:
+            # a connection kept for the next poll must not stay in the folder (STATUS of the
+            # selected folder may be stale); on a broken one the first error is the one to tell
+            with suppress(MailboxError):
+                self._unselect()
+            raise
+        self._unselect()
+
+    def _unselect(self) -> None:
         with mailbox_errors(self.settings):
             if b"UNSELECT" in self.capabilities:
                 self._client.unselect_folder()

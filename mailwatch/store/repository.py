@@ -42,6 +42,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -582,13 +583,14 @@ class Store:
         with self._reading() as conn:
             return [_request(row) for row in conn.execute(query).mappings()]
 
-    def orphaned_requests(self, received_before: datetime) -> list[Request]:
-        """Stored requests no stored message carries the thread of any more (a forgotten
-        address's conversations, mail past retention), received before `received_before`."""
-        carried = select(MESSAGES.c.id).where(MESSAGES.c.thread_id == REQUESTS.c.thread)
+    def orphaned_requests(self, received_by: datetime) -> list[Request]:
+        """Stored requests whose opening message is no longer stored (a forgotten address's
+        conversations carry tokens instead; mail past retention is deleted), received by
+        `received_by`: evaluating the stored mail again cannot give them back."""
+        opening = select(MESSAGES.c.id).where(MESSAGES.c.key == REQUESTS.c.opened_by)
         query = (
             select(REQUESTS)
-            .where(~exists(carried), REQUESTS.c.received_at < received_before)
+            .where(~exists(opening), REQUESTS.c.received_at <= received_by)
             .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
         )
         with self._reading() as conn:
@@ -720,7 +722,9 @@ class Store:
             select(func.min(later.c.at))
             .where(
                 later.c.responder == MESSAGES.c.responder,
-                later.c.role == "staff",
+                # a literal, as in the partial index's condition: PostgreSQL cannot prove a
+                # bound parameter matches it in a generic plan
+                later.c.role == literal_column("'staff'"),
                 later.c.automated.is_(None),
                 later.c.at > MESSAGES.c.at,
             )

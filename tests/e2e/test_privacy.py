@@ -136,6 +136,18 @@ def test_a_report_as_of_an_earlier_instant_still_counts_a_forgotten_addresses_re
     assert [r["status"] for r in after["requests"]] == [r["status"] for r in before["requests"]]
 
 
+def test_a_report_before_a_forgotten_requests_answer_shows_it_waiting_as_it_was(agency, capsys):
+    imported(agency, capsys)
+    before = report_at(capsys, "2026-11-16T10:30Z")  # jane's first question is not answered yet
+
+    run(capsys, "forget", JANE, "--yes")
+    after = report_at(capsys, "2026-11-16T10:30Z")
+
+    assert [r["status"] for r in before["requests"]] == ["open"]
+    assert [r["status"] for r in after["requests"]] == ["open"]
+    assert after["summary"] == before["summary"]
+
+
 def test_the_figures_of_a_forgotten_address_survive_a_full_re_evaluation(agency, capsys):
     imported(agency, capsys)
     before = report_json(capsys)
