@@ -27,6 +27,7 @@ from mailwatch.adapters.imap import (
     MailboxError,
     OpenFolder,
     connect,
+    open_mailbox,
 )
 from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
@@ -96,6 +97,7 @@ class KeptSession:
     connection: ImapMailbox
     opened_with: str  # session_settings() at login
     opened_at: datetime
+    folders: list[Folder]  # the folders to poll, listed when the session was opened
 
     def usable(self, opened_with: str, now: datetime) -> bool:
         return (
@@ -119,9 +121,12 @@ class SyncHistory:
     # with no new mail is then a STATUS per folder, not a new login (a process and an
     # authentication on the server, every minute, per mailbox).
     sessions: dict[str, KeptSession] = field(default_factory=dict)
+    keeps_sessions: bool = True  # False for a one-shot run: log out after each poll
 
     @contextmanager
-    def session(self, mailbox: MailboxSettings, now: datetime) -> Iterator[ImapMailbox]:
+    def session(
+        self, mailbox: MailboxSettings, waive_folder: str | None, now: datetime
+    ) -> Iterator[KeptSession]:
         """The kept connection to `mailbox` if it still answers, is younger than SESSION_AGE
         and was opened with today's settings, else a new one; kept afterwards unless the
         work on it failed."""
@@ -131,13 +136,29 @@ class SyncHistory:
             kept.connection.logout()
             kept = None
         if kept is None:
-            kept = KeptSession(connect(mailbox), opened_with, now)
+            kept = self._open(mailbox, waive_folder, opened_with, now)
         try:
-            yield kept.connection
+            yield kept
         except BaseException:
             kept.connection.logout()
             raise
-        self.sessions[mailbox.name] = kept
+        if self.keeps_sessions:
+            self.sessions[mailbox.name] = kept
+        else:
+            kept.connection.logout()
+
+    def _open(
+        self, mailbox: MailboxSettings, waive_folder: str | None, opened_with: str, now: datetime
+    ) -> KeptSession:
+        if not self.keeps_sessions:
+            connection = connect(mailbox)
+            return KeptSession(connection, opened_with, now, connection.folders(waive_folder))
+        # Dovecot answers STATUS of a large folder from its list index only in a session
+        # that never sent LIST (2 ms at 30,000 messages, against 28 ms after a LIST, 97 ms
+        # at 100,000): the kept connection never lists; a short one of its own does.
+        with open_mailbox(mailbox) as lister:
+            folders = lister.folders(waive_folder)
+        return KeptSession(connect(mailbox), opened_with, now, folders)
 
     def close_sessions(self, names: Iterable[str] | None = None) -> None:
         """Log out of the kept connections of these mailboxes (None: all)."""
@@ -214,22 +235,18 @@ def poll_all(
 ) -> list[PollResult]:
     """One pass over every mailbox; one failing never stops the others. Without a
     `history` (a one-shot run) no connection is kept open afterwards."""
-    one_shot = history is None
-    history = history if history is not None else SyncHistory()
+    history = history if history is not None else SyncHistory(keeps_sessions=False)
     results = []
-    try:
-        for mailbox in settings.mailboxes:
-            try:
-                results.append(poll_mailbox(mailbox, settings.sync, store, now, history,
-                                            client_reply(settings)))  # fmt: skip
-            except Exception as error:  # a bug or a surprise must not starve the other mailboxes
-                log.exception("%s: poll failed", mailbox.name)
-                message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
-                store.record_sync(mailbox.name, None, False, message, now)
-                results.append(PollResult(mailbox.name, error=message))
-    finally:
-        if one_shot:
-            history.close_sessions()
+    for mailbox in settings.mailboxes:
+        try:
+            results.append(
+                poll_mailbox(mailbox, settings.sync, store, now, history, client_reply(settings))
+            )
+        except Exception as error:  # a bug or a surprise must not starve the other mailboxes
+            log.exception("%s: poll failed", mailbox.name)
+            message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
+            store.record_sync(mailbox.name, None, False, message, now)
+            results.append(PollResult(mailbox.name, error=message))
     return results
 
 
@@ -249,22 +266,17 @@ def poll_mailbox(
     wants_body: Callable[[Message], bool] | None = None,
 ) -> PollResult:
     """Fetch what is new in every folder of one mailbox into the store."""
-    if history is None:
-        one_shot = SyncHistory()
-        try:
-            return poll_mailbox(mailbox, sync, store, now, one_shot, wants_body)
-        finally:
-            one_shot.close_sessions()
+    history = history if history is not None else SyncHistory(keeps_sessions=False)
     if reason := history.reason_to_wait(mailbox, now):
         log.info("%s", reason)
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
     try:
-        with history.session(mailbox, now) as connection:
-            for folder in connection.folders(sync.waive_folder):
+        with history.session(mailbox, sync.waive_folder, now) as kept:
+            for folder in kept.folders:
                 results.append(
                     poll_folder_safely(
-                        connection, folder, sync, store, now, history, wants_body or is_reply
+                        kept.connection, folder, sync, store, now, history, wants_body or is_reply
                     )
                 )
     except ConfigError as error:

@@ -358,6 +358,6 @@ def test_a_poll_that_ends_after_the_daemon_stopped_keeps_no_session(dovecot, sto
         daemon.running = False  # as when run() returns while a poll is still going
         daemon.poll_job("alice")
         assert (kept, daemon.history.sessions) == ({"alice"}, {})
-        assert dovecot.commands_sent(user).count("LOGOUT") == 1
+        assert dovecot.commands_sent(user).count("LOGOUT") == 2  # the folder lister's too
     finally:
         daemon.disconnect()
