@@ -9,6 +9,7 @@ inputs, so processing order, re-runs and late mail cannot change a result.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -223,17 +224,42 @@ def _local_day(instant: datetime, timezone: str) -> date:
     return instant.astimezone(ZoneInfo(timezone)).date()
 
 
-def is_away(who: str, at: datetime, policy: Policy, absences: Sequence[Absence]) -> str | None:
+class AbsenceIndex:
+    """Absences by person and start: which of them cover an instant, without reading them
+    all (a first evaluation of years of mail knows tens of thousands)."""
+
+    def __init__(self, absences: Sequence[Absence]) -> None:
+        self._of: dict[str, list[tuple[datetime, int, Absence]]] = {}
+        for position, absence in enumerate(absences):
+            self._of.setdefault(absence.who, []).append((absence.start, position, absence))
+        for spans in self._of.values():
+            spans.sort(key=lambda span: (span[0], span[1]))
+        self._starts = {who: [span[0] for span in spans] for who, spans in self._of.items()}
+        self._longest = {
+            who: max(span[2].end - span[2].start for span in spans)
+            for who, spans in self._of.items()
+        }
+
+    def covering(self, who: str, at: datetime) -> Absence | None:
+        """The first absence (in the order given) of `who` that covers `at`."""
+        spans = self._of.get(who)
+        if not spans:
+            return None
+        starts = self._starts[who]
+        low = bisect_left(starts, at - self._longest[who])
+        covering = [span for span in spans[low : bisect_right(starts, at)] if at < span[2].end]
+        return min(covering, key=lambda span: span[1])[2] if covering else None
+
+
+def is_away(who: str, at: datetime, policy: Policy, absences: AbsenceIndex) -> str | None:
     """Why `who` is away at `at` (leave or an auto-reply), or None when present."""
     who = normalise_address(who)
     day = _local_day(at, policy.timezone)
     for leave in policy.leave:
         if normalise_address(leave.who) == who and leave.start <= day <= leave.end:
             return f"on leave {leave.start.isoformat()} to {leave.end.isoformat()}"
-    for absence in absences:
-        if absence.who == who and absence.start <= at < absence.end:
-            return f"out-of-office auto-reply {absence.evidence}"
-    return None
+    absence = absences.covering(who, at)
+    return f"out-of-office auto-reply {absence.evidence}" if absence else None
 
 
 def responsible_for(
@@ -241,7 +267,7 @@ def responsible_for(
     at: datetime,
     policy: Policy,
     directory: Directory,
-    absences: Sequence[Absence],
+    absences: AbsenceIndex,
 ) -> tuple[tuple[str, ...], str]:
     """Who answers for a request opened at `at`, and why."""
     account = directory.account(account_name)
@@ -432,7 +458,7 @@ class _Context:
     directory: Directory
     classes: dict[str, Classification]
     waivers: dict[str, Waiver]
-    absences: Sequence[Absence]
+    absences: AbsenceIndex
     now: datetime
 
 
@@ -601,7 +627,7 @@ def evaluate(
         threads.setdefault(threading.thread_of[message.key], []).append(message)
     current_waivers = {w.message_key: w for w in waivers if w.seen_at <= now}
     requests = []
-    ctx = _Context(policy, directory, classes, current_waivers, absences, now)
+    ctx = _Context(policy, directory, classes, current_waivers, AbsenceIndex(absences), now)
     for thread_id in sorted(threads):
         requests.extend(_requests_of_thread(thread_id, threads[thread_id], ctx))
     requests.sort(key=lambda r: (r.received_at, r.opened_by, r.account))

@@ -7,7 +7,8 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailwatch.core.clock import evaluate, threads_of
+from mailwatch.core.clock import AbsenceIndex, evaluate, threads_of
+from mailwatch.core.model import Absence
 from mailwatch.core.stats import by_account
 from tests.core.factory import at, client, policy, staff
 
@@ -112,3 +113,21 @@ def test_evaluating_whole_threads_part_by_part_gives_the_requests_of_all_at_once
 
 def _order(request):
     return (request.received_at, request.opened_by, request.account)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(STAFF), st.integers(0, 500), st.integers(1, 200)), max_size=30
+    ),
+    st.sampled_from(STAFF),
+    st.integers(-10, 800),
+)
+def test_the_absence_index_finds_what_reading_every_absence_finds(spans, who, hour):
+    absences = [
+        Absence(who=person, start=at(0, start), end=at(0, start + length), evidence=f"<{n}>")
+        for n, (person, start, length) in enumerate(spans)
+    ]
+    instant = at(0, hour) if hour >= 0 else at(0) - timedelta(hours=-hour)
+    first = next((a for a in absences if a.who == who and a.start <= instant < a.end), None)
+    assert AbsenceIndex(absences).covering(who, instant) == first
