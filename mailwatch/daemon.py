@@ -130,7 +130,6 @@ class Daemon:
         try:
             mailbox = next((m for m in self.settings.mailboxes if m.name == name), None)
             if mailbox is None:
-                self.history.close_sessions([name])
                 return  # removed by a reload; its job goes with the next schedule
             if self.shares_mailboxes and not self.take_turn(mailbox, now):
                 self.stop_watching([name])  # the worker holding the lease watches it

@@ -133,10 +133,11 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     keys = set(changes) if rebuilt else closure(store, set(changes), policy)
     parts = _parts_of_whole_threads(store, keys, policy, now)
     notice = attention(store) if not rebuilt else Attention((), (), ())
+    context = mail_context(settings, store, now)
     written: set[str] = set()  # threads whose requests this refresh already stored
     requests = 0
     for number, part in enumerate(parts, 1):
-        evaluation = evaluate_subset(settings, store, part, now)
+        evaluation = evaluate_subset(settings, store, part, now, context)
         notice = _merged(notice, evaluation)
         # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
         not_yet = {key: -1 for key in part if key not in evaluation.classifications}
@@ -227,15 +228,27 @@ def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
     return keys
 
 
-def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime) -> Evaluation:
-    """The clock over a closed set of messages, with the rest of the mail's context
-    (people seen sending, absences) taken from the store."""
-    policy = settings.policy
-    messages = store.messages_by_keys(keys)
-    times = [m.date for m in messages if m.date] + [now]
-    absences = store_absences(store, policy, min(times) - policy.absence_max, now)
-    people = frozenset(store.people())
-    return evaluate(messages, policy, now, store.waivers(), known_people=people, absences=absences)
+@dataclass(frozen=True)
+class MailContext:
+    """What evaluating some threads needs to know of all the other mail, from the store."""
+
+    people: frozenset[str]  # staff seen sending human mail from a Sent folder
+    absences: list[Absence]
+    waivers: list[Waiver]
+
+
+def mail_context(settings: Settings, store: Store, now: datetime) -> MailContext:
+    absences = store_absences(store, settings.policy, datetime.min.replace(tzinfo=UTC), now)
+    return MailContext(frozenset(store.people()), absences, store.waivers())
+
+
+def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime,
+                    context: MailContext | None = None) -> Evaluation:  # fmt: skip
+    """The clock over a closed set of messages, with the rest of the mail's `context` (read
+    from the store unless given: a refresh in parts reads it once)."""
+    context = context or mail_context(settings, store, now)
+    return evaluate(store.messages_by_keys(keys), settings.policy, now, context.waivers,
+                    known_people=context.people, absences=context.absences)  # fmt: skip
 
 
 def _derived(messages: Sequence[Message], classes: dict[str, Classification],
