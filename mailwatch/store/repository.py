@@ -245,20 +245,23 @@ class Store:
         with self._writing() as conn:
             since = conn.scalar(select(STATE.c.value).where(STATE.c.name == REDUCED_STATE))
             window = MESSAGES.c.arrived_at < arrived_before
-            if since is not None:
-                window = window & (MESSAGES.c.arrived_at >= datetime.fromisoformat(since))
             unreduced = (
                 MESSAGES.c.role.in_(("staff", "other")),
                 MESSAGES.c.dirty == 0,
                 MESSAGES.c.raw_headers != REDUCED_RAW,
             )
-            queries = [select(*_REDUCE_COLUMNS).where(window, *unreduced)]
-            queries += [
-                select(*_REDUCE_COLUMNS).where(
-                    MESSAGES.c.key.in_(chunk), MESSAGES.c.arrived_at < arrived_before, *unreduced
-                )
-                for chunk in _chunks(sorted(wanted))
-            ]
+            queries = []
+            if since is not None:
+                # the window is new arrivals; evaluated keys may be older mail
+                start = datetime.fromisoformat(since)
+                window = window & (MESSAGES.c.arrived_at >= start)
+                queries += [
+                    select(*_REDUCE_COLUMNS).where(
+                        MESSAGES.c.key.in_(chunk), MESSAGES.c.arrived_at < start, *unreduced
+                    )
+                    for chunk in _chunks(sorted(wanted))
+                ]
+            queries.append(select(*_REDUCE_COLUMNS).where(window, *unreduced))
             candidates = {}
             for query in queries:
                 # streamed: a first evaluation of years of mail reads every message once
@@ -603,7 +606,8 @@ class Store:
         earliest arrival first."""
         query = (
             select(MESSAGES.c.key, MESSAGES.c.dirty)
-            .where(MESSAGES.c.dirty > 0)
+            # a literal, as the partial index says it: SQLite matches the text
+            .where(MESSAGES.c.dirty > literal_column("0"))
             .order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
         )
         with self._reading() as conn:

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import jinja2
 import pytest
 
+from mailwatch.adapters import render as render_module
 from mailwatch.adapters.render import SUBJECT_MAX, Renderer, clean_subject
 from mailwatch.adapters.smtp import compose
 from mailwatch.core.model import (
@@ -212,3 +213,16 @@ def test_only_the_html_part_is_escaped(tmp_path):
     rendered = Renderer(tmp_path).render("t", {"value": "a < b & c"})
     assert rendered.text == rendered.subject == "a < b & c"
     assert rendered.html == "a &lt; b &amp; c"
+
+
+def test_a_template_is_read_and_compiled_once_per_process(tmp_path, monkeypatch):
+    for suffix in ("subject.txt", "txt", "html"):
+        (tmp_path / f"t.{suffix}").write_text("{{ value }}")
+    reads = []
+    original = render_module._read
+    monkeypatch.setattr(
+        render_module, "_read", lambda root, name: reads.append(name) or original(root, name)
+    )
+    for value in ("one", "two", "three"):
+        assert Renderer(tmp_path).render("t", {"value": value}).text == value
+    assert sorted(reads) == ["t.html", "t.subject.txt", "t.txt"]

@@ -238,3 +238,20 @@ def test_a_client_reply_to_reduced_mail_is_threaded_and_measured(agency, capsys)
 
 def test_reduced_messages_are_marked_by_an_empty_raw_header_block():
     assert REDUCED_RAW != b""  # compressed: a real header block never compresses to it
+
+
+def test_old_mail_imported_after_a_reduction_is_reduced_too(agency, capsys):
+    eml(agency / "mail" / "recent", "1.eml",
+        client_mail("c1", "Mon, 05 Oct 2026 12:00:00 +0000", "Acme matters"))  # fmt: skip
+    run(capsys, "import", "mail/recent", "--mailbox", "alice")
+    # arrived long before the last reduction's window: found by its key, not by the window
+    eml(agency / "mail" / "archive", "1.eml",
+        internal("i1", "Mon, 05 Oct 2025 10:00:00 +0000", "Salary review"))  # fmt: skip
+    run(capsys, "import", "mail/archive", "--mailbox", "alice")
+
+    store = open_store(agency)
+    try:
+        assert store.raw_headers("<i1@rouge.example>") == b""
+        assert store.raw_headers("<c1@acme.example>") != b""
+    finally:
+        store.close()
