@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -139,15 +140,27 @@ class _Facts:
         context = self.context(recipient, accounts, figures)
         return Digest(recipient, accounts, figures, Renderer().render("digest", context))
 
-    def in_scope(self, requests: Iterable[Request], accounts: tuple[str, ...] | None):
-        return [r for r in requests if accounts is None or r.account in accounts]
+    @cached_property
+    def by_account(self) -> dict[str, list[Request]]:
+        grouped: dict[str, list[Request]] = {}
+        for request in self.requests:
+            grouped.setdefault(request.account, []).append(request)
+        return grouped
+
+    @cached_property
+    def by_opener(self) -> dict[str, Request]:
+        return {r.opened_by: r for r in self.requests}
 
     def received_in(self, period: Period, accounts: tuple[str, ...] | None) -> list[Request]:
-        return [
-            r
-            for r in self.in_scope(self.requests, accounts)
-            if period.start <= r.received_at < period.end
-        ]
+        """In received order, as stored."""
+        if accounts is None:
+            scope: Iterable[Request] = self.requests
+        else:
+            scope = sorted(
+                (r for name in set(accounts) for r in self.by_account.get(name, ())),
+                key=lambda r: r.received_at,
+            )
+        return [r for r in scope if period.start <= r.received_at < period.end]
 
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
         policy = self.settings.policy
@@ -187,11 +200,10 @@ class _Facts:
         }
 
     def skipped_json(self, accounts: tuple[str, ...] | None) -> list[dict[str, Any]]:
-        by_opener = {r.opened_by: r for r in self.requests}
         found = []
         for claim in self.skipped:
             opened_by, stage = split_claim_key(claim.key)
-            request = by_opener.get(opened_by)
+            request = self.by_opener.get(opened_by)
             if accounts is not None and (request is None or request.account not in accounts):
                 continue
             found.append(
