@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import (
@@ -271,14 +272,18 @@ def poll_mailbox(
         log.info("%s", reason)
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
+    poll = partial(_poll_folders, mailbox, sync, store, now, history, wants_body or is_reply)
+    kept_before = mailbox.name in history.sessions
     try:
-        with history.session(mailbox, sync.waive_folder, now) as kept:
-            for folder in kept.folders:
-                results.append(
-                    poll_folder_safely(
-                        kept.connection, folder, sync, store, now, history, wants_body or is_reply
-                    )
-                )
+        try:
+            poll(results)
+        except MailboxError as error:
+            if error.permanent or not kept_before:
+                raise
+            # the kept session answered NOOP, then broke: one fresh login before a failure
+            log.info("%s: the kept session broke (%s); logging in again", mailbox.name, error)
+            results.clear()
+            poll(results)
     except ConfigError as error:
         return mailbox_failed(mailbox, MailboxError(str(error), True), results, store, now, history)
     except MailboxError as error:
@@ -287,6 +292,16 @@ def poll_mailbox(
     fetched = sum(result.fetched for result in results)
     store.record_sync(mailbox.name, None, True, None, now, fetched=fetched)
     return PollResult(mailbox.name, tuple(results))
+
+
+def _poll_folders(mailbox: MailboxSettings, sync: SyncSettings, store: Store, now: datetime,
+                  history: SyncHistory, wants_body: Callable[[Message], bool],
+                  results: list[FolderResult]) -> None:  # fmt: skip
+    with history.session(mailbox, sync.waive_folder, now) as kept:
+        for folder in kept.folders:
+            results.append(
+                poll_folder_safely(kept.connection, folder, sync, store, now, history, wants_body)
+            )
 
 
 def mailbox_failed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -425,6 +426,26 @@ def test_a_kept_session_the_server_dropped_is_replaced_without_a_failed_poll(
     result = poll_mailbox(settings, sync_settings(), store, NOW, history)
 
     assert (result.error, result.new_messages) == (None, 1)
+    history.close_sessions()
+
+
+def test_a_kept_session_that_breaks_after_answering_noop_is_replaced_once(
+    dovecot, store, tmp_path, monkeypatch, history
+):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    dovecot.append(user, "INBOX", mail("<after@acme.example>"), hours_ago(1))
+    broken = history.sessions[settings.name].connection
+    # the NOOP answered, then the connection died before the first STATUS
+    monkeypatch.setattr(type(broken), "alive", lambda self: True)
+    broken._client.socket().shutdown(socket.SHUT_RDWR)
+
+    result = poll_mailbox(settings, sync_settings(), store, NOW, history)
+
+    assert (result.error, result.new_messages) == (None, 1)
+    assert history.sessions[settings.name].connection is not broken
+    assert all(state.last_error is None for state in store.sync_states())
     history.close_sessions()
 
 
