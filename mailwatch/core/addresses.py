@@ -59,10 +59,10 @@ class Directory:
     def identify(self, address: str | None) -> Identity:
         if not address:
             return Identity(Role.OTHER)
-        address = normalise_address(address)
+        # cached by the address as written: threading years of mail asks ~5 times a message
         found = self._cache.get(address)
         if found is None:
-            found = self._identify(address)
+            found = self._identify(normalise_address(address))
             self._cache[address] = found
         return found
 

@@ -34,7 +34,7 @@ from mailwatch.core.model import (
     Tier,
     Waiver,
 )
-from mailwatch.core.times import arrival, sent_at
+from mailwatch.core.times import arrival, copy_arrival, sent_at
 
 STANDARD_TIER = "standard"
 
@@ -72,7 +72,7 @@ def _as_of(message: Message, now: datetime) -> Message | None:
     """The message as it was known at `now`: copies that had not yet arrived are dropped."""
     copies = []
     for copy in message.copies:
-        single = arrival(replace(message, copies=(copy,)))
+        single = copy_arrival(message, copy)
         if single is not None and single[0] > now:
             continue
         if copy.waive_seen_at is not None and copy.waive_seen_at > now:
@@ -80,7 +80,8 @@ def _as_of(message: Message, now: datetime) -> Message | None:
         copies.append(copy)
     if message.copies and not copies:
         return None
-    known = replace(message, copies=tuple(copies))
+    # nearly always unchanged: no copy made (a first evaluation reads every message)
+    known = message if tuple(copies) == message.copies else replace(message, copies=tuple(copies))
     arrived = arrival(known)
     if arrived is not None and arrived[0] > now:
         return None

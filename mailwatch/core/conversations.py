@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,7 +76,7 @@ class _Thread:
     members: list[Message] = field(default_factory=list)
     subjects: set[str] = field(default_factory=set)
     participants: set[str] = field(default_factory=set)
-    times: list[datetime] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)  # sorted
     accounts: frozenset[str] = frozenset()
 
 
@@ -119,15 +120,16 @@ def thread_messages(
     linked_by_subject: set[str] = set()
     for group in ordered:
         first = group[0]
+        accounts = _group_accounts(group, accounts_of)
         target = None
         if not any(ref in known for ref in (*first.in_reply_to, *first.references)):
-            target = _subject_match(group, by_subject, time_of, accounts_of, policy)
+            target = _subject_match(group, accounts, by_subject, time_of, policy)
         if target is None:
             target = _Thread()
             threads.append(target)
         else:
             linked_by_subject.update(m.key for m in group)
-        _absorb(target, group, by_subject, time_of, accounts_of)
+        _absorb(target, group, accounts, by_subject, time_of)
 
     thread_of: dict[str, str] = {}
     for thread in threads:
@@ -149,9 +151,9 @@ def _group_accounts(
 def _absorb(
     thread: _Thread,
     group: list[Message],
+    accounts: frozenset[str],
     by_subject: dict[str, list[_Thread]],
     time_of: Callable[[Message], datetime],
-    accounts_of: Callable[[Message], frozenset[str]],
 ) -> None:
     thread.members.extend(group)
     for message in group:
@@ -160,35 +162,39 @@ def _absorb(
             thread.subjects.add(subject)
             by_subject.setdefault(subject, []).append(thread)
         thread.participants |= message.participants
-        thread.times.append(time_of(message))
-    thread.accounts = thread.accounts | _group_accounts(group, accounts_of)
+        insort(thread.times, time_of(message))
+    thread.accounts = thread.accounts | accounts
 
 
 def _subject_match(
     group: list[Message],
+    accounts: frozenset[str],
     by_subject: dict[str, list[_Thread]],
     time_of: Callable[[Message], datetime],
-    accounts_of: Callable[[Message], frozenset[str]],
     policy: Policy,
 ) -> _Thread | None:
     first = group[0]
     subject = normalise_subject(first.subject)
-    accounts = _group_accounts(group, accounts_of)
     if not accounts or is_generic_subject(subject, policy):
         return None
     at = time_of(first)
+    horizon = at - policy.subject_window
+    candidates = by_subject.get(subject)
+    if not candidates:
+        return None
+    # Groups come in time order: a thread with no message since the horizon can never be
+    # joined again. Dropping it keeps a recurring subject from making this quadratic.
+    candidates[:] = [thread for thread in candidates if thread.times[-1] >= horizon]
     best: tuple[datetime, _Thread] | None = None
-    for thread in by_subject.get(subject, ()):
+    for thread in candidates:
         if thread.accounts != accounts:
             continue
         if not (thread.participants & first.participants):
             continue
-        earlier = [t for t in thread.times if t <= at]
-        if not earlier:
+        earlier = bisect_right(thread.times, at)
+        if earlier == 0 or thread.times[earlier - 1] < horizon:
             continue
-        latest = max(earlier)
-        if at - latest > policy.subject_window:
-            continue
+        latest = thread.times[earlier - 1]
         if best is None or latest > best[0]:
             best = (latest, thread)
     return best[1] if best else None

@@ -156,6 +156,29 @@ def test_the_subject_fallback_needs_recent_activity_and_a_shared_participant():
     assert len(threads) == 3
 
 
+def test_the_subject_fallback_joins_a_long_thread_by_its_recent_messages():
+    # the thread began 40 days ago; its last message is 3 days old (window: 14 days)
+    messages = [
+        client("c1", at(0, 10), subject="Logo files"),
+        staff("s1", at(37, 10), subject="Re: Logo files", refs=("<c1>",)),
+        client("c2", at(40, 10), subject="Logo files"),
+    ]
+    evaluation = evaluate(messages, policy(), now=at(41))
+    assert evaluation.thread_of["<c2>"] == evaluation.thread_of["<c1>"] == "<c1>"
+
+
+def test_the_subject_fallback_counts_only_activity_before_the_new_message():
+    # the thread's other message is later than the new one: it does not make the thread
+    # recent, and the one before is 20 days older than the new message (window: 14 days)
+    messages = [
+        client("c1", at(0, 10), subject="Logo files"),
+        client("c2", at(20, 10), subject="Logo files"),
+        staff("s1", at(21, 10), subject="Re: Logo files", refs=("<c1>",)),
+    ]
+    evaluation = evaluate(messages, policy(), now=at(22))
+    assert evaluation.thread_of["<c2>"] != evaluation.thread_of["<c1>"]
+
+
 def test_the_subject_fallback_never_crosses_accounts():
     messages = [
         client("c1", at(0, 10), subject="Logo files"),
