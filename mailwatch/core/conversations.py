@@ -18,6 +18,7 @@ from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from mailwatch.core.model import Message, Policy
 
@@ -33,6 +34,7 @@ _FWD_WRAP = re.compile(r"^\[fwd:\s*(.*)\]$", re.I)
 _FWD_TRAILER = re.compile(r"\s*\(fwd\)\s*$", re.I)
 
 
+@lru_cache(maxsize=1 << 16)  # threading asks twice a message, and subjects recur
 def normalise_subject(subject: str | None) -> str:
     """`Re: AW: [ACME] Homepage  Banner` -> `homepage banner`."""
     text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", subject or "")).strip()
