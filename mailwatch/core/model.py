@@ -35,7 +35,7 @@ class ClockKind(StrEnum):
 # ---------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Copy:
     """Where one copy of a message was seen: a mailbox folder, or a file on import.
 
@@ -54,7 +54,7 @@ class Copy:
     gm_thrid: str | None = None  # Gmail X-GM-THRID (joins messages of the same mailbox only)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One logical message (deduplicated by `key`), with every copy seen of it.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -104,7 +105,7 @@ def test_a_message_seen_in_two_mailboxes_comes_back_exactly_with_all_its_copies(
 
     (loaded,) = store.load_messages()
     expected = inbox.message.copies + sent.message.copies + waived.message.copies
-    assert loaded == Message(**{**inbox.message.__dict__, "copies": expected})
+    assert loaded == replace(inbox.message, copies=expected)
     assert loaded.copies[0].internal_date.tzinfo is not None
     assert store.raw_headers("<m1@acme.example>") == inbox.raw_headers
 
