@@ -166,11 +166,13 @@ class _Facts:
         policy = self.settings.policy
         requests = self.received_in(self.period, accounts)
         names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)
+        of_account: dict[str, list[Request]] = {name: [] for name in names}
+        for request in requests:
+            of_account.setdefault(request.account, []).append(request)
         managers: dict[str, list[Request]] = {}
         for account in policy.accounts:
             if account.manager and account.name in names:
-                mine = [r for r in requests if r.account == account.name]
-                managers.setdefault(account.manager, []).extend(mine)
+                managers.setdefault(account.manager, []).extend(of_account[account.name])
         return {
             "period": {
                 "kind": self.period.kind,
@@ -184,8 +186,7 @@ class _Facts:
             "scope": "agency" if accounts is None else list(accounts),
             "summary": summarize(requests).as_dict(),
             "accounts": {
-                name: summarize(r for r in requests if r.account == name).as_dict()
-                for name in sorted({*names, *(r.account for r in requests)})
+                name: summarize(of_account[name]).as_dict() for name in sorted(of_account)
             },
             "managers": {who: summarize(rs).as_dict() for who, rs in sorted(managers.items())},
             "people": {who: s.as_dict() for who, s in by_person(requests).items()},
