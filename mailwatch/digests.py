@@ -141,10 +141,11 @@ class _Facts:
         return Digest(recipient, accounts, figures, Renderer().render("digest", context))
 
     @cached_property
-    def by_account(self) -> dict[str, list[Request]]:
-        grouped: dict[str, list[Request]] = {}
-        for request in self.requests:
-            grouped.setdefault(request.account, []).append(request)
+    def by_account(self) -> dict[str, list[tuple[int, Request]]]:
+        """Each account's requests with their place in `requests` (the stored order)."""
+        grouped: dict[str, list[tuple[int, Request]]] = {}
+        for place, request in enumerate(self.requests):
+            grouped.setdefault(request.account, []).append((place, request))
         return grouped
 
     @cached_property
@@ -152,14 +153,12 @@ class _Facts:
         return {r.opened_by: r for r in self.requests}
 
     def received_in(self, period: Period, accounts: tuple[str, ...] | None) -> list[Request]:
-        """In received order, as stored."""
+        """In the stored order (received, then stored first)."""
         if accounts is None:
             scope: Iterable[Request] = self.requests
         else:
-            scope = sorted(
-                (r for name in set(accounts) for r in self.by_account.get(name, ())),
-                key=lambda r: r.received_at,
-            )
+            mine = (pair for name in set(accounts) for pair in self.by_account.get(name, ()))
+            scope = (request for _, request in sorted(mine))
         return [r for r in scope if period.start <= r.received_at < period.end]
 
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import (
@@ -99,6 +98,7 @@ class KeptSession:
     opened_with: str  # session_settings() at login
     opened_at: datetime
     folders: list[Folder]  # the folders to poll, listed when the session was opened
+    reused: bool = False  # it served an earlier poll
 
     def usable(self, opened_with: str, now: datetime) -> bool:
         return (
@@ -138,6 +138,8 @@ class SyncHistory:
             kept = None
         if kept is None:
             kept = self._open(mailbox, waive_folder, opened_with, now)
+        else:
+            kept.reused = True
         try:
             yield kept
         except BaseException:
@@ -272,18 +274,8 @@ def poll_mailbox(
         log.info("%s", reason)
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
-    poll = partial(_poll_folders, mailbox, sync, store, now, history, wants_body or is_reply)
-    kept_before = mailbox.name in history.sessions
     try:
-        try:
-            poll(results)
-        except MailboxError as error:
-            if error.permanent or not kept_before:
-                raise
-            # the kept session answered NOOP, then broke: one fresh login before a failure
-            log.info("%s: the kept session broke (%s); logging in again", mailbox.name, error)
-            results.clear()
-            poll(results)
+        _poll_folders(mailbox, sync, store, now, history, wants_body or is_reply, results)
     except ConfigError as error:
         return mailbox_failed(mailbox, MailboxError(str(error), True), results, store, now, history)
     except MailboxError as error:
@@ -297,11 +289,24 @@ def poll_mailbox(
 def _poll_folders(mailbox: MailboxSettings, sync: SyncSettings, store: Store, now: datetime,
                   history: SyncHistory, wants_body: Callable[[Message], bool],
                   results: list[FolderResult]) -> None:  # fmt: skip
-    with history.session(mailbox, sync.waive_folder, now) as kept:
-        for folder in kept.folders:
-            results.append(
-                poll_folder_safely(kept.connection, folder, sync, store, now, history, wants_body)
-            )
+    """Poll every folder into `results`. A kept session can answer NOOP and break right
+    after: then one fresh login polls the folders not yet done, before the poll fails."""
+    for attempt in (1, 2):
+        reused = False
+        try:
+            with history.session(mailbox, sync.waive_folder, now) as kept:
+                reused = kept.reused
+                done = {result.folder for result in results}
+                for folder in kept.folders:
+                    if folder.name not in done:
+                        results.append(poll_folder_safely(
+                            kept.connection, folder, sync, store, now, history, wants_body
+                        ))  # fmt: skip
+            return
+        except MailboxError as error:
+            if error.permanent or not reused or attempt == 2:
+                raise
+            log.info("%s: the kept session broke (%s); logging in again", mailbox.name, error)
 
 
 def mailbox_failed(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mailwatch import sync
+from mailwatch.adapters.imap import ImapMailbox
 from mailwatch.config import MailboxSettings, Secret, Settings
 from mailwatch.core.model import Account, Message, Policy
 from mailwatch.store.repository import Store
@@ -447,6 +449,54 @@ def test_a_kept_session_that_breaks_after_answering_noop_is_replaced_once(
     assert history.sessions[settings.name].connection is not broken
     assert all(state.last_error is None for state in store.sync_states())
     history.close_sessions()
+
+
+def test_a_kept_session_that_breaks_between_folders_keeps_what_it_had_fetched(
+    dovecot, store, tmp_path, monkeypatch, history
+):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    dovecot.append(user, "INBOX", mail("<in@acme.example>"), hours_ago(1))
+    dovecot.append(user, "Sent", mail("<out@agency.test>", sender="alice@agency.test"),
+                   hours_ago(1))  # fmt: skip
+    kept = history.sessions[settings.name]
+    last = kept.folders[-1].name
+    status = ImapMailbox.status
+
+    def dies_before_the_last_folder(self, folder):
+        if self is kept.connection and folder.name == last:
+            self._client.socket().shutdown(socket.SHUT_RDWR)
+        return status(self, folder)
+
+    monkeypatch.setattr(ImapMailbox, "status", dies_before_the_last_folder)
+
+    result = poll_mailbox(settings, sync_settings(), store, NOW, history)
+
+    # the folders done before the break count: the daemon evaluates when mail is new
+    assert (result.error, result.new_messages) == (None, 2)
+    assert sorted(r.folder for r in result.folders) == sorted(f.name for f in kept.folders)
+    history.close_sessions()
+
+
+def test_a_fresh_session_that_fails_is_not_tried_twice(
+    dovecot, store, tmp_path, monkeypatch, history
+):
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    dovecot.stop()  # the kept session is dead (NOOP fails), and a new login cannot connect
+    logins = []
+    open_mailbox = sync.open_mailbox
+    monkeypatch.setattr(sync, "open_mailbox", lambda m: logins.append(m) or open_mailbox(m))
+
+    try:
+        result = poll_mailbox(settings, sync_settings(), store, NOW, history)
+    finally:
+        dovecot.start()
+
+    assert result.error and not result.permanent
+    assert len(logins) == 1  # a server that is down is backed off, not retried at once
 
 
 def test_a_changed_password_opens_a_new_session_and_a_one_shot_poll_keeps_none(

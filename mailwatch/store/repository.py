@@ -255,13 +255,13 @@ class Store:
             )
             queries = []
             if since is not None:
-                # the window is new arrivals; evaluated keys may be older mail
-                start = datetime.fromisoformat(since)
-                window = window & (MESSAGES.c.arrived_at >= start)
+                # the window is new arrivals; evaluated keys may be older mail (never newer
+                # than the grace period: a past run with `--now` ahead may have set the mark)
+                window_start = datetime.fromisoformat(since)
+                window = window & (MESSAGES.c.arrived_at >= window_start)
+                older = MESSAGES.c.arrived_at < min(window_start, arrived_before)
                 queries += [
-                    select(*_REDUCE_COLUMNS).where(
-                        MESSAGES.c.key.in_(chunk), MESSAGES.c.arrived_at < start, *unreduced
-                    )
+                    select(*_REDUCE_COLUMNS).where(MESSAGES.c.key.in_(chunk), older, *unreduced)
                     for chunk in _chunks(sorted(wanted))
                 ]
             queries.append(select(*_REDUCE_COLUMNS).where(window, *unreduced))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 from mailwatch.config import load_settings
 from mailwatch.store.repository import REDUCED_RAW, Store
@@ -253,5 +255,23 @@ def test_old_mail_imported_after_a_reduction_is_reduced_too(agency, capsys):
     try:
         assert store.raw_headers("<i1@rouge.example>") == b""
         assert store.raw_headers("<c1@acme.example>") != b""
+    finally:
+        store.close()
+
+
+def test_mail_inside_the_grace_period_stays_whole_after_a_run_with_now_ahead(agency, capsys):
+    imported(agency, capsys)
+    config = agency / "mailwatch.toml"
+    config.write_text(config.read_text().replace('target = "1h"', 'target = "2h"'))
+    ahead = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%MZ")
+    assert run(capsys, "report", "--now", ahead)[0] == 0  # everything evaluated again, 90 days on
+    recent = format_datetime(datetime.now(UTC) - timedelta(days=5))
+    eml(agency / "mail" / "fresh", "1.eml", internal("i1", recent, "Salary review"))
+
+    assert run(capsys, "import", "mail/fresh", "--mailbox", "alice")[0] == 0
+
+    store = open_store(agency)
+    try:  # 5 days old: inside the 30-day grace period, whatever a run ahead recorded
+        assert store.raw_headers("<i1@rouge.example>") != b""
     finally:
         store.close()
