@@ -17,7 +17,7 @@ from mailwatch.config import MailboxSettings, Secret, Settings
 from mailwatch.core.model import Account, Message, Policy
 from mailwatch.store.repository import Store
 from mailwatch.sync import SyncHistory, poll_all, poll_mailbox
-from tests.fixtures.dovecot import free_port
+from tests.fixtures.dovecot import ImapUser, free_port
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
 
 pytestmark = pytest.mark.dovecot
@@ -391,6 +391,14 @@ def test_only_a_client_reply_has_its_first_body_bytes_read_and_a_thanks_is_marke
     assert body_fetches[0].startswith(("UID FETCH 1:2 ", "UID FETCH 1,2 "))
 
 
+def polled_once(dovecot, store, tmp_path, history) -> tuple[ImapUser, MailboxSettings]:
+    """A new user's mailbox, polled once: its session is kept in `history`."""
+    user = dovecot.new_user("alice")
+    settings = mailbox_settings(dovecot, user, tmp_path)
+    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    return user, settings
+
+
 def test_polls_sharing_a_history_reuse_one_login_and_still_see_new_mail(
     dovecot, store, tmp_path, history
 ):
@@ -418,9 +426,7 @@ def test_polls_sharing_a_history_reuse_one_login_and_still_see_new_mail(
 def test_a_kept_session_the_server_dropped_is_replaced_without_a_failed_poll(
     dovecot, store, tmp_path, history
 ):
-    user = dovecot.new_user("alice")
-    settings = mailbox_settings(dovecot, user, tmp_path)
-    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    user, settings = polled_once(dovecot, store, tmp_path, history)
     dovecot.stop()  # every session ends with the server
     dovecot.start()
     dovecot.append(user, "INBOX", mail("<after@acme.example>"), hours_ago(1))
@@ -434,9 +440,7 @@ def test_a_kept_session_the_server_dropped_is_replaced_without_a_failed_poll(
 def test_a_kept_session_that_breaks_after_answering_noop_is_replaced_once(
     dovecot, store, tmp_path, monkeypatch, history
 ):
-    user = dovecot.new_user("alice")
-    settings = mailbox_settings(dovecot, user, tmp_path)
-    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    user, settings = polled_once(dovecot, store, tmp_path, history)
     dovecot.append(user, "INBOX", mail("<after@acme.example>"), hours_ago(1))
     broken = history.sessions[settings.name].connection
     # the NOOP answered, then the connection died before the first STATUS
@@ -454,9 +458,7 @@ def test_a_kept_session_that_breaks_after_answering_noop_is_replaced_once(
 def test_a_kept_session_that_breaks_between_folders_keeps_what_it_had_fetched(
     dovecot, store, tmp_path, monkeypatch, history
 ):
-    user = dovecot.new_user("alice")
-    settings = mailbox_settings(dovecot, user, tmp_path)
-    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    user, settings = polled_once(dovecot, store, tmp_path, history)
     dovecot.append(user, "INBOX", mail("<in@acme.example>"), hours_ago(1))
     dovecot.append(user, "Sent", mail("<out@agency.test>", sender="alice@agency.test"),
                    hours_ago(1))  # fmt: skip
@@ -482,9 +484,7 @@ def test_a_kept_session_that_breaks_between_folders_keeps_what_it_had_fetched(
 def test_a_fresh_session_that_fails_is_not_tried_twice(
     dovecot, store, tmp_path, monkeypatch, history
 ):
-    user = dovecot.new_user("alice")
-    settings = mailbox_settings(dovecot, user, tmp_path)
-    poll_mailbox(settings, sync_settings(), store, NOW, history)
+    _, settings = polled_once(dovecot, store, tmp_path, history)
     dovecot.stop()  # the kept session is dead (NOOP fails), and a new login cannot connect
     logins = []
     open_mailbox = sync.open_mailbox
