@@ -762,10 +762,11 @@ class Store:
         found: set[str] = set()
         with self._reading() as conn:
             for chunk in _chunks(sorted(keys)):
-                query = select(MESSAGES.c.thread_id).where(
-                    MESSAGES.c.key.in_(chunk), MESSAGES.c.thread_id.is_not(None)
-                )
-                found.update(conn.scalars(query))
+                # no `thread_id IS NOT NULL` in SQL: on a first evaluation PostgreSQL's
+                # statistics say it is rare and scan the thread index, a growing part of the
+                # table for every 500 keys (22 s of 150 at 100,000 messages)
+                query = select(MESSAGES.c.thread_id).where(MESSAGES.c.key.in_(chunk))
+                found.update(thread for thread in conn.scalars(query) if thread is not None)
         return found
 
     def save_evaluation(
