@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -141,25 +141,18 @@ class _Facts:
         return Digest(recipient, accounts, figures, Renderer().render("digest", context))
 
     @cached_property
-    def by_account(self) -> dict[str, list[tuple[int, Request]]]:
-        """Each account's requests with their place in `requests` (the stored order)."""
-        grouped: dict[str, list[tuple[int, Request]]] = {}
-        for place, request in enumerate(self.requests):
-            grouped.setdefault(request.account, []).append((place, request))
-        return grouped
-
-    @cached_property
     def by_opener(self) -> dict[str, Request]:
         return {r.opened_by: r for r in self.requests}
 
     def received_in(self, period: Period, accounts: tuple[str, ...] | None) -> list[Request]:
         """In the stored order (received, then stored first)."""
-        if accounts is None:
-            scope: Iterable[Request] = self.requests
-        else:
-            mine = (pair for name in set(accounts) for pair in self.by_account.get(name, ()))
-            scope = (request for _, request in sorted(mine))
-        return [r for r in scope if period.start <= r.received_at < period.end]
+        wanted = None if accounts is None else set(accounts)
+        return [
+            r
+            for r in self.requests
+            if (wanted is None or r.account in wanted)
+            and period.start <= r.received_at < period.end
+        ]
 
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
         policy = self.settings.policy
