@@ -23,13 +23,13 @@ system-packages:
 demo: $(STAMP) system-packages
 	$(BIN)/mailwatch demo
 
-test: $(STAMP) system-packages
-	$(BIN)/ruff check mailwatch tests $(wildcard bench)
+test: lint system-packages
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check mailwatch tests $(wildcard bench)
 	$(BIN)/ruff format --check mailwatch tests $(wildcard bench)
+	$(BIN)/mypy
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
