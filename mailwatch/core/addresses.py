@@ -100,7 +100,3 @@ class Directory:
 
     def accounts_addressed(self, addresses: tuple[str, ...]) -> set[str]:
         return {a for a in (self.account_of(x) for x in addresses) if a is not None}
-
-    def is_agency_domain(self, domain: str) -> bool:
-        domain = domain.lower()
-        return any(domain == d or domain.endswith("." + d) for d in self._agency_domains)

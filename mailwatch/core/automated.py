@@ -271,27 +271,26 @@ _QUOTE_START = re.compile(
     r"sent from my )",
     re.IGNORECASE,
 )
-_THANKS_OR_ACK = (
-    # English
-    "thank you very much", "thank you so much", "thanks a lot", "thanks so much", "many thanks",
-    "thank you", "thanks", "thx", "ty", "much appreciated", "appreciated", "got it", "sounds good",
-    "looks good", "all good", "perfect", "great", "awesome", "brilliant", "excellent", "wonderful",
-    "fantastic", "cool", "nice", "noted", "received", "ok", "okay", "cheers",
-    # German
-    "vielen dank", "herzlichen dank", "besten dank", "danke schön", "dankeschön", "danke",
-    "alles klar", "super", "prima", "perfekt", "toll", "passt", "erhalten",
-    # French
-    "merci beaucoup", "merci bien", "merci", "parfait", "génial", "très bien", "d'accord",
-    "bien reçu", "reçu", "entendu",
-    # Spanish
-    "muchas gracias", "mil gracias", "gracias", "perfecto", "genial", "vale", "de acuerdo",
-    "recibido", "estupendo",
-    # Dutch
-    "hartelijk dank", "dank je wel", "dankjewel", "dank je", "dank u wel", "dank u", "bedankt",
-    "perfect", "prima", "top", "ontvangen", "helder",
-    # Italian
-    "grazie mille", "grazie", "perfetto", "ottimo", "va bene", "ricevuto", "benissimo",
-)  # fmt: skip
+# English, German, French, Spanish, Dutch and Italian, phrases separated by commas.
+_THANKS_OR_ACK = tuple(
+    phrase.strip()
+    for line in """
+    thank you very much, thank you so much, thanks a lot, thanks so much, many thanks, thank you,
+    thanks, thx, ty, much appreciated, appreciated, got it, sounds good, looks good, all good,
+    perfect, great, awesome, brilliant, excellent, wonderful, fantastic, cool, nice, noted,
+    received, ok, okay, cheers
+    vielen dank, herzlichen dank, besten dank, danke schön, dankeschön, danke, alles klar, super,
+    prima, perfekt, toll, passt, erhalten
+    merci beaucoup, merci bien, merci, parfait, génial, très bien, d'accord, bien reçu, reçu,
+    entendu
+    muchas gracias, mil gracias, gracias, perfecto, genial, vale, de acuerdo, recibido, estupendo
+    hartelijk dank, dank je wel, dankjewel, dank je, dank u wel, dank u, bedankt, perfect, prima,
+    top, ontvangen, helder
+    grazie mille, grazie, perfetto, ottimo, va bene, ricevuto, benissimo
+    """.splitlines()
+    for phrase in line.split(",")
+    if phrase.strip()
+)
 _ACK_PHRASES = re.compile(
     r"(?<!\w)(?:"
     + "|".join(re.escape(p) for p in sorted(_THANKS_OR_ACK, key=len, reverse=True))

@@ -73,8 +73,3 @@ def instant_after(hours: BusinessHours, start: datetime, seconds: float) -> date
             return begin + timedelta(seconds=remaining)
         remaining -= available
     raise ValueError("business hours have no open day within three years")
-
-
-def next_opening(hours: BusinessHours, instant: datetime) -> datetime:
-    """`instant` itself while open, else the next opening."""
-    return instant_after(hours, instant, 0)

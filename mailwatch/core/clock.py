@@ -390,10 +390,17 @@ class _Chain:
     done: list[Request] = field(default_factory=list)
 
 
-def _close(chain: _Chain, **outcome) -> None:  # type: ignore[no-untyped-def]
+def _close(
+    chain: _Chain,
+    *,
+    now: datetime,
+    answer: tuple[Message, Classification] | None = None,
+    waiver: Waiver | None = None,
+    closed_at: datetime | None = None,
+) -> None:
     request = chain.open
     assert request is not None
-    chain.done.append(_finish(request, **outcome))
+    chain.done.append(_finish(request, now=now, answer=answer, waiver=waiver, closed_at=closed_at))
     chain.open = None
 
 
@@ -407,7 +414,7 @@ def _finish(
 ) -> Request:
     proposal = request.proposal
     target = on_clock(proposal.clock, proposal.hours, request.received_at, proposal.deadline)
-    common = dict(
+    unanswered = Request(
         account=request.account,
         thread=request.thread,
         subject=request.subject,
@@ -420,13 +427,15 @@ def _finish(
         deadline=proposal.deadline,
         responsible=request.responsible,
         notes=tuple(request.notes),
+        status=Status.OPEN,
+        closed_at=closed_at,
     )
     if answer is not None:
         message, c = answer
         assert c.at is not None
         response = on_clock(proposal.clock, proposal.hours, request.received_at, c.at)
-        return Request(
-            **common,
+        return replace(
+            unanswered,
             status=Status.MET if response <= target else Status.BREACHED,
             answered_by=message.key,
             answered_at=c.at,
@@ -435,20 +444,12 @@ def _finish(
             elapsed_seconds=response,
             closed_at=c.at,
         )
-    if waiver is not None:
-        end = min(now, closed_at) if closed_at else now
-        elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
-        return Request(
-            **common,
-            status=Status.WAIVED,
-            waiver=waiver,
-            elapsed_seconds=elapsed,
-            closed_at=closed_at,
-        )
     end = min(now, closed_at) if closed_at else now
     elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
+    if waiver is not None:
+        return replace(unanswered, status=Status.WAIVED, waiver=waiver, elapsed_seconds=elapsed)
     status = Status.OVERDUE if elapsed > target else Status.OPEN
-    return Request(**common, status=status, elapsed_seconds=elapsed, closed_at=closed_at)
+    return replace(unanswered, status=status, elapsed_seconds=elapsed)
 
 
 @dataclass(frozen=True)
@@ -522,13 +523,13 @@ def _client_message(
         )
         if ctx.policy.courtesy and message.courtesy and chain.answered_before:
             chain.open.messages.append(message.key)
-            waiver = Waiver(
+            courtesy = Waiver(
                 message.key,
                 by="mailwatch (courtesy)",
                 seen_at=c.at,
                 reason="only thanks or acknowledges an answer",
             )
-            _close(chain, now=now, waiver=waiver, closed_at=c.at)
+            _close(chain, now=now, waiver=courtesy, closed_at=c.at)
             return
     elif c.at < chain.open.received_at:
         # only reachable with skewed times (it quotes a later message): the clock still
@@ -617,11 +618,9 @@ def evaluate(
         absences = infer_absences(timed, classes, policy, now)
     automated = {m.key: classes[m.key].automated for m in timed}
     people = frozenset(people_seen_sending(timed, directory, automated))
+    at = {m.key: time for m in timed if (time := classes[m.key].at) is not None}
     threading = thread_messages(
-        timed,
-        time_of=lambda m: classes[m.key].at,  # type: ignore[arg-type,return-value]
-        accounts_of=_accounts_of(directory),
-        policy=policy,
+        timed, time_of=lambda m: at[m.key], accounts_of=_accounts_of(directory), policy=policy
     )
     threads: dict[str, list[Message]] = {}
     for message in timed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from mailwatch.core.model import Request, Status
 
@@ -26,7 +27,7 @@ class Summary:
     median_response_seconds: float | int | None
     p90_response_seconds: int | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
