@@ -7,8 +7,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailwatch.core.clock import AbsenceIndex, evaluate, threads_of
+from mailwatch.core.clock import evaluate, threads_of
 from mailwatch.core.model import Absence
+from mailwatch.core.responsibility import AbsenceIndex
 from mailwatch.core.stats import by_account
 from tests.core.factory import at, client, policy, staff
 
