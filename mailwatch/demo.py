@@ -152,7 +152,7 @@ class Conversation:
         for offset, address in enumerate(a for a in addresses(to, cc) if a in MAILBOX_OF):
             # each server's copy arrives a few seconds after the previous one
             self._place(MAILBOX_OF[address], "INBOX", at + timedelta(seconds=3 * offset), message)
-        return message["Message-ID"]
+        return str(message["Message-ID"])
 
     def staff_writes(
         self,
@@ -172,7 +172,7 @@ class Conversation:
         for name, value in (headers or {}).items():
             message[name] = value
         self._place(MAILBOX_OF[addresses(sender)[0]], "Sent", at, message)
-        return message["Message-ID"]
+        return str(message["Message-ID"])
 
     def scenario(self, shows: str) -> Scenario:
         return Scenario(shows, self.ids[0], tuple(self.placed))
@@ -273,10 +273,13 @@ def scenarios(now: datetime) -> dict[str, Scenario]:
     asked = ago(days=5, hours=2)
     c.client_writes(HANK, BOB, asked, "Shall we meet next Tuesday at 10?")
     c.staff_writes(
-        BOB, HANK, asked + timedelta(minutes=1), "I am out of the office until Thursday.",
+        BOB,
+        HANK,
+        asked + timedelta(minutes=1),
+        "I am out of the office until Thursday.",
         subject="Automatic reply: Meeting next Tuesday?",
         headers={"Auto-Submitted": "auto-replied", "X-Autoreply": "yes"},
-    )  # fmt: skip
+    )
     c.staff_writes(ALICE, HANK, asked + timedelta(hours=20), "Tuesday 10:00 works for us.")
     cases["out of office"] = c.scenario(
         "Globex: Bob's out-of-office auto-reply does not count; Alice's reply does -> met"
@@ -287,10 +290,17 @@ def scenarios(now: datetime) -> dict[str, Scenario]:
     c = Conversation("hosting", "Hosting renewal")
     asked = ago(days=4, hours=5)
     first = c.client_writes(JANE, ALICE, asked, "Our hosting renews next month; same plan?")
-    c.staff_writes(ALICE, CAROL, asked + timedelta(minutes=30), "Carol, can you check the plan?",
-                   subject="Fwd: Hosting renewal", references=[first])  # fmt: skip
-    c.staff_writes(ALICE, JANE, asked + timedelta(hours=6), "Yes: same plan, same price.",
-                   references=[first])  # fmt: skip
+    c.staff_writes(
+        ALICE,
+        CAROL,
+        asked + timedelta(minutes=30),
+        "Carol, can you check the plan?",
+        subject="Fwd: Hosting renewal",
+        references=[first],
+    )
+    c.staff_writes(
+        ALICE, JANE, asked + timedelta(hours=6), "Yes: same plan, same price.", references=[first]
+    )
     cases["forward"] = c.scenario(
         "Acme: an internal forward to Carol does not count; the reply 6h later does -> met"
     )
@@ -310,8 +320,13 @@ def scenarios(now: datetime) -> dict[str, Scenario]:
     c = Conversation("analytics", "Analytics access for Tom")
     asked = ago(days=1, hours=20)
     c.client_writes(TOM, ALICE, asked, "Can I get access to the analytics dashboard?")
-    c.staff_writes(ALICE, TOM, asked + timedelta(hours=4), "Invitation sent.",
-                   references=["<lost-by-a-mail-client@acme.example>"])  # fmt: skip
+    c.staff_writes(
+        ALICE,
+        TOM,
+        asked + timedelta(hours=4),
+        "Invitation sent.",
+        references=["<lost-by-a-mail-client@acme.example>"],
+    )
     cases["subject only"] = c.scenario(
         "Acme: a reply with broken References, threaded by its subject -> met"
     )
@@ -404,10 +419,13 @@ def _demonstrate(server: DovecotServer, workdir: Path, password: str) -> int:
     database = workdir / "mailwatch.db"
     config.write_text(
         CONFIG.format(
-            database=database, host=HOST, port=server.port, password_env=PASSWORD_ENV,
+            database=database,
+            host=HOST,
+            port=server.port,
+            password_env=PASSWORD_ENV,
             smtp_port=SMTP_PORT,
         )
-    )  # fmt: skip
+    )
     print(f"Wrote {_shown(config)}: agency Rouge, accounts Acme Ltd and Globex, 24h target")
 
     now = datetime.now(UTC).replace(second=0, microsecond=0)
