@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":  # it writes its own configuration
             from mailwatch.demo import run_demo
 
-            return run_demo()
+            return run_demo(main)
         settings = load_settings(config_path(getattr(args, "config", None)))
         return handlers[args.command](args, settings)
     except (ConfigError, UsageError) as error:

@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,6 @@ from email.utils import format_datetime, getaddresses
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from mailwatch import cli
 from mailwatch.devserver import HOST, DovecotError, DovecotServer, ImapUser
 
 PASSWORD_ENV = "MAILWATCH_DEMO_PASSWORD"
@@ -35,6 +34,11 @@ AGENCY_ZONE = ZoneInfo("Europe/London")
 # prints every nudge that `mailwatch nudge` sends. The demo itself sends nothing.
 SMTP_PORT = 8025
 REPORT_DAYS = 10
+EXIT_FAILURE = 1  # what `mailwatch` exits with when a command fails
+
+# Runs one `mailwatch` command line in this process and returns its exit status; passed in
+# by the command line itself, which the demo drives as a user would type it.
+RunCommand = Callable[[Sequence[str]], int]
 
 CONFIG = """\
 # The demo agency. Written by `mailwatch demo`; the IMAP server it names is gone
@@ -386,7 +390,7 @@ def bounce(at: datetime) -> Scenario:
     )
 
 
-def run_demo() -> int:
+def run_demo(run_command: RunCommand) -> int:
     """The whole demonstration; 0 when every step worked."""
     workdir = Path.cwd() / "demo-run"
     scratch = Path(tempfile.mkdtemp(prefix="mailwatch-demo-dovecot-", dir="/tmp"))
@@ -394,7 +398,7 @@ def run_demo() -> int:
     server = DovecotServer(scratch)
     try:
         with _stopped_on_sigterm(), _password_in_env(secrets.token_urlsafe(16)) as password:
-            return _demonstrate(server, workdir, password)
+            return _demonstrate(server, workdir, password, run_command)
     finally:
         started = server.running
         server.stop()
@@ -403,14 +407,16 @@ def run_demo() -> int:
             print(f"\nDovecot on {HOST}:{server.port} is stopped; {scratch} is removed.")
 
 
-def _demonstrate(server: DovecotServer, workdir: Path, password: str) -> int:
+def _demonstrate(
+    server: DovecotServer, workdir: Path, password: str, run_command: RunCommand
+) -> int:
     heading("Starting a local IMAP server (Dovecot)")
     try:
         server.configure()
         server.start()
     except DovecotError as error:
         print(f"mailwatch demo needs Dovecot. {error}", file=sys.stderr)
-        return cli.EXIT_FAILURE
+        return EXIT_FAILURE
     print(f"Dovecot answers on {HOST}:{server.port} (scratch folder {server.root})")
 
     shutil.rmtree(workdir, ignore_errors=True)
@@ -447,10 +453,10 @@ def _demonstrate(server: DovecotServer, workdir: Path, password: str) -> int:
     ]
     for step in steps:
         heading("$ mailwatch " + " ".join(step))
-        status = cli.main(["--config", str(config), *step])
+        status = run_command(["--config", str(config), *step])
         if status != 0:
             print(f"The demo stopped: `mailwatch {step[0]}` exited with {status}.", file=sys.stderr)
-            return cli.EXIT_FAILURE
+            return EXIT_FAILURE
     _next_steps(config, database, since, cases["overdue"].first_message)
     return 0
 
