@@ -54,13 +54,10 @@ def stored_requests(store: Store, now=NOW):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mailboxes(), st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=6))
 def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(messages, batches, part):
-    import mailwatch.evaluation as evaluation
+    import mailwatch.evaluation as engine
 
     # the changes of each batch are also evaluated in parts of `part` messages (whole threads)
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        patch.object(evaluation, "EVALUATION_BATCH", part),
-    ):
+    with tempfile.TemporaryDirectory() as folder, patch.object(engine, "EVALUATION_BATCH", part):
         store = Store(f"sqlite:///{folder}/m.db")
         store.upgrade()
         try:
@@ -187,7 +184,7 @@ def test_concurrent_evaluations_take_turns_and_agree_with_one_from_scratch(store
 
 
 def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(store, monkeypatch):
-    import mailwatch.evaluation as evaluation
+    import mailwatch.evaluation as engine
 
     history = [client(f"c{i}", at(0, 9, i), subject=f"Topic {i % 4}") for i in range(12)]
     history += [staff(f"s{i}", at(0, 10, i), subject=f"Re: Topic {i % 4}", refs=(f"<c{i}>",))
@@ -199,7 +196,7 @@ def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(sto
     history += [
         staff("d1", at(0, 11), frm="dave@rouge.example", subject="Re: Topic 1", refs=("<c1>",))
     ]
-    monkeypatch.setattr(evaluation, "EVALUATION_BATCH", 3)
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 3)
 
     store.add_messages(stored(history))
     refreshed = refresh_requests(settings_with(), store, NOW)
