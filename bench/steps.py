@@ -187,8 +187,8 @@ def _median(values: list[float]) -> float:
 
 @step
 def refresh(config: str, now: str) -> dict[str, Any]:
-    """The evaluation after a poll: `services.refresh_requests`."""
-    from mailwatch.services import refresh_requests
+    """The evaluation after a poll: `evaluation.refresh_requests`."""
+    from mailwatch.evaluation import refresh_requests
 
     settings, store = _open(config)
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from mailwatch import __version__, output, services
+from mailwatch import __version__, evaluation, output, services
 from mailwatch.bootstrap import SchemaOutdated, open_store
 from mailwatch.config import ConfigError, Settings, config_path, load_settings
 from mailwatch.core.durations import human_duration
@@ -86,7 +86,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
         found = services.status(settings, store, _now(args, settings))
-        notice = services.attention(store)
+        notice = evaluation.attention(store)
         quarantined = store.quarantined()
         syncs = store.sync_states()
     if args.format == "json":
@@ -192,7 +192,7 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
     with _store(settings) as store:
         results = poll_all(settings, store, now)
-        services.refresh_requests(settings, store, now)
+        evaluation.refresh_requests(settings, store, now)
     failed = False
     for result in results:
         if result.skipped:
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":  # it writes its own configuration
             from mailwatch.demo import run_demo
 
-            return run_demo()
+            return run_demo(main)
         settings = load_settings(config_path(getattr(args, "config", None)))
         return handlers[args.command](args, settings)
     except (ConfigError, UsageError) as error:

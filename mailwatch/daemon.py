@@ -57,10 +57,10 @@ from mailwatch.config import ConfigError, MailboxSettings, Settings, load_settin
 from mailwatch.core.durations import human_duration
 from mailwatch.core.periods import last_complete
 from mailwatch.digests import DIGEST, send_digests
+from mailwatch.evaluation import refresh_requests
 from mailwatch.idle import IdleWatcher
 from mailwatch.nudging import NUDGE, send_due_nudges
 from mailwatch.privacy import apply_retention
-from mailwatch.services import refresh_requests
 from mailwatch.store.repository import Claim, Store
 from mailwatch.sync import SyncHistory, poll_all
 from mailwatch.systemd import notify, watchdog_interval

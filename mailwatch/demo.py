@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,6 @@ from email.utils import format_datetime, getaddresses
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from mailwatch import cli
 from mailwatch.devserver import HOST, DovecotError, DovecotServer, ImapUser
 
 PASSWORD_ENV = "MAILWATCH_DEMO_PASSWORD"
@@ -35,6 +34,11 @@ AGENCY_ZONE = ZoneInfo("Europe/London")
 # prints every nudge that `mailwatch nudge` sends. The demo itself sends nothing.
 SMTP_PORT = 8025
 REPORT_DAYS = 10
+EXIT_FAILURE = 1  # what `mailwatch` exits with when a command fails
+
+# Runs one `mailwatch` command line in this process and returns its exit status; passed in
+# by the command line itself, which the demo drives as a user would type it.
+RunCommand = Callable[[Sequence[str]], int]
 
 CONFIG = """\
 # The demo agency. Written by `mailwatch demo`; the IMAP server it names is gone
@@ -152,7 +156,7 @@ class Conversation:
         for offset, address in enumerate(a for a in addresses(to, cc) if a in MAILBOX_OF):
             # each server's copy arrives a few seconds after the previous one
             self._place(MAILBOX_OF[address], "INBOX", at + timedelta(seconds=3 * offset), message)
-        return message["Message-ID"]
+        return str(message["Message-ID"])
 
     def staff_writes(
         self,
@@ -172,7 +176,7 @@ class Conversation:
         for name, value in (headers or {}).items():
             message[name] = value
         self._place(MAILBOX_OF[addresses(sender)[0]], "Sent", at, message)
-        return message["Message-ID"]
+        return str(message["Message-ID"])
 
     def scenario(self, shows: str) -> Scenario:
         return Scenario(shows, self.ids[0], tuple(self.placed))
@@ -273,10 +277,13 @@ def scenarios(now: datetime) -> dict[str, Scenario]:
     asked = ago(days=5, hours=2)
     c.client_writes(HANK, BOB, asked, "Shall we meet next Tuesday at 10?")
     c.staff_writes(
-        BOB, HANK, asked + timedelta(minutes=1), "I am out of the office until Thursday.",
+        BOB,
+        HANK,
+        asked + timedelta(minutes=1),
+        "I am out of the office until Thursday.",
         subject="Automatic reply: Meeting next Tuesday?",
         headers={"Auto-Submitted": "auto-replied", "X-Autoreply": "yes"},
-    )  # fmt: skip
+    )
     c.staff_writes(ALICE, HANK, asked + timedelta(hours=20), "Tuesday 10:00 works for us.")
     cases["out of office"] = c.scenario(
         "Globex: Bob's out-of-office auto-reply does not count; Alice's reply does -> met"
@@ -287,10 +294,17 @@ def scenarios(now: datetime) -> dict[str, Scenario]:
     c = Conversation("hosting", "Hosting renewal")
     asked = ago(days=4, hours=5)
     first = c.client_writes(JANE, ALICE, asked, "Our hosting renews next month; same plan?")
-    c.staff_writes(ALICE, CAROL, asked + timedelta(minutes=30), "Carol, can you check the plan?",
-                   subject="Fwd: Hosting renewal", references=[first])  # fmt: skip
-    c.staff_writes(ALICE, JANE, asked + timedelta(hours=6), "Yes: same plan, same price.",
-                   references=[first])  # fmt: skip
+    c.staff_writes(
+        ALICE,
+        CAROL,
+        asked + timedelta(minutes=30),
+        "Carol, can you check the plan?",
+        subject="Fwd: Hosting renewal",
+        references=[first],
+    )
+    c.staff_writes(
+        ALICE, JANE, asked + timedelta(hours=6), "Yes: same plan, same price.", references=[first]
+    )
     cases["forward"] = c.scenario(
         "Acme: an internal forward to Carol does not count; the reply 6h later does -> met"
     )
@@ -310,8 +324,13 @@ def scenarios(now: datetime) -> dict[str, Scenario]:
     c = Conversation("analytics", "Analytics access for Tom")
     asked = ago(days=1, hours=20)
     c.client_writes(TOM, ALICE, asked, "Can I get access to the analytics dashboard?")
-    c.staff_writes(ALICE, TOM, asked + timedelta(hours=4), "Invitation sent.",
-                   references=["<lost-by-a-mail-client@acme.example>"])  # fmt: skip
+    c.staff_writes(
+        ALICE,
+        TOM,
+        asked + timedelta(hours=4),
+        "Invitation sent.",
+        references=["<lost-by-a-mail-client@acme.example>"],
+    )
     cases["subject only"] = c.scenario(
         "Acme: a reply with broken References, threaded by its subject -> met"
     )
@@ -371,7 +390,7 @@ def bounce(at: datetime) -> Scenario:
     )
 
 
-def run_demo() -> int:
+def run_demo(run_command: RunCommand) -> int:
     """The whole demonstration; 0 when every step worked."""
     workdir = Path.cwd() / "demo-run"
     scratch = Path(tempfile.mkdtemp(prefix="mailwatch-demo-dovecot-", dir="/tmp"))
@@ -379,7 +398,7 @@ def run_demo() -> int:
     server = DovecotServer(scratch)
     try:
         with _stopped_on_sigterm(), _password_in_env(secrets.token_urlsafe(16)) as password:
-            return _demonstrate(server, workdir, password)
+            return _demonstrate(server, workdir, password, run_command)
     finally:
         started = server.running
         server.stop()
@@ -388,14 +407,16 @@ def run_demo() -> int:
             print(f"\nDovecot on {HOST}:{server.port} is stopped; {scratch} is removed.")
 
 
-def _demonstrate(server: DovecotServer, workdir: Path, password: str) -> int:
+def _demonstrate(
+    server: DovecotServer, workdir: Path, password: str, run_command: RunCommand
+) -> int:
     heading("Starting a local IMAP server (Dovecot)")
     try:
         server.configure()
         server.start()
     except DovecotError as error:
         print(f"mailwatch demo needs Dovecot. {error}", file=sys.stderr)
-        return cli.EXIT_FAILURE
+        return EXIT_FAILURE
     print(f"Dovecot answers on {HOST}:{server.port} (scratch folder {server.root})")
 
     shutil.rmtree(workdir, ignore_errors=True)
@@ -404,10 +425,13 @@ def _demonstrate(server: DovecotServer, workdir: Path, password: str) -> int:
     database = workdir / "mailwatch.db"
     config.write_text(
         CONFIG.format(
-            database=database, host=HOST, port=server.port, password_env=PASSWORD_ENV,
+            database=database,
+            host=HOST,
+            port=server.port,
+            password_env=PASSWORD_ENV,
             smtp_port=SMTP_PORT,
         )
-    )  # fmt: skip
+    )
     print(f"Wrote {_shown(config)}: agency Rouge, accounts Acme Ltd and Globex, 24h target")
 
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -429,10 +453,10 @@ def _demonstrate(server: DovecotServer, workdir: Path, password: str) -> int:
     ]
     for step in steps:
         heading("$ mailwatch " + " ".join(step))
-        status = cli.main(["--config", str(config), *step])
+        status = run_command(["--config", str(config), *step])
         if status != 0:
             print(f"The demo stopped: `mailwatch {step[0]}` exited with {status}.", file=sys.stderr)
-            return cli.EXIT_FAILURE
+            return EXIT_FAILURE
     _next_steps(config, database, since, cases["overdue"].first_message)
     return 0
 

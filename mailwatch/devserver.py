@@ -203,7 +203,7 @@ def _process_users() -> tuple[int, int, dict[str, str]]:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def group_alive(group: int) -> bool:

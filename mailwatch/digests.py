@@ -34,7 +34,7 @@ from mailwatch.core.periods import Period, last_complete, previous
 from mailwatch.core.stats import Summary, by_person, summarize
 from mailwatch.nudging import SKIPPED, NotConfigured, split_claim_key
 from mailwatch.output import iso
-from mailwatch.services import current_requests
+from mailwatch.requests_as_of import current_requests
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings

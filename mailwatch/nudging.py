@@ -32,8 +32,9 @@ from mailwatch.adapters.render import Renderer
 from mailwatch.adapters.smtp import Mailer, TransportError
 from mailwatch.core.model import Request, Status
 from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
+from mailwatch.evaluation import store_absences
 from mailwatch.nudge_mail import nudge_context
-from mailwatch.services import store_absences, waiting_requests
+from mailwatch.requests_as_of import waiting_requests
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings

@@ -10,7 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from mailwatch.core.durations import human_duration
-from mailwatch.core.model import Request
+from mailwatch.core.model import Request, Waiver
 from mailwatch.core.stats import by_account, by_person, summarize
 
 
@@ -20,7 +20,7 @@ def iso(instant: datetime | None) -> str | None:
     return instant.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def request_json(request: Request) -> dict:
+def request_json(request: Request) -> dict[str, object]:
     responsible = list(request.responsible)
     return {
         "account": request.account,
@@ -39,17 +39,15 @@ def request_json(request: Request) -> dict:
         "status": request.status.value,
         "clock": request.clock.value,
         "elapsed_seconds": request.elapsed_seconds,
-        "waiver": None
-        if request.waiver is None
-        else {
-            "by": request.waiver.by,
-            "seen_at": iso(request.waiver.seen_at),
-            "reason": request.waiver.reason,
-        },
+        "waiver": None if request.waiver is None else _waiver_json(request.waiver),
     }
 
 
-def figures_json(requests: Sequence[Request]) -> dict:
+def _waiver_json(waiver: Waiver) -> dict[str, object]:
+    return {"by": waiver.by, "seen_at": iso(waiver.seen_at), "reason": waiver.reason}
+
+
+def figures_json(requests: Sequence[Request]) -> dict[str, object]:
     return {
         "summary": summarize(requests).as_dict(),
         "accounts": {name: s.as_dict() for name, s in by_account(requests).items()},
@@ -57,7 +55,7 @@ def figures_json(requests: Sequence[Request]) -> dict:
     }
 
 
-def requests_document(generated_at: datetime, requests: Sequence[Request], **extra) -> str:
+def requests_document(generated_at: datetime, requests: Sequence[Request], **extra: object) -> str:
     document = {
         "generated_at": iso(generated_at),
         "requests": [request_json(r) for r in requests],
@@ -114,14 +112,14 @@ def requests_table(requests: Sequence[Request], timezone: str) -> str:
 def summary_line(requests: Sequence[Request]) -> str:
     s = summarize(requests)
     compliance = "n/a" if s.compliance is None else f"{s.compliance:.0%}"
-    median = (
-        "n/a"
-        if s.median_response_seconds is None
-        else human_duration(round(s.median_response_seconds))
-    )
-    p90 = "n/a" if s.p90_response_seconds is None else human_duration(s.p90_response_seconds)
+    median = _duration_or_na(s.median_response_seconds)
+    p90 = _duration_or_na(s.p90_response_seconds)
     return (
         f"{s.requests} requests: {s.met} met, {s.breached} breached, {s.overdue} overdue, "
         f"{s.open} open, {s.waived} waived. Compliance {compliance}; median reply {median}, "
         f"p90 {p90}."
     )
+
+
+def _duration_or_na(seconds: float | None) -> str:
+    return "n/a" if seconds is None else human_duration(round(seconds))

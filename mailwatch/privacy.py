@@ -13,10 +13,11 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from mailwatch import output, services
+from mailwatch import output
 from mailwatch.config import Settings
 from mailwatch.core.model import Message
 from mailwatch.digests import DIGEST
+from mailwatch.evaluation import ATTENTION_STATE, attention, evaluation_turn, refresh_requests
 from mailwatch.nudging import NUDGE
 from mailwatch.store.repository import Forgotten, Store
 
@@ -128,15 +129,15 @@ def forget_address(settings: Settings, store: Store, address: str, now: datetime
     The mail is evaluated first (so every message knows its conversation), and the
     deletion holds the evaluation turn: an evaluation running meanwhile would store
     requests computed from the mail being forgotten."""
-    services.refresh_requests(settings, store, now)
-    with services._evaluation_turn(store) as mine:  # noqa: SLF001 - the one shared turn
+    refresh_requests(settings, store, now)
+    with evaluation_turn(store) as mine:
         if not mine:
             raise EvaluationBusy("another process kept evaluating requests; try again")
         forgotten = store.forget_address(address)
-    notice = services.attention(store)
+    notice = attention(store)
     cleaned = {
         name: [value for value in values if value != address]
         for name, values in asdict(notice).items()
     }
-    store.set_state(services.ATTENTION_STATE, json.dumps(cleaned))
+    store.set_state(ATTENTION_STATE, json.dumps(cleaned))
     return forgotten

@@ -157,8 +157,8 @@ class SyncHistory:
             connection = connect(mailbox)
             return KeptSession(connection, opened_with, now, connection.folders(waive_folder))
         # Dovecot answers STATUS of a large folder from its list index only in a session
-        # that never sent LIST (2 ms at 30,000 messages, against 28 ms after a LIST, 97 ms
-        # at 100,000): the kept connection never lists; a short one of its own does.
+        # that never sent LIST (after one it re-reads the folder, far slower; see
+        # docs/benchmarks.md): the kept connection never lists; a short one of its own does.
         with open_mailbox(mailbox) as lister:
             folders = lister.folders(waive_folder)
         return KeptSession(connect(mailbox), opened_with, now, folders)
@@ -286,9 +286,15 @@ def poll_mailbox(
     return PollResult(mailbox.name, tuple(results))
 
 
-def _poll_folders(mailbox: MailboxSettings, sync: SyncSettings, store: Store, now: datetime,
-                  history: SyncHistory, wants_body: Callable[[Message], bool],
-                  results: list[FolderResult]) -> None:  # fmt: skip
+def _poll_folders(
+    mailbox: MailboxSettings,
+    sync: SyncSettings,
+    store: Store,
+    now: datetime,
+    history: SyncHistory,
+    wants_body: Callable[[Message], bool],
+    results: list[FolderResult],
+) -> None:
     """Poll every folder into `results`. A kept session can answer NOOP and break right
     after: then one fresh login polls the folders not yet done, before the poll fails."""
     for attempt in (1, 2):
@@ -296,12 +302,12 @@ def _poll_folders(mailbox: MailboxSettings, sync: SyncSettings, store: Store, no
         try:
             with history.session(mailbox, sync.waive_folder, now) as kept:
                 reused = kept.reused
-                done = {result.folder for result in results}
-                for folder in kept.folders:
-                    if folder.name not in done:
-                        results.append(poll_folder_safely(
-                            kept.connection, folder, sync, store, now, history, wants_body
-                        ))  # fmt: skip
+                polled = {result.folder for result in results}
+                for folder in (f for f in kept.folders if f.name not in polled):
+                    result = poll_folder_safely(
+                        kept.connection, folder, sync, store, now, history, wants_body
+                    )
+                    results.append(result)
             return
         except MailboxError as error:
             if error.permanent or not reused or attempt == 2:
@@ -369,14 +375,7 @@ def poll_folder(
             if not reset_folder(store, history, mailbox, folder, checkpoint, opened.status, now):
                 return FolderResult(folder.name, error=too_many_resets(mailbox, folder))
             checkpoint, reset = None, True
-        waive_changes = 0
-        if checkpoint is not None and checkpoint.uidvalidity is not None:
-            scan = opened.keyword_scan(sync.waive_keyword, checkpoint, now)
-            if scan.checked_uids:
-                waive_changes = store.set_waive_keyword(
-                    mailbox, folder.name, checkpoint.uidvalidity,
-                    set(scan.flagged_uids), set(scan.checked_uids), now,
-                )  # fmt: skip
+        waive_changes = _rescan_waive_keyword(opened, sync, store, mailbox, checkpoint, now)
         since = now - timedelta(days=sync.history_days) if sync.history_days else None
         fetched = new = quarantined = 0
         for batch in opened.new_messages(checkpoint, since, sync.batch_size):
@@ -387,6 +386,25 @@ def poll_folder(
     if fetched:
         log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new)
     return FolderResult(folder.name, fetched, new, quarantined, waive_changes, reset)
+
+
+def _rescan_waive_keyword(
+    opened: OpenFolder,
+    sync: SyncSettings,
+    store: Store,
+    mailbox: str,
+    checkpoint: Checkpoint | None,
+    now: datetime,
+) -> int:
+    """Store which already-synced copies now carry the waive keyword; how many changed."""
+    if checkpoint is None or checkpoint.uidvalidity is None:
+        return 0
+    scan = opened.keyword_scan(sync.waive_keyword, checkpoint, now)
+    if not scan.checked_uids:
+        return 0
+    flagged, checked = set(scan.flagged_uids), set(scan.checked_uids)
+    folder = opened.folder.name
+    return store.set_waive_keyword(mailbox, folder, checkpoint.uidvalidity, flagged, checked, now)
 
 
 def uidvalidity_changed(checkpoint: Checkpoint | None, status: FolderStatus) -> bool:
@@ -424,8 +442,12 @@ def reset_folder(
         "%s/%s: UIDVALIDITY changed from %s to %s (folder recreated or restored on the "
         "server): forgot %d UID locations, re-syncing the history window; messages already "
         "stored are kept and not duplicated",
-        mailbox, folder.name, old, status.uidvalidity, dropped,
-    )  # fmt: skip
+        mailbox,
+        folder.name,
+        old,
+        status.uidvalidity,
+        dropped,
+    )
     return True
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mailwatch.config import Settings
 from mailwatch.core.model import Account, Policy, StaffMember, Status
-from mailwatch.services import current_requests
+from mailwatch.requests_as_of import current_requests
 from mailwatch.sync import poll_all
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
 

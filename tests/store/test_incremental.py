@@ -15,12 +15,8 @@ from hypothesis import strategies as st
 from mailwatch.config import Settings
 from mailwatch.core.clock import evaluate, status_as_of
 from mailwatch.core.model import Message, Waiver
-from mailwatch.services import (
-    current_requests,
-    policy_fingerprint,
-    refresh_requests,
-    waiting_requests,
-)
+from mailwatch.evaluation import policy_fingerprint, refresh_requests
+from mailwatch.requests_as_of import current_requests, waiting_requests
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy, staff
 from tests.core.test_properties import mailboxes
@@ -58,10 +54,10 @@ def stored_requests(store: Store, now=NOW):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mailboxes(), st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=6))
 def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(messages, batches, part):
-    import mailwatch.services as services
+    import mailwatch.evaluation as engine
 
     # the changes of each batch are also evaluated in parts of `part` messages (whole threads)
-    with tempfile.TemporaryDirectory() as folder, patch.object(services, "EVALUATION_BATCH", part):
+    with tempfile.TemporaryDirectory() as folder, patch.object(engine, "EVALUATION_BATCH", part):
         store = Store(f"sqlite:///{folder}/m.db")
         store.upgrade()
         try:
@@ -188,7 +184,7 @@ def test_concurrent_evaluations_take_turns_and_agree_with_one_from_scratch(store
 
 
 def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(store, monkeypatch):
-    import mailwatch.services as services
+    import mailwatch.evaluation as engine
 
     history = [client(f"c{i}", at(0, 9, i), subject=f"Topic {i % 4}") for i in range(12)]
     history += [staff(f"s{i}", at(0, 10, i), subject=f"Re: Topic {i % 4}", refs=(f"<c{i}>",))
@@ -200,7 +196,7 @@ def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(sto
     history += [
         staff("d1", at(0, 11), frm="dave@rouge.example", subject="Re: Topic 1", refs=("<c1>",))
     ]
-    monkeypatch.setattr(services, "EVALUATION_BATCH", 3)
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 3)
 
     store.add_messages(stored(history))
     refreshed = refresh_requests(settings_with(), store, NOW)
@@ -216,7 +212,7 @@ def test_the_policy_fingerprint_is_the_same_in_every_process():
 
     script = (
         "from pathlib import Path; from mailwatch.config import load_settings;"
-        "from mailwatch.services import policy_fingerprint;"
+        "from mailwatch.evaluation import policy_fingerprint;"
         "print(policy_fingerprint(load_settings(Path('config.example.toml')).policy))"
     )
     root = Path(__file__).parents[2]
@@ -229,7 +225,7 @@ def test_the_policy_fingerprint_is_the_same_in_every_process():
 
 
 def test_stored_out_of_office_replies_make_their_sender_absent_until_their_next_human_mail(store):
-    from mailwatch.services import store_absences
+    from mailwatch.evaluation import store_absences
 
     auto = (("auto-submitted", "auto-replied"),)
     history = [
