@@ -47,6 +47,7 @@ from mailwatch.core.model import (
     Status,
     Waiver,
 )
+from mailwatch.privacy_policy import UNRELATED_MAIL
 from mailwatch.store.repository import Store, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,9 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
         requests += len(evaluation.requests)
     # operations.md: mail with no client participant keeps only ids, references and times
     directory = Directory(policy)
-    store.reduce_unrelated_mail(keys, now, lambda address: directory.role(address) is Role.CLIENT)
+    store.reduce_unrelated_mail(
+        keys, now, lambda address: directory.role(address) is Role.CLIENT, UNRELATED_MAIL
+    )
     return Refresh(len(keys), requests, rebuilt)
 
 
