@@ -99,7 +99,7 @@ class EvaluationStore(Database):
             for chunk in chunks(sorted(keys)):
                 # no `thread_id IS NOT NULL` in SQL: on a first evaluation PostgreSQL's
                 # statistics say it is rare and scan the thread index, a growing part of the
-                # table for every 500 keys
+                # table for every chunk of keys
                 query = select(MESSAGES.c.thread_id).where(MESSAGES.c.key.in_(chunk))
                 found.update(thread for thread in conn.scalars(query) if thread is not None)
         return found
