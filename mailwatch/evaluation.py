@@ -25,6 +25,7 @@ from mailwatch.core.automated import is_out_of_office
 from mailwatch.core.clock import Evaluation, classify, evaluate, people_seen_sending, threads_of
 from mailwatch.core.conversations import is_generic_subject
 from mailwatch.core.model import Absence, Classification, Message, Policy, Role, Waiver
+from mailwatch.privacy_policy import UNRELATED_MAIL
 from mailwatch.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,9 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
         requests += len(evaluation.requests)
     # operations.md: mail with no client participant keeps only ids, references and times
     directory = Directory(policy)
-    store.reduce_unrelated_mail(keys, now, lambda address: directory.role(address) is Role.CLIENT)
+    store.reduce_unrelated_mail(
+        keys, now, lambda address: directory.role(address) is Role.CLIENT, UNRELATED_MAIL
+    )
     return Refresh(len(keys), requests, rebuilt)
 
 

@@ -5,9 +5,10 @@ connection over in `config.attributes["connection"]`, so SQLite gets the same
 pragmas and BEGIN IMMEDIATE as every other write.  For a new revision:
 
     from alembic import command
-    from mailwatch.store.repository import Store, _alembic_config
+    from mailwatch.store.db import alembic_config
+    from mailwatch.store.repository import Store
     store = Store("sqlite:////tmp/scratch.db"); store.upgrade()
-    config = _alembic_config()
+    config = alembic_config()
     with store.engine.begin() as conn:
         config.attributes["connection"] = conn
         command.revision(config, "what changed", autogenerate=True)

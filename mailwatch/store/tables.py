@@ -1,6 +1,6 @@
 """The database tables, as SQLModel classes.
 
-The repository talks to them through SQLAlchemy Core (`Row.__table__`), so
+The store talks to them through SQLAlchemy Core (the `Table`s at the end), so
 the classes only declare columns and keys; the core dataclasses stay the
 currency of the rest of the program.  Every datetime column is SQLModel's
 UTCDateTime: aware UTC in, aware UTC out, on SQLite too.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Index, LargeBinary, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Index, LargeBinary, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # Named constraints let Alembic's batch mode on SQLite drop and recreate them;
@@ -41,7 +41,7 @@ class MessageRow(SQLModel, table=True):
             "at",
             sqlite_where=HUMAN_STAFF_MAIL,
             postgresql_where=HUMAN_STAFF_MAIL,
-        ),  # fmt: skip
+        ),
         # the few messages awaiting evaluation, in arrival order; a full index on `dirty`
         # (0 for nearly every row) lured SQLite off the key index in the privacy reduction
         Index(
@@ -50,7 +50,7 @@ class MessageRow(SQLModel, table=True):
             "id",
             sqlite_where=AWAITING_EVALUATION,
             postgresql_where=AWAITING_EVALUATION,
-        ),  # fmt: skip
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -262,3 +262,19 @@ class QuarantineRow(SQLModel, table=True):
     raw: bytes | None = Field(default=None, sa_type=LargeBinary)
     raw_size: int | None = None  # the size before capping
     seen_at: datetime = Field(index=True)
+
+
+# The tables as SQLAlchemy Core sees them: what the store's queries are written against.
+MESSAGES: Table = SQLModel.metadata.tables["message"]
+REFERENCES: Table = SQLModel.metadata.tables["message_ref"]
+PEOPLE: Table = SQLModel.metadata.tables["person"]
+STATE: Table = SQLModel.metadata.tables["mailwatch_state"]
+COPIES: Table = SQLModel.metadata.tables["message_copy"]
+CHECKPOINTS: Table = SQLModel.metadata.tables["checkpoint"]
+WAIVERS: Table = SQLModel.metadata.tables["waiver"]
+REQUESTS: Table = SQLModel.metadata.tables["request"]
+RETENTION: Table = SQLModel.metadata.tables["retention"]
+CLAIMS: Table = SQLModel.metadata.tables["claim"]
+LEASES: Table = SQLModel.metadata.tables["lease"]
+SYNC_STATES: Table = SQLModel.metadata.tables["sync_state"]
+QUARANTINE: Table = SQLModel.metadata.tables["quarantine"]

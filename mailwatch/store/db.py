@@ -1,0 +1,156 @@
+"""The database underneath the store: engines, transactions, the schema's migrations.
+
+Every write runs in one short transaction.  On SQLite those transactions start
+with BEGIN IMMEDIATE, so a writer takes the lock up front instead of failing
+with SQLITE_BUSY halfway (the SQLAlchemy pysqlite recipe); busy_timeout makes
+the others wait for it.  Idempotency comes from unique keys and
+INSERT … ON CONFLICT DO NOTHING, which both dialects share.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+
+from mailwatch.store.tables import STATE
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+CHUNK = 500  # values per IN (...) list: well below every SQLite variable limit
+WRITE = "mailwatch_write"  # execution option: this transaction will write
+
+Value = TypeVar("Value")
+
+
+class Database:
+    """An SQLite or PostgreSQL database with the mailwatch schema."""
+
+    def __init__(self, url: str):
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+        self.engine = (
+            _sqlite_engine(self.url) if self.dialect == "sqlite" else _postgres_engine(self.url)
+        )
+
+    def upgrade(self) -> None:
+        """Apply every migration not applied yet (creates the schema on an empty database)."""
+        config = alembic_config()
+        with writing(self.engine) as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def schema_is_current(self) -> bool:
+        with self.engine.connect() as conn:
+            applied = set(MigrationContext.configure(conn).get_current_heads())
+        return applied == set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config() -> Config:
+    """The migrations' configuration (there is no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+# ---------------------------------------------------------------- transactions
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """One transaction that writes (BEGIN IMMEDIATE on SQLite)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """One transaction that only reads."""
+    with engine.begin() as conn:
+        yield conn
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which has on_conflict_do_nothing/do_update."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def chunks(values: Sequence[Value], size: int = CHUNK) -> Iterator[Sequence[Value]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def save_state(conn: Connection, name: str, value: str) -> None:
+    """Set the named state row (its one upsert, for every part of the store)."""
+    conn.execute(
+        dialect_insert(conn, STATE)
+        .values(name=name, value=value)
+        .on_conflict_do_update(index_elements=["name"], set_={"value": value})
+    )
+
+
+def read_state(conn: Connection, name: str) -> str | None:
+    value: str | None = conn.scalar(select(STATE.c.value).where(STATE.c.name == name))
+    return value
+
+
+# ---------------------------------------------------------------- engines
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    _create_private_file(url)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_connected)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _postgres_engine(url: URL) -> Engine:
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _create_private_file(url: URL) -> None:
+    """Create a new SQLite file readable by its owner only: it holds staff mail headers."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin) instead of the driver.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: journal_mode may need to wait
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A deferred transaction that reads, then writes, fails at once with SQLITE_BUSY
+    # when another writer committed in between; IMMEDIATE takes the lock up front.
+    immediate = conn.get_execution_options().get(WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,317 @@
+"""What the incremental evaluation stores and reads: messages awaiting evaluation, the
+messages related to them, each message's classification, the people seen sending,
+out-of-office replies, the computed requests, and named state rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal_column,
+    select,
+    update,
+)
+
+from mailwatch.core.model import Request
+from mailwatch.store.db import (
+    Database,
+    chunks,
+    dialect_insert,
+    read_state,
+    reading,
+    save_state,
+    writing,
+)
+from mailwatch.store.privacy import retention_horizon
+from mailwatch.store.rows import REQUEST_COLUMNS, read_requests, request_row
+from mailwatch.store.tables import COPIES, MESSAGES, PEOPLE, REFERENCES, REQUESTS
+
+
+class EvaluationStore(Database):
+    # ------------------------------------------------------------ awaiting evaluation
+
+    def dirty_keys(self) -> dict[str, int]:
+        """Messages whose thread must be evaluated again, with their change counters,
+        earliest arrival first."""
+        query = (
+            select(MESSAGES.c.key, MESSAGES.c.dirty)
+            # a literal, as the partial index says it: SQLite matches the text
+            .where(MESSAGES.c.dirty > literal_column("0"))
+            .order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
+        )
+        with reading(self.engine) as conn:
+            return {row.key: row.dirty for row in conn.execute(query)}
+
+    def mark_all_dirty(self) -> None:
+        """Everything is to be evaluated again (the policy changed); people are found anew."""
+        with writing(self.engine) as conn:
+            conn.execute(update(MESSAGES).values(dirty=MESSAGES.c.dirty + 1))
+            conn.execute(delete(PEOPLE))
+
+    def related_keys(self, keys: set[str], subjects: set[str], window: timedelta) -> set[str]:
+        """Messages one link away from `keys`: the same stored thread, a reference either
+        way, the same conversation key, or one of the normalised `subjects` arriving
+        within `window` of them (the subject fallback reaches no further)."""
+        with reading(self.engine) as conn:
+            rows = _linking_columns(conn, keys)
+            found = _sharing_thread_or_reference(conn, rows)
+            if subjects and rows:
+                since = min(row["arrived_at"] for row in rows) - window
+                until = max(row["arrived_at"] for row in rows) + window
+                for chunk in chunks(sorted(subjects)):
+                    query = select(MESSAGES.c.key).where(
+                        MESSAGES.c.norm_subject.in_(chunk),
+                        MESSAGES.c.arrived_at.between(since, until),
+                    )
+                    found.update(conn.scalars(query))
+            for chunk in chunks(sorted(keys)):
+                referencing = select(REFERENCES.c.message_id).where(REFERENCES.c.ref_key.in_(chunk))
+                found.update(_keys_of(conn, referencing))
+            for chunk in chunks([row["id"] for row in rows]):
+                thrids = select(COPIES.c.gm_thrid).where(
+                    COPIES.c.message_id.in_(chunk), COPIES.c.gm_thrid.is_not(None)
+                )
+                found.update(
+                    _keys_of(conn, select(COPIES.c.message_id).where(COPIES.c.gm_thrid.in_(thrids)))
+                )
+        return found
+
+    def subjects_of(self, keys: set[str]) -> set[str]:
+        subjects: set[str] = set()
+        with reading(self.engine) as conn:
+            for chunk in chunks(sorted(keys)):
+                query = select(MESSAGES.c.norm_subject).where(MESSAGES.c.key.in_(chunk))
+                subjects.update(conn.scalars(query))
+        return subjects
+
+    def thread_ids_of(self, keys: set[str]) -> set[str]:
+        found: set[str] = set()
+        with reading(self.engine) as conn:
+            for chunk in chunks(sorted(keys)):
+                # no `thread_id IS NOT NULL` in SQL: on a first evaluation PostgreSQL's
+                # statistics say it is rare and scan the thread index, a growing part of the
+                # table for every chunk of keys
+                query = select(MESSAGES.c.thread_id).where(MESSAGES.c.key.in_(chunk))
+                found.update(thread for thread in conn.scalars(query) if thread is not None)
+        return found
+
+    # ------------------------------------------------------------ classifications and people
+
+    def save_classifications(self, derived: Sequence[dict[str, Any]]) -> None:
+        """Each message's role, responder, time, automation rule and out-of-office flag."""
+        columns = ("role", "responder", "at", "automated", "out_of_office")
+        classify = (
+            update(MESSAGES)
+            .where(MESSAGES.c.key == bindparam("message_key"))
+            .values(**{c: bindparam(f"new_{c}") for c in columns})
+        )
+        with writing(self.engine) as conn:
+            for chunk in chunks(derived):
+                conn.execute(
+                    classify,
+                    [
+                        {"message_key": row["key"], **{f"new_{c}": row[c] for c in columns}}
+                        for row in chunk
+                    ],
+                )
+
+    def add_people(self, people: set[str]) -> None:
+        with writing(self.engine) as conn:
+            _add_people(conn, people)
+
+    def people(self) -> set[str]:
+        with reading(self.engine) as conn:
+            return set(conn.scalars(select(PEOPLE.c.address)))
+
+    def out_of_office_replies(self) -> list[tuple[str, datetime, str, datetime | None]]:
+        """(responder, sent at, Message-ID, when they next sent human mail or None) of every
+        staff out-of-office auto-reply, in one query."""
+        later = MESSAGES.alias("later")
+        back = (
+            select(func.min(later.c.at))
+            .where(
+                later.c.responder == MESSAGES.c.responder,
+                # a literal, as in the partial index's condition: PostgreSQL cannot prove a
+                # bound parameter matches it in a generic plan
+                later.c.role == literal_column("'staff'"),
+                later.c.automated.is_(None),
+                later.c.at > MESSAGES.c.at,
+            )
+            .scalar_subquery()
+        )
+        query = select(MESSAGES.c.responder, MESSAGES.c.at, MESSAGES.c.key, back).where(
+            MESSAGES.c.out_of_office.is_(True), MESSAGES.c.at.is_not(None)
+        )
+        with reading(self.engine) as conn:
+            return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
+
+    # ------------------------------------------------------------ an evaluation and its requests
+
+    def save_evaluation(
+        self,
+        thread_of: dict[str, str | None],
+        changes_seen: dict[str, int],
+        people: set[str],
+        requests: Sequence[Request],
+        threads: set[str],
+        evaluated_at: datetime,
+        state: dict[str, str],
+    ) -> None:
+        """Store one evaluation of a closed set of threads, in one transaction: each
+        message's thread (no longer dirty, unless it changed again since `changes_seen`
+        was read), the people seen sending, and the requests of `threads` (every old and
+        new thread id involved) swapped for `requests`.
+        """
+        with writing(self.engine) as conn:
+            _save_threads(conn, thread_of, changes_seen)
+            _add_people(conn, people)
+            _swap_requests(conn, threads, requests, evaluated_at)
+            for name, value in state.items():
+                save_state(conn, name, value)
+
+    def requests(
+        self, received_since: datetime | None = None, received_until: datetime | None = None
+    ) -> list[Request]:
+        """The stored requests received in [received_since, received_until), oldest first."""
+        query = select(*REQUEST_COLUMNS).order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        if received_since is not None:
+            query = query.where(REQUESTS.c.received_at >= received_since)
+        if received_until is not None:
+            query = query.where(REQUESTS.c.received_at < received_until)
+        with reading(self.engine) as conn:
+            return read_requests(conn, query)
+
+    def orphaned_requests(self, received_by: datetime) -> list[Request]:
+        """Stored requests whose opening message is no longer stored (a forgotten address's
+        conversations carry tokens instead; mail past retention is deleted), received by
+        `received_by`: evaluating the stored mail again cannot give them back."""
+        opening = select(MESSAGES.c.id).where(MESSAGES.c.key == REQUESTS.c.opened_by)
+        query = (
+            select(*REQUEST_COLUMNS)
+            .where(~exists(opening), REQUESTS.c.received_at <= received_by)
+            .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        )
+        with reading(self.engine) as conn:
+            return read_requests(conn, query)
+
+    def waiting_requests(self) -> list[Request]:
+        """Unanswered, unwaived requests that no later mail closed: open or overdue."""
+        query = (
+            select(*REQUEST_COLUMNS)
+            .where(
+                REQUESTS.c.answered_at.is_(None),
+                REQUESTS.c.status != "waived",
+                REQUESTS.c.closed_at.is_(None),
+            )
+            .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        )
+        with reading(self.engine) as conn:
+            return read_requests(conn, query)
+
+    # ------------------------------------------------------------ state rows
+
+    def state(self, name: str) -> str | None:
+        with reading(self.engine) as conn:
+            return read_state(conn, name)
+
+    def set_state(self, name: str, value: str) -> None:
+        with writing(self.engine) as conn:
+            save_state(conn, name, value)
+
+
+def _linking_columns(conn: Connection, keys: set[str]) -> list[RowMapping]:
+    """What links these messages to others: ids, threads, references, arrival."""
+    rows: list[RowMapping] = []
+    for chunk in chunks(sorted(keys)):
+        query = select(
+            MESSAGES.c.id,
+            MESSAGES.c.thread_id,
+            MESSAGES.c.thread_index,
+            MESSAGES.c.in_reply_to,
+            MESSAGES.c.references,
+            MESSAGES.c.arrived_at,
+        ).where(MESSAGES.c.key.in_(chunk))
+        rows += conn.execute(query).mappings().all()
+    return rows
+
+
+def _sharing_thread_or_reference(conn: Connection, rows: list[RowMapping]) -> set[str]:
+    """Messages of the same stored thread or conversation key, or referenced by `rows`."""
+    threads = sorted({row["thread_id"] for row in rows if row["thread_id"]})
+    indexes = sorted({row["thread_index"] for row in rows if row["thread_index"]})
+    referenced = sorted({r for row in rows for r in (*row["in_reply_to"], *row["references"])})
+    found: set[str] = set()
+    for column, values in (
+        (MESSAGES.c.thread_id, threads),
+        (MESSAGES.c.thread_index, indexes),
+        (MESSAGES.c.key, referenced),
+    ):
+        for chunk in chunks(values):
+            found.update(conn.scalars(select(MESSAGES.c.key).where(column.in_(chunk))))
+    return found
+
+
+def _keys_of(conn: Connection, message_ids: Any) -> set[str]:
+    """The keys of the messages whose ids `message_ids` (a subquery) selects."""
+    return set(conn.scalars(select(MESSAGES.c.key).where(MESSAGES.c.id.in_(message_ids))))
+
+
+def _add_people(conn: Connection, people: set[str]) -> None:
+    for chunk in chunks(sorted(people)):
+        conn.execute(
+            dialect_insert(conn, PEOPLE).on_conflict_do_nothing(),
+            [{"address": address} for address in chunk],
+        )
+
+
+def _save_threads(
+    conn: Connection, thread_of: dict[str, str | None], changes_seen: dict[str, int]
+) -> None:
+    """Each message's thread; evaluated, unless it changed again since `changes_seen`."""
+    evaluated = (
+        update(MESSAGES)
+        .where(MESSAGES.c.key == bindparam("message_key"))
+        .values(
+            # a change stored while this evaluation ran stays to be evaluated
+            dirty=case((MESSAGES.c.dirty == bindparam("seen"), 0), else_=MESSAGES.c.dirty),
+            thread_id=bindparam("new_thread"),
+        )
+    )
+    for keys in chunks(sorted(thread_of)):
+        conn.execute(
+            evaluated,
+            [
+                {"message_key": key, "new_thread": thread_of[key], "seen": changes_seen.get(key, 0)}
+                for key in keys
+            ],
+        )
+
+
+def _swap_requests(
+    conn: Connection, threads: set[str], requests: Sequence[Request], evaluated_at: datetime
+) -> None:
+    """Replace the stored requests of `threads` with `requests`.  Requests received before
+    the retention horizon are history: their messages are gone, so they are neither
+    deleted nor replaced by an evaluation that can no longer see them."""
+    horizon = retention_horizon(conn)
+    for chunk in chunks(sorted(threads)):
+        stale = REQUESTS.delete().where(REQUESTS.c.thread.in_(chunk))
+        if horizon is not None:
+            stale = stale.where(REQUESTS.c.received_at >= horizon)
+        conn.execute(stale)
+    rows = [
+        request_row(request, evaluated_at)
+        for request in requests
+        if horizon is None or request.received_at >= horizon
+    ]
+    for batch in chunks(rows):
+        conn.execute(REQUESTS.insert(), batch)
