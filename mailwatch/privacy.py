@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from mailwatch import output, services
+from mailwatch.claims import DIGEST, NUDGE
 from mailwatch.config import Settings
 from mailwatch.core.model import Message
-from mailwatch.digests import DIGEST
-from mailwatch.nudging import NUDGE
 from mailwatch.store.repository import Forgotten, Store
 
 

@@ -32,7 +32,8 @@ from mailwatch.config import (
     SmtpSettings,
     load_settings,
 )
-from mailwatch.daemon import Daemon, digest_triggers, health_problems, missed_digest
+from mailwatch.daemon import Daemon, digest_triggers, missed_digest
+from mailwatch.health import health_problems
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy
 from tests.fixtures.smtp import SmtpSink, free_port
@@ -134,7 +135,7 @@ def test_no_ping_while_a_mailbox_has_never_synced(smtp_server, ping_server, stor
         mailboxes=(mailbox("alice"),),
         health=HealthSettings(ping_url=ping_server.url),
     )
-    with caplog.at_level(logging.WARNING, "mailwatch.daemon"):
+    with caplog.at_level(logging.WARNING, "mailwatch.health"):
         Daemon(settings, store, clock=clock(at(0, 15))).nudge_job()
     assert ping_server.paths == []
     assert "mailbox alice: has never synced" in caplog.text
@@ -143,7 +144,7 @@ def test_no_ping_while_a_mailbox_has_never_synced(smtp_server, ping_server, stor
 def test_a_ping_that_fails_is_only_logged(smtp_server, store, caplog):
     url = f"http://127.0.0.1:{free_port()}/ping"  # nothing listens there
     settings = settings_for(smtp_server, health=HealthSettings(ping_url=url))
-    with caplog.at_level(logging.WARNING, "mailwatch.daemon"):
+    with caplog.at_level(logging.WARNING, "mailwatch.health"):
         Daemon(settings, store, clock=clock(at(0, 15))).nudge_job()
     assert "health ping failed" in caplog.text
 
@@ -250,7 +251,7 @@ def test_a_worker_renews_its_lease_on_every_poll_and_gives_them_back_when_it_sto
         now = at(0, 0, minute)
         worker.poll_job("alice")
         assert store.leases(now + timedelta(minutes=4, seconds=59))["mailbox:alice"] == "w"
-    worker.release_leases()
+    worker.worker.release(settings)
     assert store.leases(now) == {}
 
 
