@@ -457,6 +457,51 @@ def test_run_starts_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm(tm
         process.stderr.close()
 
 
+@pytest.fixture
+def daemon_signals() -> Iterator[None]:
+    """run() installs its handlers in this process: the test's own come back after."""
+    kept = {
+        number: signal.getsignal(number)
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
+    yield
+    for number, handler in kept.items():
+        signal.signal(number, handler)
+
+
+def run_until_stopped(daemon: Daemon) -> float:
+    """Seconds run() took; a run that ignored the stop is ended by a SIGINT after 10 s."""
+    started = time.monotonic()
+    rescue = threading.Timer(10, os.kill, (os.getpid(), signal.SIGINT))
+    rescue.start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        rescue.cancel()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("when", ["before run", "while run starts"])
+def test_a_stop_asked_for_before_the_scheduler_starts_is_honoured(
+    store, daemon_signals, monkeypatch, caplog, when
+):
+    daemon = Daemon(settings_for(None), store, clock=clock(at(0)))
+    if when == "before run":
+        daemon.request_stop()
+    else:  # SIGTERM between the handlers' installation and the scheduler's start
+        handle_signals = daemon.handle_signals
+
+        def then_sigterm() -> None:
+            handle_signals()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(daemon, "handle_signals", then_sigterm)
+    with caplog.at_level(logging.INFO, "mailwatch.daemon"):
+        assert run_until_stopped(daemon) < 5
+    assert "mailwatch running" not in caplog.text and "stopped" in caplog.text
+    assert not daemon.running.is_set()
+
+
 def test_run_refuses_an_outdated_schema_and_names_the_fix(tmp_path, capsys):
     database = tmp_path / "db.sqlite"
     config = write_config(tmp_path / "mailwatch.toml", database)
