@@ -218,13 +218,15 @@ def report(config: str, now: str, since: str, until: str) -> dict[str, Any]:
 @step
 def digest(config: str, now: str, period: str) -> dict[str, Any]:
     """Every digest of the last complete period: `digests.build_digests`."""
+    from mailwatch.bootstrap import make_renderer
     from mailwatch.core.periods import last_complete
     from mailwatch.digests import build_digests
 
     settings, store = _open(config)
     at = datetime.fromisoformat(now)
+    chosen = last_complete(period, at, settings.policy.timezone)
     started = time.perf_counter()
-    built = build_digests(settings, store, at, last_complete(period, at, settings.policy.timezone))
+    built = build_digests(settings, store, at, chosen, make_renderer())
     return {"seconds": time.perf_counter() - started, "digests": len(built)}
 
 

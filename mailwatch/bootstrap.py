@@ -1,15 +1,28 @@
-"""The composition root: settings in, store and adapters out."""
+"""The composition root: settings in, the store, adapters and clock the use cases take, out.
+
+The use cases (polling, nudges, digests) never build an adapter themselves:
+the command line and the daemon build them here and pass them in.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import inspect
 
+from mailwatch.adapters.render import Renderer
+from mailwatch.adapters.smtp import Mailer
 from mailwatch.config import Settings
 from mailwatch.store.repository import Store
 
 
 class SchemaOutdated(Exception):
     pass
+
+
+def utc_now() -> datetime:
+    """The clock, unless a command is told `--now` or a test fixes it."""
+    return datetime.now(UTC)
 
 
 def open_store(settings: Settings) -> Store:
@@ -24,3 +37,13 @@ def open_store(settings: Settings) -> Store:
             "schema than this mailwatch: run `mailwatch migrate` (after `mailwatch backup`)"
         )
     return store
+
+
+def make_mailer(settings: Settings) -> Mailer | None:
+    """None without an [smtp] server: the passes say so only when they have mail to send."""
+    return None if settings.smtp is None else Mailer(settings.smtp)
+
+
+def make_renderer() -> Renderer:
+    """The packaged templates."""
+    return Renderer()

@@ -10,15 +10,17 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from mailwatch import __version__, evaluation, output, services
-from mailwatch.bootstrap import SchemaOutdated, open_store
+from mailwatch.bootstrap import SchemaOutdated, make_mailer, make_renderer, open_store, utc_now
 from mailwatch.config import ConfigError, Settings, config_path, load_settings
 from mailwatch.core.durations import human_duration
+from mailwatch.store.repository import QuarantinedMessage, Store, SyncState
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -50,7 +52,7 @@ def parse_instant(text: str, timezone: str) -> datetime:
 def _now(args: argparse.Namespace, settings: Settings) -> datetime:
     if getattr(args, "now", None):
         return parse_instant(args.now, settings.policy.timezone)
-    return datetime.now(UTC)
+    return utc_now()
 
 
 # ---------------------------------------------------------------- commands
@@ -120,7 +122,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _attention_lines(notice, quarantined, syncs) -> list[str]:  # type: ignore[no-untyped-def]
+def _attention_lines(
+    notice: evaluation.Attention, quarantined: list[QuarantinedMessage], syncs: list[SyncState]
+) -> list[str]:
     lines = []
     if quarantined:
         lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
@@ -231,8 +235,6 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.store.repository import Store
-
     store = Store(settings.database_url)
     try:
         store.upgrade()
@@ -243,11 +245,19 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.nudging import NotConfigured, send_due_nudges
+    from mailwatch.adapters.smtp import NotConfigured
+    from mailwatch.nudging import send_due_nudges
 
     with _store(settings) as store:
         try:
-            run = send_due_nudges(settings, store, _now(args, settings), dry_run=args.dry_run)
+            run = send_due_nudges(
+                settings,
+                store,
+                _now(args, settings),
+                mailer=make_mailer(settings),
+                renderer=make_renderer(),
+                dry_run=args.dry_run,
+            )
         except NotConfigured as error:
             print(f"mailwatch: {error}", file=sys.stderr)
             return EXIT_FAILURE
@@ -259,8 +269,8 @@ def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.adapters.smtp import NotConfigured
     from mailwatch.digests import send_digests
-    from mailwatch.nudging import NotConfigured
 
     output_dir = Path(args.output) if args.output else None
     with _store(settings) as store:
@@ -270,6 +280,8 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
                 store,
                 _now(args, settings),
                 args.period,
+                mailer=make_mailer(settings),
+                renderer=make_renderer(),
                 dry_run=args.dry_run,
                 output_dir=output_dir,
             )
@@ -289,18 +301,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     logging.getLogger().setLevel(logging.INFO)  # a daemon's journal should say what it does
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not every job start
-    store = open_store(settings)  # an outdated schema: refused, naming `mailwatch migrate`
-    try:
+    with _store(settings) as store:  # an outdated schema: refused, naming `mailwatch migrate`
         return Daemon(settings, store).run()
-    finally:
-        store.close()
 
 
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.daemon import health_problems
+    from mailwatch.health import health_problems
 
     with _store(settings) as store:
-        problems = health_problems(settings, store, datetime.now(UTC))
+        problems = health_problems(settings, store, utc_now())
     for problem in problems:
         print(problem)
     if problems:
@@ -310,7 +319,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.daemon import BackupUnsupported, backup
+    from mailwatch.health import BackupUnsupported, backup
 
     with _store(settings) as store:
         try:
@@ -340,7 +349,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     address = _address(args.address)
     with _store(settings) as store:
-        document = export_address(store, address, datetime.now(UTC), raw=args.raw)
+        document = export_address(store, address, utc_now(), raw=args.raw)
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0
 
@@ -359,7 +368,7 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILURE
     with _store(settings) as store:
         try:
-            gone = forget_address(settings, store, address, datetime.now(UTC))
+            gone = forget_address(settings, store, address, utc_now())
         except EvaluationBusy as error:
             print(f"mailwatch: {error}", file=sys.stderr)
             return EXIT_FAILURE
@@ -384,16 +393,13 @@ def _address(text: str) -> str:
 # ---------------------------------------------------------------- plumbing
 
 
-class _store:  # noqa: N801 - used as a context manager, reads like a function
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self.store = open_store(self.settings)
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
+@contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    store = open_store(settings)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 Command = Callable[[argparse.Namespace, Settings], int]

@@ -3,9 +3,10 @@
 The Head(s) of Client Management get one digest for the whole agency; every
 account manager and backup gets one for the accounts they look after (a head
 who also manages accounts gets the agency digest only: it already shows their
-accounts).  Each (period, recipient) is claimed before sending (kind "digest",
-key "week:2026-W47"), so a digest is sent at most once, whichever process or
-run builds it; a temporary SMTP failure releases the claim for the next run.
+accounts).  Each (period, recipient) is claimed before sending (kind
+`claims.DIGEST`, key `claims.digest_key(period)`: "week:2026-W47"), so a digest
+is sent at most once, whichever process or run builds it; a temporary SMTP
+failure releases the claim for the next run.
 
 Statuses are as of `now` (the send time), so a request received late in the
 period that is still unanswered counts as open or overdue.  The sync line is
@@ -27,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from mailwatch.adapters.render import RenderedEmail, Renderer
-from mailwatch.adapters.smtp import Mailer, TransportError, compose
+from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError, compose
+from mailwatch.claims import DIGEST, SKIPPED, digest_key, split_claim_key
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Policy, Request, Status
 from mailwatch.core.periods import Period, last_complete, previous
 from mailwatch.core.stats import Summary, by_person, summarize
-from mailwatch.nudging import SKIPPED, NotConfigured, split_claim_key
 from mailwatch.output import iso
 from mailwatch.requests_as_of import current_requests
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DIGEST = "digest"
 WORST_WAITS = 5
 
 
@@ -71,38 +71,41 @@ def send_digests(
     now: datetime,
     period: str = "week",
     *,
+    mailer: Mailer | None,
+    renderer: Renderer,
     dry_run: bool = False,
     output_dir: Path | None = None,
-    mailer: Mailer | None = None,
 ) -> DigestRun:
+    """`mailer` is None when no [smtp] server is configured: NotConfigured unless a dry run."""
     timezone = settings.policy.timezone
     chosen = last_complete(period, now, timezone)
     run = DigestRun(chosen, dry_run)
-    run.digests = build_digests(settings, store, now, chosen)
+    run.digests = build_digests(settings, store, now, chosen, renderer)
     if output_dir is not None:
         run.written = _write(run.digests, output_dir, _sender(settings), now)
     if dry_run:
-        taken = {c.recipient for c in store.claims(DIGEST) if c.key == chosen.key}
+        taken = {c.recipient for c in store.claims(DIGEST) if c.key == digest_key(chosen)}
         for digest in run.digests:
             state = " (already sent)" if digest.recipient in taken else ""
             run.lines.append(f"would send to {digest.recipient}: {digest.rendered.subject}{state}")
         return run
     if mailer is None:
-        if settings.smtp is None:
-            raise NotConfigured("digests are due but no [smtp] server is configured")
-        mailer = Mailer(settings.smtp)
+        raise NotConfigured("digests are due but no [smtp] server is configured")
     for digest in run.digests:
-        if store.claim(DIGEST, chosen.key, digest.recipient, now):
+        if store.claim(DIGEST, digest_key(chosen), digest.recipient, now):
             _send(run, store, mailer, digest, now)
         else:
             run.lines.append(f"already sent to {digest.recipient} for {chosen.key}")
     return run
 
 
-def build_digests(settings: Settings, store: Store, now: datetime, period: Period) -> list[Digest]:
+def build_digests(
+    settings: Settings, store: Store, now: datetime, period: Period, renderer: Renderer
+) -> list[Digest]:
     policy = settings.policy
     before = previous(period, policy.timezone)
     facts = _Facts(
+        renderer=renderer,
         settings=settings,
         period=period,
         before=before,
@@ -127,6 +130,7 @@ def build_digests(settings: Settings, store: Store, now: datetime, period: Perio
 
 @dataclass
 class _Facts:
+    renderer: Renderer
     settings: Settings
     period: Period
     before: Period
@@ -138,7 +142,7 @@ class _Facts:
     def digest(self, recipient: str, accounts: tuple[str, ...] | None) -> Digest:
         figures = self.figures(recipient, accounts)
         context = self.context(recipient, accounts, figures)
-        return Digest(recipient, accounts, figures, Renderer().render("digest", context))
+        return Digest(recipient, accounts, figures, self.renderer.render("digest", context))
 
     @cached_property
     def by_opener(self) -> dict[str, Request]:
@@ -390,7 +394,7 @@ def _local(instant: str, zone: ZoneInfo) -> str:
 
 
 def _send(run: DigestRun, store: Store, mailer: Mailer, digest: Digest, now: datetime) -> None:
-    key = run.period.key
+    key = digest_key(run.period)
     try:
         mailer.send([digest.recipient], digest.rendered, headers={"X-Mailwatch": "digest"})
     except TransportError as error:

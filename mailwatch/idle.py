@@ -11,6 +11,8 @@ idle ones): it reconnects after 1 s, then backs off exponentially up to
 sync.BACKOFF_CAP. It respects the polls' SyncHistory: no connection while a
 refused login waits for a new secret or the host is backed off, and a login
 refused here is recorded there.
+
+`IdleWatchers` keeps the daemon's watchers, one per mailbox it polls.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from mailwatch.adapters.imap import (
     IDLE_RENEW,
@@ -39,25 +41,18 @@ RECONNECT_FIRST = timedelta(seconds=1)
 STOP_TIMEOUT = 5.0  # seconds
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class IdleWatcher(threading.Thread):
     def __init__(
         self,
         mailbox: MailboxSettings,
         history: SyncHistory,
         on_new_mail: Callable[[], None],
-        *,
-        renew: float = IDLE_RENEW,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime],
     ) -> None:
         super().__init__(name=f"idle:{mailbox.name}", daemon=True)
         self.mailbox = mailbox
         self.history = history
         self.on_new_mail = on_new_mail
-        self.renew = renew
         self.clock = clock
         self.stopping = threading.Event()
         self.failures = 0  # connection failures in a row
@@ -112,7 +107,39 @@ class IdleWatcher(threading.Thread):
         self.on_new_mail()  # what arrived before INBOX was open: IDLE reports only later mail
         log.info("%s: waiting for new INBOX mail with IDLE", self.mailbox.name)
         while not self.stopping.is_set():
-            arrived = inbox.wait_for_new_mail(self.stopping, self.renew)
+            arrived = inbox.wait_for_new_mail(self.stopping, IDLE_RENEW)
             self.failures = 0  # the connection works: a later drop starts from 1 s again
             if arrived and not self.stopping.is_set():
                 self.on_new_mail()
+
+
+class IdleWatchers:
+    """The watchers of the mailboxes a daemon polls, by mailbox name."""
+
+    def __init__(self, history: SyncHistory, clock: Callable[[], datetime]) -> None:
+        self.history = history
+        self.clock = clock
+        self.threads: dict[str, IdleWatcher] = {}
+        self.changing = threading.Lock()
+
+    def watch(self, mailbox: MailboxSettings, on_new_mail: Callable[[], None]) -> None:
+        """Keep a watcher on `mailbox`, a new one if its settings changed."""
+        with self.changing:
+            current = self.threads.get(mailbox.name)
+            if current is not None and current.mailbox == mailbox:
+                return  # also one that ended because the server has no IDLE
+            if current is not None:
+                current.stop()
+            watcher = IdleWatcher(mailbox, self.history, on_new_mail, self.clock)
+            self.threads[mailbox.name] = watcher
+            watcher.start()
+
+    def stop(self, names: list[str] | None = None) -> None:
+        """Stop the watchers of these mailboxes (None: all), together."""
+        with self.changing:
+            names = list(self.threads) if names is None else names
+            stopping = [self.threads.pop(name) for name in names if name in self.threads]
+        for watcher in stopping:
+            watcher.stopping.set()
+        for watcher in stopping:
+            watcher.stop()

@@ -1,7 +1,7 @@
 """Sending the nudges that are due: claim, then send, one email per recipient.
 
 Each (request, stage, recipient) is claimed in the database before its email
-goes out (`Store.claim("nudge", f"{opened_by}|{stage}", recipient, now)`), and
+goes out (kind `claims.NUDGE`, key `claims.nudge_key(opened_by, stage)`), and
 only the nudges this process claimed are put in the email, so two workers, or
 a pass that overlaps the previous one, never send the same nudge twice.
 
@@ -18,7 +18,7 @@ is not sent again: delivery is at most once.  A lost reminder is cheaper than
 a duplicate storm after a crash loop, and the digest still reports the breach.
 
 Nudges skipped for lateness are recorded once each as claims of kind
-"nudge-skipped" (the reason in `error`), so the next digest can list them.
+`claims.SKIPPED` (the reason in `error`), so the next digest can list them.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailwatch.adapters.render import Renderer
-from mailwatch.adapters.smtp import Mailer, TransportError
+from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError
+from mailwatch.claims import NUDGE, SKIPPED, nudge_key, split_claim_key
 from mailwatch.core.model import Request, Status
 from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
 from mailwatch.evaluation import store_absences
@@ -41,13 +42,6 @@ if TYPE_CHECKING:
     from mailwatch.store.repository import Store
 
 log = logging.getLogger(__name__)
-
-NUDGE = "nudge"
-SKIPPED = "nudge-skipped"
-
-
-class NotConfigured(Exception):
-    pass
 
 
 @dataclass
@@ -61,13 +55,7 @@ class NudgeRun:
 
 
 def claim_key(nudge: Nudge) -> str:
-    return f"{nudge.request.opened_by}|{nudge.stage}"
-
-
-def split_claim_key(key: str) -> tuple[str, str]:
-    """(opened_by, stage): a Message-ID may hold "|", a stage name does not."""
-    opened_by, _, stage = key.rpartition("|")
-    return opened_by, stage
+    return nudge_key(nudge.request.opened_by, nudge.stage)
 
 
 def send_due_nudges(
@@ -75,10 +63,14 @@ def send_due_nudges(
     store: Store,
     now: datetime,
     *,
+    mailer: Mailer | None,
+    renderer: Renderer,
     dry_run: bool = False,
-    mailer: Mailer | None = None,
 ) -> NudgeRun:
-    # A dry run sends and claims nothing; it does bring the stored requests up to date.
+    """`mailer` is None when no [smtp] server is configured: NotConfigured once one is due.
+
+    A dry run sends and claims nothing; it does bring the stored requests up to date.
+    """
     waiting = waiting_requests(settings, store, now)
     absences = store_absences(store, settings.policy, now - settings.policy.absence_max, now)
     plan = due_nudges(waiting, settings.policy, absences, _taken(store), now)
@@ -93,10 +85,7 @@ def send_due_nudges(
     if not batches:
         return run
     if mailer is None:
-        if settings.smtp is None:
-            raise NotConfigured("nudges are due but no [smtp] server is configured")
-        mailer = Mailer(settings.smtp)
-    renderer = Renderer()
+        raise NotConfigured("nudges are due but no [smtp] server is configured")
     openers = {m.key: m for m in store.messages_by_keys(n.request.opened_by for n in plan.send)}
     for recipient, nudges in batches.items():
         claimed = [n for n in nudges if store.claim(NUDGE, claim_key(n), recipient, now)]
@@ -132,7 +121,7 @@ def _send(
     renderer: Renderer,
     recipient: str,
     claimed: list[Nudge],
-    context: dict,
+    context: dict[str, Any],
     now: datetime,
 ) -> None:
     try:
@@ -179,7 +168,7 @@ def _report_not_sent(run: NudgeRun, store: Store, now: datetime) -> None:
 
 
 def _others_waiting(
-    recipient: str, listed: list[Nudge], requests: list[Request], settings: Settings, now
+    recipient: str, listed: list[Nudge], requests: list[Request], settings: Settings, now: datetime
 ) -> int:
     """The recipient's other requests still waiting: they manage or back up the account,
     or were responsible when it opened."""

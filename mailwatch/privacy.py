@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from mailwatch import output
+from mailwatch.claims import DIGEST, NUDGE
 from mailwatch.config import Settings
 from mailwatch.core.model import Message
-from mailwatch.digests import DIGEST
 from mailwatch.evaluation import ATTENTION_STATE, attention, evaluation_turn, refresh_requests
-from mailwatch.nudging import NUDGE
 from mailwatch.store.repository import Forgotten, Store
 
 
@@ -42,7 +42,7 @@ def normalise_address(text: str) -> str:
     return address
 
 
-def export_address(store: Store, address: str, now: datetime, raw: bool = False) -> dict:
+def export_address(store: Store, address: str, now: datetime, raw: bool = False) -> dict[str, Any]:
     """Everything stored about `address`, as a JSON-ready document."""
     messages = store.messages_about(address)
     keys = {message.key for message, _, _ in messages}
@@ -88,7 +88,7 @@ def export_address(store: Store, address: str, now: datetime, raw: bool = False)
     }
 
 
-def _message_json(message: Message, arrived: datetime, block: bytes, raw: bool) -> dict:
+def _message_json(message: Message, arrived: datetime, block: bytes, raw: bool) -> dict[str, Any]:
     document = {
         "message_id": message.key,
         "from": message.from_addr,

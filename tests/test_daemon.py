@@ -32,7 +32,8 @@ from mailwatch.config import (
     SmtpSettings,
     load_settings,
 )
-from mailwatch.daemon import Daemon, digest_triggers, health_problems, missed_digest
+from mailwatch.daemon import Daemon, digest_triggers, missed_digest
+from mailwatch.health import health_problems
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy
 from tests.fixtures.smtp import SmtpSink, free_port
@@ -134,7 +135,7 @@ def test_no_ping_while_a_mailbox_has_never_synced(smtp_server, ping_server, stor
         mailboxes=(mailbox("alice"),),
         health=HealthSettings(ping_url=ping_server.url),
     )
-    with caplog.at_level(logging.WARNING, "mailwatch.daemon"):
+    with caplog.at_level(logging.WARNING, "mailwatch.health"):
         Daemon(settings, store, clock=clock(at(0, 15))).nudge_job()
     assert ping_server.paths == []
     assert "mailbox alice: has never synced" in caplog.text
@@ -143,7 +144,7 @@ def test_no_ping_while_a_mailbox_has_never_synced(smtp_server, ping_server, stor
 def test_a_ping_that_fails_is_only_logged(smtp_server, store, caplog):
     url = f"http://127.0.0.1:{free_port()}/ping"  # nothing listens there
     settings = settings_for(smtp_server, health=HealthSettings(ping_url=url))
-    with caplog.at_level(logging.WARNING, "mailwatch.daemon"):
+    with caplog.at_level(logging.WARNING, "mailwatch.health"):
         Daemon(settings, store, clock=clock(at(0, 15))).nudge_job()
     assert "health ping failed" in caplog.text
 
@@ -250,7 +251,7 @@ def test_a_worker_renews_its_lease_on_every_poll_and_gives_them_back_when_it_sto
         now = at(0, 0, minute)
         worker.poll_job("alice")
         assert store.leases(now + timedelta(minutes=4, seconds=59))["mailbox:alice"] == "w"
-    worker.release_leases()
+    worker.worker.release(settings)
     assert store.leases(now) == {}
 
 
@@ -454,6 +455,51 @@ def test_run_starts_reloads_on_sighup_refuses_a_bad_file_and_stops_on_sigterm(tm
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+@pytest.fixture
+def daemon_signals() -> Iterator[None]:
+    """run() installs its handlers in this process: the test's own come back after."""
+    kept = {
+        number: signal.getsignal(number)
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
+    yield
+    for number, handler in kept.items():
+        signal.signal(number, handler)
+
+
+def run_until_stopped(daemon: Daemon) -> float:
+    """Seconds run() took; a run that ignored the stop is ended by a SIGINT after 10 s."""
+    started = time.monotonic()
+    rescue = threading.Timer(10, os.kill, (os.getpid(), signal.SIGINT))
+    rescue.start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        rescue.cancel()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("when", ["before run", "while run starts"])
+def test_a_stop_asked_for_before_the_scheduler_starts_is_honoured(
+    store, daemon_signals, monkeypatch, caplog, when
+):
+    daemon = Daemon(settings_for(None), store, clock=clock(at(0)))
+    if when == "before run":
+        daemon.request_stop()
+    else:  # SIGTERM between the handlers' installation and the scheduler's start
+        handle_signals = daemon.handle_signals
+
+        def then_sigterm() -> None:
+            handle_signals()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(daemon, "handle_signals", then_sigterm)
+    with caplog.at_level(logging.INFO, "mailwatch.daemon"):
+        assert run_until_stopped(daemon) < 5
+    assert "mailwatch running" not in caplog.text and "stopped" in caplog.text
+    assert not daemon.running.is_set()
 
 
 def test_run_refuses_an_outdated_schema_and_names_the_fix(tmp_path, capsys):

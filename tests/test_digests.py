@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mailwatch import digests
+from mailwatch.bootstrap import make_mailer, make_renderer
 from mailwatch.config import MailboxSettings, Secret, Settings, SmtpSettings
 from mailwatch.core.model import Waiver
 from mailwatch.core.periods import last_complete, previous
-from mailwatch.digests import send_digests
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, staff
 from tests.core.factory import policy as agency_policy
@@ -42,6 +43,14 @@ def mailbox(name: str) -> MailboxSettings:
         security="none",
         username=name,
         password=Secret("env UNUSED"),
+    )
+
+
+def send_digests(settings: Settings, store: Store, now, *args, **options) -> digests.DigestRun:
+    """The pass with the mailer and renderer the command line and the daemon give it."""
+    mailer, renderer = make_mailer(settings), make_renderer()
+    return digests.send_digests(
+        settings, store, now, *args, mailer=mailer, renderer=renderer, **options
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailwatch.adapters.imap import Folder, IdleUnsupported, open_mailbox
+from mailwatch.bootstrap import utc_now
 from mailwatch.daemon import Daemon
 from mailwatch.devserver import DovecotServer
 from mailwatch.idle import IdleWatcher
@@ -137,7 +138,7 @@ class Watching:
     def __init__(self, settings, history: SyncHistory | None = None) -> None:
         self.polls = 0
         self.history = history or SyncHistory()
-        self.watcher = IdleWatcher(settings, self.history, self.count)
+        self.watcher = IdleWatcher(settings, self.history, self.count, utc_now)
 
     def count(self) -> None:
         self.polls += 1
@@ -201,7 +202,7 @@ def test_the_watcher_of_a_server_without_idle_says_so_and_ends(
 
 def running_daemon(settings, store) -> Daemon:
     daemon = Daemon(settings, store)
-    daemon.running = True  # as in run(), without its scheduler and signal handlers
+    daemon.running.set()  # as in run(), without its scheduler and signal handlers
     return daemon
 
 
@@ -219,7 +220,7 @@ def test_new_inbox_mail_is_polled_within_seconds_not_at_the_poll_interval(doveco
     assert waited < WAKE_UP
     assert [m.key for m in store.load_messages()] == ["<fresh@acme.example>"]
     assert b"\\Seen" not in dovecot.folder_flags(user, "INBOX")[1]
-    assert daemon.watchers == {}
+    assert daemon.idle.threads == {}
 
 
 def test_a_mailbox_with_idle_off_or_a_server_without_idle_is_only_polled(
@@ -236,13 +237,13 @@ def test_a_mailbox_with_idle_off_or_a_server_without_idle_is_only_polled(
     try:
         daemon.poll_job("alice")
         daemon.poll_job("bob")
-        ended = daemon.watchers["bob"]
+        ended = daemon.idle.threads["bob"]
         eventually(lambda: not ended.is_alive())
         daemon.poll_job("bob")  # the next poll does not start it again
-        assert daemon.watchers["bob"] is ended
+        assert daemon.idle.threads["bob"] is ended
     finally:
         daemon.disconnect()
-    assert "alice" not in daemon.watchers and "IDLE" not in dovecot.commands_sent(alice)
+    assert "alice" not in daemon.idle.threads and "IDLE" not in dovecot.commands_sent(alice)
     assert [m.key for m in store.load_messages()] == ["<for-bob@acme.example>"]
 
 
@@ -334,16 +335,16 @@ def test_on_postgresql_only_the_worker_holding_the_lease_idles_on_the_mailbox(
     try:
         store.acquire_lease("mailbox:alice", "other-worker", datetime.now(UTC), timedelta(hours=1))
         daemon.poll_job("alice")
-        assert daemon.watchers == {}
+        assert daemon.idle.threads == {}
         store.release_lease("mailbox:alice", "other-worker")
         daemon.poll_job("alice")
         eventually(lambda: "IDLE" in dovecot.commands_sent(user))
-        watcher = daemon.watchers["alice"]
+        watcher = daemon.idle.threads["alice"]
         # The lease moves on (it expired and another worker took it): the watcher stops.
-        store.release_lease("mailbox:alice", daemon.worker_id)
+        store.release_lease("mailbox:alice", daemon.worker.id)
         store.acquire_lease("mailbox:alice", "other-worker", datetime.now(UTC), timedelta(hours=1))
         daemon.poll_job("alice")
-        assert daemon.watchers == {} and not watcher.is_alive()
+        assert daemon.idle.threads == {} and not watcher.is_alive()
     finally:
         daemon.disconnect()
 
@@ -355,7 +356,7 @@ def test_a_poll_that_ends_after_the_daemon_stopped_keeps_no_session(dovecot, sto
     try:
         daemon.poll_job("alice")
         kept = set(daemon.history.sessions)
-        daemon.running = False  # as when run() returns while a poll is still going
+        daemon.running.clear()  # as when run() returns while a poll is still going
         daemon.poll_job("alice")
         assert (kept, daemon.history.sessions) == ({"alice"}, {})
         assert dovecot.commands_sent(user).count("LOGOUT") == 2  # the folder lister's too

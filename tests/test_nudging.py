@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mailwatch import nudging
+from mailwatch.bootstrap import make_mailer, make_renderer
 from mailwatch.config import Settings, SmtpSettings
 from mailwatch.core.model import Account, Message
-from mailwatch.nudging import send_due_nudges
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy, staff
 from tests.fixtures.smtp import SmtpSink
@@ -33,6 +34,14 @@ def settings_for(sink: SmtpSink, store_url: str = "sqlite://", **policy_changes)
             sender="Mailwatch <mailwatch@rouge.example>",
             timeout=5.0,
         ),
+    )
+
+
+def send_due_nudges(settings: Settings, store: Store, now, **options) -> nudging.NudgeRun:
+    """The pass with the mailer and renderer the command line and the daemon give it."""
+    mailer, renderer = make_mailer(settings), make_renderer()
+    return nudging.send_due_nudges(
+        settings, store, now, mailer=mailer, renderer=renderer, **options
     )
 
 

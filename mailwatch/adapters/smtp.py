@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from mailwatch.config import OAuth2App, SmtpSettings
 
 
+class NotConfigured(Exception):
+    """Mail must be sent but no [smtp] server is configured."""
+
+
 class TransportError(Exception):
     def __init__(self, message: str, *, permanent: bool):
         super().__init__(message)

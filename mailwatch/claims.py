@@ -1,0 +1,33 @@
+"""What the nudge and digest passes claim in the store before they send.
+
+A claim is (kind, key, recipient): taken before the email goes out, marked
+sent or failed after, so each nudge and digest is sent at most once whichever
+worker or run builds it.  The kinds and the formats of their keys are here,
+shared by the passes that claim and by those that read the claims (health,
+digests, privacy).
+"""
+
+from __future__ import annotations
+
+from mailwatch.core.periods import Period
+
+NUDGE = "nudge"
+DIGEST = "digest"
+# A nudge skipped for lateness, recorded once (the reason in `error`) for the next digest.
+SKIPPED = "nudge-skipped"
+
+
+def nudge_key(opened_by: str, stage: str) -> str:
+    """The key of a nudge (and of a skipped one): the request's first message and the stage."""
+    return f"{opened_by}|{stage}"
+
+
+def split_claim_key(key: str) -> tuple[str, str]:
+    """(opened_by, stage) of a nudge key: a Message-ID may hold "|", a stage name does not."""
+    opened_by, _, stage = key.rpartition("|")
+    return opened_by, stage
+
+
+def digest_key(period: Period) -> str:
+    """The key of a digest: its period, "week:2026-W47"."""
+    return period.key

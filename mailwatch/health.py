@@ -1,0 +1,123 @@
+"""Whether mailwatch is healthy (`mailwatch health`, and the ping after a healthy nudge
+pass), and `mailwatch backup` (SQLite online backup)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import tempfile
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from mailwatch.claims import DIGEST, NUDGE
+from mailwatch.config import Settings
+from mailwatch.core.durations import human_duration
+from mailwatch.store.repository import Claim, Store, SyncState
+
+log = logging.getLogger(__name__)
+
+# One failed poll is weather; this many in a row is a problem worth paging for.
+HEALTH_FAILURES = 3
+PING_TIMEOUT = 10.0
+
+
+def health_problems(settings: Settings, store: Store, now: datetime) -> list[str]:
+    """Why mailwatch is not healthy now; empty when it is."""
+    return sync_problems(settings, store.sync_states(), now) + send_problems(store)
+
+
+def sync_problems(settings: Settings, states: list[SyncState], now: datetime) -> list[str]:
+    problems = []
+    stale_after = settings.health.stale_after
+    whole = {s.mailbox: s for s in states if s.folder is None}
+    for mailbox in settings.mailboxes:
+        state = whole.get(mailbox.name)
+        if state is None or state.last_ok_at is None:
+            problems.append(f"mailbox {mailbox.name}: has never synced")
+        elif now - state.last_ok_at > stale_after:
+            since = human_duration((now - state.last_ok_at).total_seconds())
+            limit = human_duration(stale_after.total_seconds())
+            problems.append(f"mailbox {mailbox.name}: last synced {since} ago (limit {limit})")
+        for s in states:
+            if s.mailbox == mailbox.name and s.failures >= HEALTH_FAILURES:
+                where = mailbox.name if s.folder is None else f"{mailbox.name}/{s.folder}"
+                problems.append(f"mailbox {where}: {s.failures} failures in a row: {s.last_error}")
+    return problems
+
+
+def send_problems(store: Store) -> list[str]:
+    """The last nudge or digest sent, if it failed."""
+    problems = []
+    for kind in (NUDGE, DIGEST):
+        claims = store.claims(kind)
+        if not claims:
+            continue
+        last = max(claims, key=latest_event)
+        if last.sent_at is None and last.error:
+            problems.append(f"the last {kind} to {last.recipient} failed: {last.error}")
+    return problems
+
+
+def latest_event(claim: Claim) -> datetime:
+    return max(t for t in (claim.claimed_at, claim.sent_at, claim.failed_at) if t is not None)
+
+
+def ping_if_healthy(settings: Settings, store: Store, now: datetime) -> None:
+    url = settings.health.ping_url
+    if not url:
+        return
+    problems = health_problems(settings, store, now)
+    if problems:
+        log.warning("not pinging the health URL: %s", "; ".join(problems))
+        return
+    ping(url)
+
+
+def ping(url: str) -> None:
+    """Tell the outside dead-man's switch we are alive; its failures are only logged."""
+    try:
+        with urllib.request.urlopen(url, timeout=PING_TIMEOUT) as response:
+            response.read(1024)
+    except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+        log.warning("health ping failed: %s", error)
+
+
+# ---------------------------------------------------------------- backup
+
+
+class BackupUnsupported(Exception):
+    pass
+
+
+def backup(store: Store, destination: Path) -> None:
+    """A consistent copy of the SQLite database while the daemon runs (online backup API).
+
+    Written to a temporary file beside the destination, then renamed over it,
+    so a failed backup never leaves half a file where the last good one was.
+    """
+    if store.dialect != "sqlite" or not store.url.database:
+        raise BackupUnsupported(
+            "the database is PostgreSQL: back it up with pg_dump, e.g. "
+            "`pg_dump --format=custom --file=mailwatch.dump DBNAME` (restore: pg_restore)"
+        )
+    destination = destination.resolve()
+    descriptor, temporary = tempfile.mkstemp(prefix=".mailwatch-backup-", dir=destination.parent)
+    os.close(descriptor)  # mkstemp made it 0600: the copy holds staff mail headers
+    try:
+        copy_database(store.url.database, temporary)
+        os.replace(temporary, destination)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def copy_database(database: str, copy: str) -> None:
+    source = sqlite3.connect(database)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
