@@ -59,7 +59,6 @@ HEADER_FIELDS = (
 )
 
 _BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
-_LINE_BREAK = re.compile(rb"\r\n|\n|\r")
 # RFC 5322 4.5.3 (obsolete syntax) allows white space before the colon: "Subject  : x".
 _OBSOLETE_FIELD_NAME = re.compile(r"^([\x21-\x39\x3b-\x7e]+)[ \t]+:", re.MULTILINE)
 _ANGLE_ID = re.compile(r"<([^<>]*)>")

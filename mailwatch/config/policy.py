@@ -194,47 +194,69 @@ def _accounts(root: Reader, people: _People, agency_hours: BusinessHours) -> tup
         name = entry.text("name")
         if name in {account.name for account in accounts}:
             raise entry.error("name", f"two accounts are named {name!r}")
-        domains = entry.domains("domains")
-        addresses = entry.addresses("addresses")
-        if not domains and not addresses:
-            raise entry.error(None, "an account needs domains or addresses")
-        for index, domain in enumerate(domains):
-            key = f"domains[{index}]"
-            _refuse_public_domain(entry, key, domain)
-            if domain in people.agency_domains:
-                raise entry.error(key, f"{domain} is an agency domain")
-            if domain in owner:
-                raise entry.error(key, f"{domain} is already a domain of account {owner[domain]!r}")
-            owner[domain] = name
-        for index, address in enumerate(addresses):
-            key = f"addresses[{index}]"
-            if address in people.listed:
-                raise entry.error(key, f"{address} is listed as staff too")
-            if address in owner:
-                raise entry.error(key, f"{address} is already listed in account {owner[address]!r}")
-            owner[address] = name
-        manager = entry.address("manager", None)
-        backups = entry.addresses("backups")
-        accounts.append(
-            Account(
-                name=name,
-                domains=domains,
-                addresses=addresses,
-                manager=manager and people.require(entry, "manager", manager),
-                backups=tuple(
-                    people.require(entry, f"backups[{index}]", backup)
-                    for index, backup in enumerate(backups)
-                ),
-                target=entry.duration("target", None),
-                clock=entry.clock("clock", None),
-                business_hours=(
-                    _business_hours(entry.table("business_hours"), agency_hours)
-                    if entry.has("business_hours")
-                    else None
-                ),
-            )
-        )
+        accounts.append(_account(entry, name, people, agency_hours, owner))
     return tuple(accounts)
+
+
+def _account(
+    entry: Reader,
+    name: str,
+    people: _People,
+    agency_hours: BusinessHours,
+    owner: dict[str, str],
+) -> Account:
+    domains = entry.domains("domains")
+    addresses = entry.addresses("addresses")
+    if not domains and not addresses:
+        raise entry.error(None, "an account needs domains or addresses")
+    _claim_domains(entry, name, domains, people, owner)
+    _claim_addresses(entry, name, addresses, people, owner)
+    manager = entry.address("manager", None)
+    backups = entry.addresses("backups")
+    return Account(
+        name=name,
+        domains=domains,
+        addresses=addresses,
+        manager=manager and people.require(entry, "manager", manager),
+        backups=tuple(
+            people.require(entry, f"backups[{index}]", backup)
+            for index, backup in enumerate(backups)
+        ),
+        target=entry.duration("target", None),
+        clock=entry.clock("clock", None),
+        business_hours=(
+            _business_hours(entry.table("business_hours"), agency_hours)
+            if entry.has("business_hours")
+            else None
+        ),
+    )
+
+
+def _claim_domains(
+    entry: Reader, name: str, domains: tuple[str, ...], people: _People, owner: dict[str, str]
+) -> None:
+    """A domain belongs to one account, and never to the agency or a public provider."""
+    for index, domain in enumerate(domains):
+        key = f"domains[{index}]"
+        _refuse_public_domain(entry, key, domain)
+        if domain in people.agency_domains:
+            raise entry.error(key, f"{domain} is an agency domain")
+        if domain in owner:
+            raise entry.error(key, f"{domain} is already a domain of account {owner[domain]!r}")
+        owner[domain] = name
+
+
+def _claim_addresses(
+    entry: Reader, name: str, addresses: tuple[str, ...], people: _People, owner: dict[str, str]
+) -> None:
+    """A listed address belongs to one account, and never to a member of staff."""
+    for index, address in enumerate(addresses):
+        key = f"addresses[{index}]"
+        if address in people.listed:
+            raise entry.error(key, f"{address} is listed as staff too")
+        if address in owner:
+            raise entry.error(key, f"{address} is already listed in account {owner[address]!r}")
+        owner[address] = name
 
 
 def _leave(root: Reader, people: _People) -> tuple[Leave, ...]:
