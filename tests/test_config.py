@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailwatch import config
 from mailwatch.config import (
     ConfigError,
     DaemonSettings,
@@ -25,7 +24,10 @@ from mailwatch.config import (
     config_path,
     load_settings,
     parse_duration,
+    public_mail_domains,
+    secrets,
 )
+from mailwatch.config.reader import SCHEMA
 from mailwatch.core.model import BusinessHours, ClockKind, NudgePolicy, Policy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,7 +115,7 @@ def _leaf_keys(schema: dict, path: str = "") -> list[str]:
 
 def test_the_example_config_shows_every_key_with_a_comment_over_it():
     lines = EXAMPLE.read_text().splitlines()
-    for dotted in _leaf_keys(config._SCHEMA):
+    for dotted in _leaf_keys(SCHEMA):
         name = dotted.rsplit(".", 1)[-1]
         shown = [i for i, line in enumerate(lines) if line.lstrip("# ").startswith(f"{name} =")]
         assert shown, f"{dotted} is missing from config.example.toml"
@@ -742,7 +744,7 @@ def test_a_password_command_gives_its_first_line(tmp_path):
     ids=["the command", "a grandchild holding its output"],
 )
 def test_a_password_command_that_hangs_is_killed_at_the_timeout(tmp_path, monkeypatch, command):
-    monkeypatch.setattr(config, "SECRET_COMMAND_TIMEOUT", 0.5)
+    monkeypatch.setattr(secrets, "SECRET_COMMAND_TIMEOUT", 0.5)
     secret = _mailbox_with(tmp_path, f'password_command = "{command}"')
     started = clock.monotonic()
     with pytest.raises(ConfigError) as caught:
@@ -840,7 +842,7 @@ def test_the_config_path_is_the_option_then_the_environment_then_the_working_dir
 
 
 def test_the_public_mail_domain_list_holds_the_large_providers():
-    domains = config.public_mail_domains()
+    domains = public_mail_domains()
     assert {"gmail.com", "outlook.com", "hotmail.com", "yahoo.com", "icloud.com"} <= domains
     assert 60 <= len(domains) <= 120
     assert all(domain == domain.strip().lower() and "." in domain for domain in domains)

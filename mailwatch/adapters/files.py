@@ -10,12 +10,12 @@ stays bounded by the largest message, not the file.
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
@@ -34,12 +34,14 @@ _MONTHS = b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 # Mail, Gmail, the Enron export, and the usual translations).
 _SENT_NAMES = frozenset(
     {
-        "sent", "sent items", "sent messages", "sent mail", "sent email",
-        "gesendet", "gesendete elemente", "gesendete objekte", "éléments envoyés", "envoyés",
-        "messages envoyés", "enviados", "elementos enviados", "verzonden", "verzonden items",
-        "posta inviata", "inviati", "elementi inviati",
+        *("sent", "sent items", "sent messages", "sent mail", "sent email"),
+        *("gesendet", "gesendete elemente", "gesendete objekte"),
+        *("éléments envoyés", "envoyés", "messages envoyés"),
+        *("enviados", "elementos enviados"),
+        *("verzonden", "verzonden items"),
+        *("posta inviata", "inviati", "elementi inviati"),
     }
-)  # fmt: skip
+)
 
 
 _MAILDIR_STATE_FILES = frozenset({"maildirfolder", "maildirsize", "subscriptions"})
@@ -129,7 +131,7 @@ def _read_messages(path: Path, folder: str, sent: bool) -> Iterator[ImportedItem
             yield ImportedItem(raw, str(path), folder, sent or is_sent_folder(folder))
 
 
-def _lines(stream: BinaryIO) -> Iterator[bytes]:
+def _lines(stream: io.BufferedIOBase) -> Iterator[bytes]:
     """Lines with their endings, for LF, CRLF and CR-only (old Mac) files alike."""
     buffer = b""
     while True:
@@ -153,7 +155,9 @@ def _read_mbox(
 ) -> Iterator[ImportedItem | ImportWarning]:
     sent_folder = sent or is_sent_folder(folder)
     number = 0
-    envelope, message, previous_blank = first_line, [], False
+    envelope = first_line
+    message: list[bytes] = []
+    previous_blank = False
 
     def finish() -> ImportedItem | ImportWarning:
         location = f"{path}#{number}"

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
@@ -53,11 +53,12 @@ UNSELECTABLE = (b"\\Noselect", b"\\NonExistent")
 # Sent folders of servers without SPECIAL-USE (Outlook/Exchange, cPanel's Courier
 # and Dovecot with the INBOX. prefix, Gmail's well-known name); compared lower-cased.
 SENT_NAMES = (
-    "[gmail]/sent mail", "[google mail]/sent mail", "sent", "sent items", "sent messages",
-    "sent mail", "inbox.sent", "inbox/sent", "inbox.sent items", "inbox.sent messages",
-    "gesendete elemente", "gesendet", "éléments envoyés", "envoyés", "elementos enviados",
-    "enviados", "verzonden items", "posta inviata", "inviati",
-)  # fmt: skip
+    *("[gmail]/sent mail", "[google mail]/sent mail"),
+    *("sent", "sent items", "sent messages", "sent mail"),
+    *("inbox.sent", "inbox/sent", "inbox.sent items", "inbox.sent messages"),
+    *("gesendete elemente", "gesendet", "éléments envoyés", "envoyés"),
+    *("elementos enviados", "enviados", "verzonden items", "posta inviata", "inviati"),
+)
 # Without CONDSTORE, flag changes cannot be asked for: re-read the flags of this
 # much recent mail instead (a waiver is set on mail that is days old, not months).
 KEYWORD_RESCAN = timedelta(days=30)
@@ -66,6 +67,8 @@ IDLE_RENEW = 9 * 60.0  # seconds
 # While idling, how often the stop event is looked at: the daemon stops within this.
 STOP_CHECK = 0.5  # seconds
 NEW_MAIL = (b"EXISTS", b"RECENT")
+# One message's items as imapclient's fetch() returns them: {b"FLAGS": (...), ...}.
+FetchData = dict[bytes, Any]
 
 
 class MailboxError(Exception):
@@ -437,7 +440,7 @@ class OpenFolder:
             fetched = self._client.fetch(uids, [BODY_PREFIX_ITEM])
         return {uid: fetched[uid].get(BODY_PREFIX_KEY) or b"" for uid in uids if uid in fetched}
 
-    def _message(self, uid: int, data: dict) -> FetchedMessage:
+    def _message(self, uid: int, data: FetchData) -> FetchedMessage:
         labels = labels_of(data)
         thrid = data.get(b"X-GM-THRID")
         return FetchedMessage(
@@ -576,21 +579,21 @@ def find_sent(folders: list[tuple[tuple[bytes, ...], str]]) -> str | None:
     return None
 
 
-def reports_new_mail(responses: list) -> bool:
+def reports_new_mail(responses: list[tuple[Any, ...]]) -> bool:
     """Whether untagged responses include "* n EXISTS" or "* n RECENT"."""
     return any(len(response) > 1 and response[1] in NEW_MAIL for response in responses)
 
 
-def keyword_set(data: dict, keyword: str) -> bool:
+def keyword_set(data: FetchData, keyword: str) -> bool:
     wanted = keyword.lower()
     return any(as_text(flag).lower() == wanted for flag in data.get(b"FLAGS", ()))
 
 
-def labelled(data: dict, label: str | None) -> bool:
+def labelled(data: FetchData, label: str | None) -> bool:
     return label is not None and label in labels_of(data)
 
 
-def labels_of(data: dict) -> set[str]:
+def labels_of(data: FetchData) -> set[str]:
     return {as_text(label) for label in data.get(b"X-GM-LABELS", ())}
 
 

@@ -31,21 +31,19 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
-if TYPE_CHECKING:
-    from mailwatch.config import GoogleServiceAccount, MicrosoftApp, OAuth2App
+from mailwatch.adapters.service_account import ServiceAccount, load_service_account
+from mailwatch.config.settings import GoogleServiceAccount, MicrosoftApp, OAuth2App
 
 log = logging.getLogger("mailwatch.oauth")
 
 # Formatted with the tenant. Tests point it at a loopback server; it is not an option.
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
 MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
-GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # for a key file that names none
 GOOGLE_SCOPE = "https://mail.google.com/"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 HTTP_TIMEOUT = 30.0  # seconds; a hung token endpoint must not hang a poll
@@ -65,83 +63,28 @@ class OAuthError(Exception):
         self.permanent = permanent
 
 
-# ---------------------------------------------------------------- the key file
-
-
-@dataclass(frozen=True)
-class ServiceAccount:
-    """What mailwatch needs from a Google service account's JSON key file."""
-
-    client_email: str
-    client_id: str
-    private_key_id: str
-    private_key: rsa.RSAPrivateKey = field(repr=False)
-    token_uri: str
-
-
-def load_service_account(path: Path) -> ServiceAccount:
-    """Read and check a key file; ValueError says what is wrong, never the key."""
-    try:
-        data = json.loads(path.read_bytes())
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from None
-    except ValueError:
-        raise ValueError(f"{path} is not JSON (expected a service account's key file)") from None
-    if not isinstance(data, dict) or data.get("type") != "service_account":
-        raise ValueError(f'{path} is not a service account key file (no "type": "service_account")')
-    fields = ("client_email", "client_id", "private_key_id", "private_key")
-    missing = [name for name in fields if not isinstance(data.get(name), str) or not data[name]]
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}")
-    token_uri = data.get("token_uri", GOOGLE_TOKEN_URL)
-    if not isinstance(token_uri, str) or not _acceptable_token_uri(token_uri):
-        raise ValueError(f"{path}: token_uri is not an https:// URL")
-    try:
-        key = serialization.load_pem_private_key(data["private_key"].encode(), password=None)
-    except (ValueError, TypeError):
-        raise ValueError(f"{path}: private_key is not a PEM private key") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path}: private_key is not an RSA key")
-    return ServiceAccount(
-        client_email=data["client_email"],
-        client_id=data["client_id"],
-        private_key_id=data["private_key_id"],
-        private_key=key,
-        token_uri=token_uri,
-    )
-
-
-def _acceptable_token_uri(uri: str) -> bool:
-    """https, or plain http to this machine only (the signed assertion must not cross
-    a network in clear)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme == "https":
-        return bool(parts.hostname)
-    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost")
-
-
 # ---------------------------------------------------------------- tokens
 
 
 def access_token(app: OAuth2App, user: str) -> str:
     """A current access token for `user`'s mailbox; reused until shortly before it expires.
     Raises OAuthError, or ConfigError when the client secret cannot be fetched."""
-    if app.provider == "microsoft":
-        return _TOKENS.get(_microsoft_key(app), lambda: _microsoft_token(app))
-    return _TOKENS.get(_google_key(app, user), lambda: _google_token(app, user))
+    if isinstance(app, MicrosoftApp):
+        return TOKENS.get(_microsoft_key(app), lambda: _microsoft_token(app))
+    return TOKENS.get(_google_key(app, user), lambda: _google_token(app, user))
 
 
 def discard_token(app: OAuth2App, user: str) -> None:
     """Forget the cached token after a server refused it: permissions granted since it
     was issued show only in a new one."""
-    key = _microsoft_key(app) if app.provider == "microsoft" else _google_key(app, user)
-    _TOKENS.discard(key)
+    key = _microsoft_key(app) if isinstance(app, MicrosoftApp) else _google_key(app, user)
+    TOKENS.discard(key)
 
 
 def refused_token_fix(app: OAuth2App, user: str, protocol: str) -> str:
     """What to fix when the provider granted a token and the IMAP or SMTP server refused it:
     the app may not open this mailbox yet."""
-    if app.provider == "microsoft":
+    if isinstance(app, MicrosoftApp):
         permission = "IMAP.AccessAsApp" if protocol == "IMAP" else "SMTP.SendAsApp"
         smtp_auth = (
             "" if protocol == "IMAP" else f", and turn SMTP AUTH on for {user} (Set-CASMailbox)"
@@ -174,7 +117,7 @@ class _Token:
     refresh_at: float  # time.monotonic()
 
 
-class _TokenCache:
+class TokenCache:
     """Tokens by identity, shared by every thread of the process."""
 
     def __init__(self) -> None:
@@ -199,7 +142,7 @@ class _TokenCache:
             self._tokens.pop(key, None)
 
 
-_TOKENS = _TokenCache()
+TOKENS = TokenCache()
 
 
 # ---------------------------------------------------------------- Microsoft

@@ -39,24 +39,26 @@ MAX_HEADER_VALUE = 1000
 MAX_ADDRESS_LENGTH = 2000  # RFC 5322 lines stop at 998 characters
 
 # The fields the automation rules read, kept in `Message.headers`.
-RULE_FIELDS = (
-    "auto-submitted", "x-autoreply", "x-autorespond", "x-autoresponder", "precedence",
-    "x-precedence", "list-id", "list-unsubscribe", "list-post", "feedback-id", "x-unsubscribe",
-    "return-path", "content-type", "importance", "x-priority", "priority",
-    "x-ms-exchange-inbox-rules-loop", "x-mailwatch", "x-auto-response-suppress",
-)  # fmt: skip
+RULE_FIELDS = tuple(
+    """
+    auto-submitted x-autoreply x-autorespond x-autoresponder precedence x-precedence
+    list-id list-unsubscribe list-post feedback-id x-unsubscribe return-path content-type
+    importance x-priority priority x-ms-exchange-inbox-rules-loop x-mailwatch
+    x-auto-response-suppress
+    """.split()
+)
 _RULE_PREFIXES = ("x-campaign",)
 
 # Everything parse_message reads, for an IMAP BODY.PEEK[HEADER.FIELDS (...)] fetch.
 # X-Campaign* has no fixed name; the common ESP spellings are listed.
-HEADER_FIELDS: tuple[str, ...] = (
-    "message-id", "in-reply-to", "references", "date", "received", "from", "sender",
-    "to", "cc", "bcc", "subject", "thread-index", "content-transfer-encoding",
-    *RULE_FIELDS, "x-campaign", "x-campaign-id", "x-campaignid",
-)  # fmt: skip
+HEADER_FIELDS = (
+    *"message-id in-reply-to references date received from sender to cc bcc subject".split(),
+    *"thread-index content-transfer-encoding".split(),
+    *RULE_FIELDS,
+    *"x-campaign x-campaign-id x-campaignid".split(),
+)
 
 _BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
-_LINE_BREAK = re.compile(rb"\r\n|\n|\r")
 # RFC 5322 4.5.3 (obsolete syntax) allows white space before the colon: "Subject  : x".
 _OBSOLETE_FIELD_NAME = re.compile(r"^([\x21-\x39\x3b-\x7e]+)[ \t]+:", re.MULTILINE)
 _ANGLE_ID = re.compile(r"<([^<>]*)>")

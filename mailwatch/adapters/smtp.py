@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from mailwatch.adapters.oauth import OAuthError, access_token, discard_token, refused_token_fix
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
     from mailwatch.adapters.render import RenderedEmail
     from mailwatch.config import OAuth2App, SmtpSettings
 
@@ -161,7 +163,7 @@ class _Smtp(smtplib.SMTP):
 
     handed_over = False
 
-    def send(self, s: bytes | str) -> None:
+    def send(self, s: Buffer | str) -> None:
         super().send(s)
         if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
             self.handed_over = True
@@ -171,7 +173,7 @@ class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
     pass
 
 
-def _xoauth2(username: str, token: str):
+def _xoauth2(username: str, token: str) -> Callable[..., str]:
     """The XOAUTH2 initial response; on failure the server sends a JSON challenge
     that must be answered with an empty line before it gives its final 535."""
 

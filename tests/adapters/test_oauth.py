@@ -17,6 +17,7 @@ from mailwatch.adapters import oauth
 from mailwatch.adapters.imap import MailboxError, check_mailbox
 from mailwatch.adapters.oauth import OAuthError, access_token
 from mailwatch.adapters.render import RenderedEmail
+from mailwatch.adapters.service_account import load_service_account
 from mailwatch.adapters.smtp import Mailer, TransportError
 from mailwatch.config import (
     GoogleServiceAccount,
@@ -46,7 +47,7 @@ def token_server() -> Iterator[TokenServer]:
 
 @pytest.fixture(autouse=True)
 def no_cached_tokens(monkeypatch) -> None:
-    monkeypatch.setattr(oauth, "_TOKENS", oauth._TokenCache())
+    monkeypatch.setattr(oauth, "TOKENS", oauth.TokenCache())
 
 
 @pytest.fixture
@@ -333,7 +334,7 @@ def test_a_key_file_may_send_its_assertion_over_plain_http_only_to_this_machine(
 ):
     key_file = write_key_file(tmp_path / "sa.json", private_key, "http://tokens.example/token")
     with pytest.raises(ValueError, match="token_uri is not an https:// URL"):
-        oauth.load_service_account(key_file)
+        load_service_account(key_file)
 
 
 # ---------------------------------------------------------------- SMTP and IMAP logins
