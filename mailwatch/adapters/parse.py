@@ -3,8 +3,8 @@
 Headers are parsed with the standard library's `compat32` policy, which keeps
 raw values and never raises on access; decoding is done here, value by value,
 so that one broken field costs that field only.  (`email.policy.default` is
-correct but slow on big address lists -- 5 s for 10,000 recipients -- and
-mis-parses odd Message-IDs, mail-engineering notes 2.1 and 5.)  mail-parser
+correct but slow on big address lists and mis-parses odd Message-IDs
+(mail-engineering notes 2.1 and 5).  mail-parser
 adds nothing we need for headers, so it is not used.
 """
 
