@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.dovecot", "tests.fixtures.postgres", "tests.fixtures.smtp"]
+pytest_plugins = [
+    "tests.fixtures.dovecot",
+    "tests.fixtures.postgres",
+    "tests.fixtures.smtp",
+    "tests.fixtures.stores",
+]

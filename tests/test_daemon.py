@@ -61,7 +61,9 @@ class PingServer:
 
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ping/abc"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # close() waits until the serving loop notices, which it checks once per poll interval
+        # (half a second by default, paid again by every test that uses the server).
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from mailwatch.cli import main
 from mailwatch.config import SmtpSettings
 from mailwatch.store.repository import Store
 from mailwatch.sync import poll_all, poll_mailbox
+from tests.fixtures.stores import SqliteTemplate
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
 from tests.reliability.agency import NOW as NUDGE_NOW
 from tests.reliability.agency import NUDGE_ACCOUNTS, nudge_agency
@@ -23,9 +24,8 @@ from tests.test_sync import two_mailboxes
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path):
-    store = Store(f"sqlite:///{tmp_path / 'mailwatch.db'}")
-    store.upgrade()
+def sqlite_store(tmp_path: Path, migrated_sqlite: SqliteTemplate):
+    store = Store(migrated_sqlite.copy(tmp_path / "mailwatch.db"))
     yield store
     store.close()
 

@@ -20,6 +20,7 @@ from mailwatch.requests_as_of import current_requests, waiting_requests
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy, staff
 from tests.core.test_properties import mailboxes
+from tests.fixtures.stores import SqliteTemplate
 
 NOW = at(30)
 
@@ -53,13 +54,14 @@ def stored_requests(store: Store, now=NOW):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mailboxes(), st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=6))
-def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(messages, batches, part):
+def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(
+    migrated_sqlite: SqliteTemplate, messages, batches, part
+):
     import mailwatch.evaluation as engine
 
     # the changes of each batch are also evaluated in parts of `part` messages (whole threads)
     with tempfile.TemporaryDirectory() as folder, patch.object(engine, "EVALUATION_BATCH", part):
-        store = Store(f"sqlite:///{folder}/m.db")
-        store.upgrade()
+        store = Store(migrated_sqlite.copy(Path(folder) / "m.db"))
         try:
             size = max(1, len(messages) // batches)
             for start in range(0, len(messages), size):
