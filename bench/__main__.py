@@ -104,23 +104,29 @@ def bench_sync(messages: int, naive_limit: int | None, profile: str | None) -> N
         # Dovecot indexes the folders (and caches the header fields) on the first fetch:
         # one untimed pass, so that every timed pass below reads the same warm server.
         measure("raw_fetch", folders=folders, batch=BATCH, what="prefix", **imap)
-        config = write_config(Path(scratch) / "bench.toml", f"sqlite:///{scratch}/mw.db",
-                              [Mailbox("alice", server.port, username)])  # fmt: skip
+        config = write_config(
+            Path(scratch) / "bench.toml",
+            f"sqlite:///{scratch}/mw.db",
+            [Mailbox("alice", server.port, username)],
+        )
         measure("migrate", config=str(config))
         raw = measure("raw_fetch", folders=folders, batch=BATCH, what="headers", **imap)
         prefix = measure("raw_fetch", folders=folders, batch=BATCH, what="prefix", **imap)
         polled = measure("poll", config=str(config), now=NOW.isoformat(), profile_dir=profile)
-        refreshed = measure("refresh", config=str(config), now=NOW.isoformat(),
-                            profile_dir=profile)  # fmt: skip
-        naive = measure("raw_fetch", folders=folders, batch=BATCH, what="naive",
-                        limit=naive_limit, **imap)  # fmt: skip
+        refreshed = measure("refresh", config=str(config), now=NOW.isoformat(), profile_dir=profile)
+        naive = measure(
+            "raw_fetch", folders=folders, batch=BATCH, what="naive", limit=naive_limit, **imap
+        )
     mailwatch = total(polled, refreshed)
     table.add("raw: imapclient UID FETCH header fields, INTERNALDATE, FLAGS, size", raw)
     table.add("raw + 8 KB body prefix of every message", prefix)
     table.add("mailwatch poll_all", polled, f"{ratio(polled, raw) or 0:.2f}x raw")
     table.add("mailwatch refresh_requests", refreshed, f"{refreshed.get('requests')} requests")
-    table.add("mailwatch first sync = poll_all + refresh", mailwatch,
-              f"{ratio(mailwatch, raw) or 0:.2f}x raw")  # fmt: skip
+    table.add(
+        "mailwatch first sync = poll_all + refresh",
+        mailwatch,
+        f"{ratio(mailwatch, raw) or 0:.2f}x raw",
+    )
     sampled = naive.get("messages") or 0
     scale = 1.0
     if naive.get("seconds") is not None and sampled and sampled < raw.get("messages", 0):
@@ -172,8 +178,13 @@ def bench_idle(sizes: list[int], polls: int, profile: str | None) -> None:
             measure("migrate", config=str(config))
             first = measure("poll", config=str(config), now=NOW.isoformat())
             table.add(f"{size:,} messages: first sync (setup)", first)
-            idle = measure("idle_polls", config=str(config), now=NOW.isoformat(), polls=polls,
-                           profile_dir=f"{profile}/idle{size}" if profile else None)  # fmt: skip
+            idle = measure(
+                "idle_polls",
+                config=str(config),
+                now=NOW.isoformat(),
+                polls=polls,
+                profile_dir=f"{profile}/idle{size}" if profile else None,
+            )
             if idle.get("seconds") is not None:
                 worst = max(worst, idle["seconds"])
                 note = (
@@ -183,8 +194,10 @@ def bench_idle(sizes: list[int], polls: int, profile: str | None) -> None:
                 table.add(f"{size:,} messages: idle poll", idle, note)
             else:
                 table.add(f"{size:,} messages: idle poll", idle)
-    table.line(f"median idle poll per folder {worst * 1000:.1f} ms at worst (target <= 20 ms): "
-               f"{verdict(worst <= 0.020)}")  # fmt: skip
+    table.line(
+        f"median idle poll per folder {worst * 1000:.1f} ms at worst (target <= 20 ms): "
+        f"{verdict(worst <= 0.020)}"
+    )
     table.print()
 
 
@@ -207,30 +220,66 @@ def bench_reports(messages: int, databases: list[str], profile: str | None) -> N
             table.print()  # after each database: a long run shows its first half early
 
 
-def _reports(table: Table, database: str, url: str, scratch: str, messages: int,
-             since: datetime, until: datetime, profile: str | None) -> None:  # fmt: skip
+def _reports(
+    table: Table,
+    database: str,
+    url: str,
+    scratch: str,
+    messages: int,
+    since: datetime,
+    until: datetime,
+    profile: str | None,
+) -> None:
     config = str(write_config(Path(scratch) / f"{database}.toml", url, []))
     prof = f"{profile}/{database}" if profile else None
     measure("migrate", config=config)
-    filled = measure("fill_store", config=config, messages=messages, seed=SEED,
-                     start=START.isoformat(), end=END.isoformat())  # fmt: skip
+    filled = measure(
+        "fill_store",
+        config=config,
+        messages=messages,
+        seed=SEED,
+        start=START.isoformat(),
+        end=END.isoformat(),
+    )
     table.add(f"{database}: load {messages:,} messages (Store.add_messages, setup)", filled)
     refreshed = measure(
         "refresh", config=config, now=NOW.isoformat(), profile_dir=prof, timeout=4 * 3600
     )
-    table.add(f"{database}: refresh_requests (evaluate all, persist)", refreshed,
-              f"{refreshed.get('requests')} requests")  # fmt: skip
-    report = measure("report", config=config, now=NOW.isoformat(), since=since.isoformat(),
-                     until=until.isoformat(), profile_dir=prof, timeout=1800)  # fmt: skip
+    table.add(
+        f"{database}: refresh_requests (evaluate all, persist)",
+        refreshed,
+        f"{refreshed.get('requests')} requests",
+    )
+    report = measure(
+        "report",
+        config=config,
+        now=NOW.isoformat(),
+        since=since.isoformat(),
+        until=until.isoformat(),
+        profile_dir=prof,
+        timeout=1800,
+    )
     ok = report.get("seconds") is not None and report["seconds"] <= 1.0
-    table.add(f"{database}: monthly report", report,
-              f"{report.get('requests')} requests; <= 1 s: {verdict(ok)}")  # fmt: skip
+    table.add(
+        f"{database}: monthly report",
+        report,
+        f"{report.get('requests')} requests; <= 1 s: {verdict(ok)}",
+    )
     for period in ("week", "month"):
-        built = measure("digest", config=config, now=NOW.isoformat(), period=period,
-                        profile_dir=f"{prof}/{period}" if prof else None, timeout=1800)  # fmt: skip
+        built = measure(
+            "digest",
+            config=config,
+            now=NOW.isoformat(),
+            period=period,
+            profile_dir=f"{prof}/{period}" if prof else None,
+            timeout=1800,
+        )
         ok = built.get("seconds") is not None and built["seconds"] <= 2.0
-        table.add(f"{database}: {period}ly digests", built,
-                  f"{built.get('digests')} digests; <= 2 s: {verdict(ok)}")  # fmt: skip
+        table.add(
+            f"{database}: {period}ly digests",
+            built,
+            f"{built.get('digests')} digests; <= 2 s: {verdict(ok)}",
+        )
 
 
 # ---------------------------------------------------------------- command line
@@ -242,9 +291,13 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command")
     sync = commands.add_parser("sync", help="first sync vs raw and naive (benchmarks 1, 2, 5)")
     sync.add_argument("--messages", type=int, default=10_000)
-    sync.add_argument("--naive-sample", type=int, default=10_000,
-                      help="time the naive script on at most this many messages per folder "
-                      "and extrapolate (it is slow)")  # fmt: skip
+    sync.add_argument(
+        "--naive-sample",
+        type=int,
+        default=10_000,
+        help="time the naive script on at most this many messages per folder "
+        "and extrapolate (it is slow)",
+    )
     idle = commands.add_parser("idle", help="a poll with no new mail (benchmarks 3, 5)")
     idle.add_argument("--messages", default="1000,100000", help="folder sizes, comma-separated")
     idle.add_argument("--polls", type=int, default=30)
@@ -259,8 +312,9 @@ def main() -> None:
         print(f"profiling into {args.profile}: mailwatch timings include pyinstrument's overhead")
     command = args.command or "all"
     if command in ("sync", "all"):
-        bench_sync(getattr(args, "messages", 10_000), getattr(args, "naive_sample", 10_000),
-                   args.profile)  # fmt: skip
+        bench_sync(
+            getattr(args, "messages", 10_000), getattr(args, "naive_sample", 10_000), args.profile
+        )
     if command in ("idle", "all"):
         sizes = [int(n) for n in getattr(args, "messages", "1000,100000").split(",")]
         bench_idle(sizes, getattr(args, "polls", 30), args.profile)
@@ -271,13 +325,18 @@ def main() -> None:
 
 def describe_machine() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory = next(
-        int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+        int(line.split()[1]) // 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
         if line.startswith("MemTotal")
-    )  # fmt: skip
+    )
     import os
 
     return (

@@ -26,18 +26,39 @@ from mailwatch.core.model import Copy, Message
 
 AGENCY = "rouge.example"
 STAFF = (
-    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
-    "mallory", "oscar",
-)  # fmt: skip
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "oscar",
+)
 HEAD = "head"
 ACCOUNTS = 60
 SUBJECTS = (
-    "Homepage banner text", "Invoice {n} looks wrong", "Logo files for the print run",
-    "Q{q} campaign brief", "Staging login not working", "Copy for the new landing page",
-    "Analytics access", "Hosting renewal", "Press release draft", "Newsletter template",
-    "Meeting next week?", "Broken link on the pricing page", "Photos from the shoot",
-    "Contract renewal {n}", "SEO report for {month}", "Cookie banner wording",
-)  # fmt: skip
+    "Homepage banner text",
+    "Invoice {n} looks wrong",
+    "Logo files for the print run",
+    "Q{q} campaign brief",
+    "Staging login not working",
+    "Copy for the new landing page",
+    "Analytics access",
+    "Hosting renewal",
+    "Press release draft",
+    "Newsletter template",
+    "Meeting next week?",
+    "Broken link on the pricing page",
+    "Photos from the shoot",
+    "Contract renewal {n}",
+    "SEO report for {month}",
+    "Cookie banner wording",
+)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August")
 WORDS = (
     "the campaign page layout client brand update budget review schedule launch please "
@@ -141,9 +162,16 @@ def client_thread(rng: random.Random, thread: int, at: datetime, account: Accoun
     manager, backup = staff_address(account.manager), staff_address(account.backup)
     cc = (backup,) if rng.random() < 0.2 else ()
     first = Mail(
-        f"<t{thread}.1.{at:%Y%m%d%H%M%S}@{account.domain}>", display(client), (manager,), cc,
-        subject, at, account.manager, "INBOX", text=words(rng, 120),
-    )  # fmt: skip
+        f"<t{thread}.1.{at:%Y%m%d%H%M%S}@{account.domain}>",
+        display(client),
+        (manager,),
+        cc,
+        subject,
+        at,
+        account.manager,
+        "INBOX",
+        text=words(rng, 120),
+    )
     if cc:
         first.copies.append((account.backup, "INBOX"))
     mails = [first]
@@ -156,23 +184,50 @@ def client_thread(rng: random.Random, thread: int, at: datetime, account: Accoun
             break
         replier = account.manager if rng.random() < 0.85 else account.backup
         at = last.arrived + timedelta(hours=rng.lognormvariate(1.0, 1.2))
-        reply = follow(last, len(mails) + 1, display(staff_address(replier)), (client,), at,
-                       replier, "Sent", rng, inbound=False)  # fmt: skip
+        reply = follow(
+            last,
+            len(mails) + 1,
+            display(staff_address(replier)),
+            (client,),
+            at,
+            replier,
+            "Sent",
+            rng,
+            inbound=False,
+        )
         mails.append(reply)
         if number == rounds - 1 and rng.random() > 0.35:
             break
         at += timedelta(hours=rng.lognormvariate(1.5, 1.0))
         thanks = rng.random() < 0.35
-        last = follow(reply, len(mails) + 1, display(client), (manager,), at,
-                      account.manager, "INBOX", rng, thanks=thanks)  # fmt: skip
+        last = follow(
+            reply,
+            len(mails) + 1,
+            display(client),
+            (manager,),
+            at,
+            account.manager,
+            "INBOX",
+            rng,
+            thanks=thanks,
+        )
         mails.append(last)
         if thanks:
             break
     if rng.random() < 0.1:  # an internal forward of the question to a colleague
         at = first.arrived + timedelta(minutes=rng.randint(5, 90))
         colleague = staff_address(rng.choice(STAFF))
-        forward = follow(first, len(mails) + 1, display(manager), (colleague,), at,
-                         account.manager, "Sent", rng, inbound=False)  # fmt: skip
+        forward = follow(
+            first,
+            len(mails) + 1,
+            display(manager),
+            (colleague,),
+            at,
+            account.manager,
+            "Sent",
+            rng,
+            inbound=False,
+        )
         forward.subject = f"Fwd: {subject}"
         mails.append(forward)
     return mails
@@ -195,21 +250,38 @@ def follow(
     base = parent.subject.removeprefix("Re: ")
     return Mail(
         f"<t{parent.key[2:].split('.')[0]}.{number}.{at:%Y%m%d%H%M%S}@{domain}>",
-        sender, to, (), f"Re: {base}", at, owner, folder,
-        in_reply_to=parent.key, references=(*parent.references, parent.key)[-20:],
-        text="Thanks, perfect!" if thanks else words(rng, 90), courtesy=thanks, inbound=inbound,
-    )  # fmt: skip
+        sender,
+        to,
+        (),
+        f"Re: {base}",
+        at,
+        owner,
+        folder,
+        in_reply_to=parent.key,
+        references=(*parent.references, parent.key)[-20:],
+        text="Thanks, perfect!" if thanks else words(rng, 90),
+        courtesy=thanks,
+        inbound=inbound,
+    )
 
 
 def auto_reply(question: Mail, owner: str, at: datetime) -> Mail:
     address = staff_address(owner)
     return Mail(
-        f"<auto.{question.key[1:-1].replace('@', '.')}@{AGENCY}>", display(address),
-        (question.sender,), (), f"Automatic reply: {question.subject}", at, owner, "Sent",
-        in_reply_to=question.key, references=(question.key,),
+        f"<auto.{question.key[1:-1].replace('@', '.')}@{AGENCY}>",
+        display(address),
+        (question.sender,),
+        (),
+        f"Automatic reply: {question.subject}",
+        at,
+        owner,
+        "Sent",
+        in_reply_to=question.key,
+        references=(question.key,),
         extra=(("Auto-Submitted", "auto-replied"), ("X-Autoreply", "yes")),
-        text="I am out of the office until Monday.", inbound=False,
-    )  # fmt: skip
+        text="I am out of the office until Monday.",
+        inbound=False,
+    )
 
 
 def newsletter(rng: random.Random, thread: int, at: datetime, owner: str) -> Mail:
@@ -217,12 +289,19 @@ def newsletter(rng: random.Random, thread: int, at: datetime, owner: str) -> Mai
     return Mail(
         f"<n{thread}.{at:%Y%m%d%H%M%S}@lists.{name}.example>",
         f"{name.replace('-', ' ').title()} <news@lists.{name}.example>",
-        (staff_address(owner),), (), f"{name.replace('-', ' ').title()}: issue {thread % 500}",
-        at, owner, "INBOX",
-        extra=(("List-Id", f"<{name}.lists.{name}.example>"), ("Precedence", "bulk"),
-               ("List-Unsubscribe", f"<mailto:leave@lists.{name}.example>")),
+        (staff_address(owner),),
+        (),
+        f"{name.replace('-', ' ').title()}: issue {thread % 500}",
+        at,
+        owner,
+        "INBOX",
+        extra=(
+            ("List-Id", f"<{name}.lists.{name}.example>"),
+            ("Precedence", "bulk"),
+            ("List-Unsubscribe", f"<mailto:leave@lists.{name}.example>"),
+        ),
         text=words(rng, 150),
-    )  # fmt: skip
+    )
 
 
 def internal(rng: random.Random, thread: int, at: datetime, owner: str | None) -> list[Mail]:
@@ -230,10 +309,17 @@ def internal(rng: random.Random, thread: int, at: datetime, owner: str | None) -
     if owner is not None:
         writer = owner
     question = Mail(
-        f"<i{thread}.1.{at:%Y%m%d%H%M%S}@{AGENCY}>", display(staff_address(writer)),
-        (staff_address(reader),), (), "Lunch on Friday?", at, writer, "Sent",
-        text=words(rng, 40), inbound=False,
-    )  # fmt: skip
+        f"<i{thread}.1.{at:%Y%m%d%H%M%S}@{AGENCY}>",
+        display(staff_address(writer)),
+        (staff_address(reader),),
+        (),
+        "Lunch on Friday?",
+        at,
+        writer,
+        "Sent",
+        text=words(rng, 40),
+        inbound=False,
+    )
     if owner is None:
         question.copies.append((reader, "INBOX"))
     return [question]
@@ -352,6 +438,6 @@ def copies_of(mail: Mail) -> list[Copy]:
             folder=folder,
             sent_folder=folder == "Sent",
             internal_date=mail.arrived + timedelta(seconds=2 * n),
-        )  # fmt: skip
+        )
         for n, (owner, folder) in enumerate(where)
     ]

@@ -36,8 +36,12 @@ def measure(name: str, timeout: float = 3600, **params: Any) -> dict[str, Any]:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "bench.steps", name, json.dumps(params)],
-            capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "seconds": None}
     if done.returncode != 0:
@@ -56,8 +60,15 @@ def peak_rss_mb() -> float:
 
 
 @step
-def raw_fetch(port: int, username: str, password: str, folders: list[str], batch: int,
-              what: str = "headers", limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+def raw_fetch(
+    port: int,
+    username: str,
+    password: str,
+    folders: list[str],
+    batch: int,
+    what: str = "headers",
+    limit: int | None = None,
+) -> dict[str, Any]:
     """The raw limit: a bare imapclient loop fetching what mailwatch needs and nothing
     more ("headers"), the same plus mailwatch's 8 KB body prefix ("prefix"), or whole
     messages parsed with mail-parser, as a hand-written script would ("naive")."""
@@ -209,9 +220,12 @@ def report(config: str, now: str, since: str, until: str) -> dict[str, Any]:
     settings, store = _open(config)
     started = time.perf_counter()
     found = make_report(
-        settings, store, datetime.fromisoformat(now),
-        datetime.fromisoformat(since), datetime.fromisoformat(until),
-    )  # fmt: skip
+        settings,
+        store,
+        datetime.fromisoformat(now),
+        datetime.fromisoformat(since),
+        datetime.fromisoformat(until),
+    )
     return {"seconds": time.perf_counter() - started, "requests": len(found.requests)}
 
 

@@ -364,10 +364,17 @@ def test_only_a_client_reply_has_its_first_body_bytes_read_and_a_thanks_is_marke
     dovecot, store, tmp_path
 ):
     user = dovecot.new_user("alice")
-    thanks = mail("<t1@acme.example>", subject="Re: Homepage banner", body="Thanks, perfect!",
-                  extra="In-Reply-To: <r0@agency.test>\r\n")  # fmt: skip
-    question = mail("<q1@acme.example>", body="Thanks! Can you also move the logo?",
-                    extra="In-Reply-To: <r0@agency.test>\r\n")  # fmt: skip
+    thanks = mail(
+        "<t1@acme.example>",
+        subject="Re: Homepage banner",
+        body="Thanks, perfect!",
+        extra="In-Reply-To: <r0@agency.test>\r\n",
+    )
+    question = mail(
+        "<q1@acme.example>",
+        body="Thanks! Can you also move the logo?",
+        extra="In-Reply-To: <r0@agency.test>\r\n",
+    )
     fresh = mail("<n1@acme.example>", subject="New topic", body="Thanks!")
     for number, raw in enumerate((thanks, question, fresh)):
         dovecot.append(user, "INBOX", raw, hours_ago(3 - number))
@@ -460,8 +467,9 @@ def test_a_kept_session_that_breaks_between_folders_keeps_what_it_had_fetched(
 ):
     user, settings = polled_once(dovecot, store, tmp_path, history)
     dovecot.append(user, "INBOX", mail("<in@acme.example>"), hours_ago(1))
-    dovecot.append(user, "Sent", mail("<out@agency.test>", sender="alice@agency.test"),
-                   hours_ago(1))  # fmt: skip
+    dovecot.append(
+        user, "Sent", mail("<out@agency.test>", sender="alice@agency.test"), hours_ago(1)
+    )
     kept = history.sessions[settings.name]
     last = kept.folders[-1].name
     status = ImapMailbox.status
@@ -529,8 +537,9 @@ def test_a_kept_session_is_replaced_by_a_new_login_after_half_an_hour(
     dovecot.clear_rawlog(user)
 
     for minutes in (0, 10, 29, 31):
-        result = poll_mailbox(settings, sync_settings(), store, NOW + timedelta(minutes=minutes),
-                              history)  # fmt: skip
+        result = poll_mailbox(
+            settings, sync_settings(), store, NOW + timedelta(minutes=minutes), history
+        )
         assert result.error is None
 
     assert dovecot.sessions_opened(user) == 4  # twice a lister and a kept session

@@ -446,9 +446,13 @@ def test_an_imap_server_that_refuses_the_granted_token_names_the_missing_permiss
 
 def test_a_refused_login_waits_for_a_new_client_secret_not_for_a_new_token(microsoft, monkeypatch):
     mailbox = MailboxSettings(
-        name="support", host="outlook.office365.com", port=993, security="ssl",
-        username=USER, oauth2=microsoft,
-    )  # fmt: skip
+        name="support",
+        host="outlook.office365.com",
+        port=993,
+        security="ssl",
+        username=USER,
+        oauth2=microsoft,
+    )
     before = hash_secret(mailbox)
     monkeypatch.setenv("MW_TEST_CLIENT_SECRET", "a-new-secret")
     assert hash_secret(mailbox) != before

@@ -105,9 +105,12 @@ def test_evaluating_whole_threads_part_by_part_gives_the_requests_of_all_at_once
     found = []
     for part in parts:
         found += evaluate(
-            [m for m in messages if m.key in part], policy(), NOW,
-            known_people=everything.people, absences=everything.absences,
-        ).requests  # fmt: skip
+            [m for m in messages if m.key in part],
+            policy(),
+            NOW,
+            known_people=everything.people,
+            absences=everything.absences,
+        ).requests
 
     assert sorted(found, key=_order) == sorted(everything.requests, key=_order)
 

@@ -97,18 +97,29 @@ def agency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> P
         "3.eml",
         client_mail("c3", "Wed, 18 Nov 2026 09:00:00 +0000", "Invoice question"),
     )
-    eml(mail / "alice" / "INBOX", "4.eml", {
-        **client_mail("ooo", "Wed, 18 Nov 2026 09:01:00 +0000", "Automatic reply: Invoice question"),
-        "Auto-Submitted": "auto-replied",
-        "In-Reply-To": "<c3@acme.example>",
-    })  # fmt: skip
+    eml(
+        mail / "alice" / "INBOX",
+        "4.eml",
+        {
+            **client_mail(
+                "ooo", "Wed, 18 Nov 2026 09:01:00 +0000", "Automatic reply: Invoice question"
+            ),
+            "Auto-Submitted": "auto-replied",
+            "In-Reply-To": "<c3@acme.example>",
+        },
+    )
     eml(
         mail / "alice" / "Sent",
         "1.eml",
         staff_mail("s1", "Mon, 16 Nov 2026 12:00:00 +0000", "Re: Homepage banner", "c1"),
     )
-    eml(mail / "bob" / "Sent", "1.eml",
-        staff_mail("s2", "Tue, 17 Nov 2026 11:00:00 +0000", "Re: Our site is down", "c2", sender="bob"))  # fmt: skip
+    eml(
+        mail / "bob" / "Sent",
+        "1.eml",
+        staff_mail(
+            "s2", "Tue, 17 Nov 2026 11:00:00 +0000", "Re: Our site is down", "c2", sender="bob"
+        ),
+    )
     (tmp_path / "mailwatch.toml").write_text(CONFIG.format(url=store_url))
     return tmp_path
 
@@ -157,10 +168,16 @@ def test_import_then_report_measures_each_request(agency, capsys):
     assert by_subject["Invoice question"]["status"] == "overdue"
     assert by_subject["Invoice question"]["answered_by"] is None
     assert document["summary"] == {
-        "requests": 3, "met": 1, "breached": 1, "overdue": 1, "open": 0, "waived": 0,
-        "compliance": pytest.approx(1 / 3), "median_response_seconds": 7200,
+        "requests": 3,
+        "met": 1,
+        "breached": 1,
+        "overdue": 1,
+        "open": 0,
+        "waived": 0,
+        "compliance": pytest.approx(1 / 3),
+        "median_response_seconds": 7200,
         "p90_response_seconds": 7200,
-    }  # fmt: skip
+    }
 
 
 def test_importing_the_same_mail_twice_changes_nothing(agency, capsys):
@@ -198,8 +215,15 @@ def test_report_filters_by_received_date_in_the_agency_timezone(agency, capsys):
 
 def test_waive_takes_a_request_out_of_the_ratio(agency, capsys):
     run(capsys, "import", "mail/alice", "--mailbox", "alice")
-    code, out, _ = run(capsys, "waive", "c3@acme.example", "--reason", "answered by phone",
-                       "--now", "2026-11-20T09:00Z")  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "waive",
+        "c3@acme.example",
+        "--reason",
+        "answered by phone",
+        "--now",
+        "2026-11-20T09:00Z",
+    )
     assert code == 0 and "waived" in out
     invoice = next(r for r in report_json(capsys)["requests"] if r["subject"] == "Invoice question")
     assert invoice["status"] == "waived"

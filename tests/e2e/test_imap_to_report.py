@@ -17,14 +17,21 @@ pytestmark = pytest.mark.dovecot
 POLICY = Policy(
     agency_domains=("agency.test",),
     staff=(StaffMember("alice@agency.test"), StaffMember("bob@agency.test")),
-    accounts=(Account("Acme", domains=("acme.example",), manager="alice@agency.test",
-                      backups=("bob@agency.test",)),),
-)  # fmt: skip
+    accounts=(
+        Account(
+            "Acme",
+            domains=("acme.example",),
+            manager="alice@agency.test",
+            backups=("bob@agency.test",),
+        ),
+    ),
+)
 
 
 def settings_for(*mailboxes) -> Settings:
-    return Settings(source=None, agency_name="Test", policy=POLICY, mailboxes=mailboxes,
-                    sync=sync_settings())  # type: ignore[arg-type]  # fmt: skip
+    return Settings(
+        source=None, agency_name="Test", policy=POLICY, mailboxes=mailboxes, sync=sync_settings()
+    )  # type: ignore[arg-type]
 
 
 def test_a_reply_in_the_sent_folder_answers_the_inbox_message_it_threads_with(
@@ -32,8 +39,13 @@ def test_a_reply_in_the_sent_folder_answers_the_inbox_message_it_threads_with(
 ):
     alice = dovecot.new_user("alice")
     dovecot.append(alice, "INBOX", mail("<q1@acme.example>"), hours_ago(5))
-    reply = mail("<r1@agency.test>", sender="alice@agency.test", to="carol@acme.example",
-                 subject="Re: Homepage banner", extra="In-Reply-To: <q1@acme.example>\r\n")  # fmt: skip
+    reply = mail(
+        "<r1@agency.test>",
+        sender="alice@agency.test",
+        to="carol@acme.example",
+        subject="Re: Homepage banner",
+        extra="In-Reply-To: <q1@acme.example>\r\n",
+    )
     dovecot.append(alice, "Sent", reply, hours_ago(3), (b"\\Seen",))
     settings = settings_for(mailbox_settings(dovecot, alice, tmp_path))
 
@@ -49,8 +61,9 @@ def test_a_message_cc_d_to_two_watched_mailboxes_counts_once(dovecot, store, tmp
     shared = mail("<cc1@acme.example>", to="alice@agency.test, bob@agency.test")
     dovecot.append(alice, "INBOX", shared, hours_ago(30))
     dovecot.append(bob, "INBOX", shared, hours_ago(30) + timedelta(seconds=2))
-    settings = settings_for(mailbox_settings(dovecot, alice, tmp_path),
-                            mailbox_settings(dovecot, bob, tmp_path))  # fmt: skip
+    settings = settings_for(
+        mailbox_settings(dovecot, alice, tmp_path), mailbox_settings(dovecot, bob, tmp_path)
+    )
 
     poll_all(settings, store, NOW)
     (request,) = current_requests(settings, store, NOW)

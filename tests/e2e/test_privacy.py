@@ -34,8 +34,18 @@ def imported(agency, capsys) -> None:
 
 
 def report_at(capsys, now: str) -> dict:
-    code, out, _ = run(capsys, "report", "--format", "json", "--now", now,
-                       "--since", "2026-11-01", "--until", "2026-12-01")  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "report",
+        "--format",
+        "json",
+        "--now",
+        now,
+        "--since",
+        "2026-11-01",
+        "--until",
+        "2026-12-01",
+    )
     assert code == 0
     return json.loads(out)
 
@@ -83,16 +93,22 @@ def test_export_prints_every_message_and_request_of_an_address_without_raw_heade
     assert document["address"] == JANE
     ids = {m["message_id"] for m in document["messages"]}
     assert ids == {
-        "<c1@acme.example>", "<c2@acme.example>", "<c3@acme.example>", "<ooo@acme.example>",
-        "<s1@rouge.example>", "<s2@rouge.example>",
-    }  # fmt: skip
+        "<c1@acme.example>",
+        "<c2@acme.example>",
+        "<c3@acme.example>",
+        "<ooo@acme.example>",
+        "<s1@rouge.example>",
+        "<s2@rouge.example>",
+    }
     banner = next(m for m in document["messages"] if m["message_id"] == "<c1@acme.example>")
     assert banner["from"] == JANE and banner["subject"] == "Homepage banner"
     assert banner["copies"][0]["mailbox"] == "alice"
     assert "raw_headers" not in banner
     assert sorted(r["subject"] for r in document["requests"]) == [
-        "Homepage banner", "Invoice question", "Our site is down",
-    ]  # fmt: skip
+        "Homepage banner",
+        "Invoice question",
+        "Our site is down",
+    ]
     code, out, _ = run(capsys, "export", JANE, "--raw")
     raw = json.loads(out)["messages"][0]["raw_headers"]
     assert "Message-ID: <" in raw
@@ -167,9 +183,16 @@ def test_the_figures_of_a_forgotten_address_survive_a_full_re_evaluation(agency,
     run(capsys, "forget", JANE, "--yes")
     config = agency / "mailwatch.toml"
     config.write_text(config.read_text().replace('target = "1h"', 'target = "2h"'))  # policy
-    eml(agency / "mail" / "late", "1.eml",
-        client_mail("c4", "Thu, 26 Nov 2026 10:00:00 +0000", "Another thing",
-                    **{"In-Reply-To": "<c1@acme.example>"}))  # fmt: skip
+    eml(
+        agency / "mail" / "late",
+        "1.eml",
+        client_mail(
+            "c4",
+            "Thu, 26 Nov 2026 10:00:00 +0000",
+            "Another thing",
+            **{"In-Reply-To": "<c1@acme.example>"},
+        ),
+    )
     run(capsys, "import", "mail/late", "--mailbox", "alice")
 
     after = report_json(capsys)
@@ -193,13 +216,25 @@ def internal(key: str, when: str, subject: str, **extra: str) -> dict[str, str]:
 def test_mail_with_no_client_keeps_only_ids_references_times_and_sender(agency, capsys):
     mail = agency / "mail" / "old"
     eml(mail, "1.eml", internal("i1", "Mon, 05 Oct 2026 10:00:00 +0000", "Salary review"))
-    eml(mail, "2.eml", internal("i2", "Mon, 05 Oct 2026 11:00:00 +0000", "Re: Salary review",
-                                **{"In-Reply-To": "<i1@rouge.example>"}))  # fmt: skip
+    eml(
+        mail,
+        "2.eml",
+        internal(
+            "i2",
+            "Mon, 05 Oct 2026 11:00:00 +0000",
+            "Re: Salary review",
+            **{"In-Reply-To": "<i1@rouge.example>"},
+        ),
+    )
     eml(mail, "3.eml", client_mail("c9", "Mon, 05 Oct 2026 12:00:00 +0000", "Acme matters"))
-    eml(mail, "4.eml", {
-        **internal("auto", "Mon, 05 Oct 2026 13:00:00 +0000", "Out of Office: Salary review"),
-        "From": "Bob <bob@rouge.example>",
-    })  # fmt: skip
+    eml(
+        mail,
+        "4.eml",
+        {
+            **internal("auto", "Mon, 05 Oct 2026 13:00:00 +0000", "Out of Office: Salary review"),
+            "From": "Bob <bob@rouge.example>",
+        },
+    )
     assert run(capsys, "import", "mail/old", "--mailbox", "alice")[0] == 0
 
     store = open_store(agency)
@@ -230,11 +265,21 @@ def test_a_client_reply_to_reduced_mail_is_threaded_and_measured(agency, capsys)
     mail = agency / "mail" / "old"
     eml(mail, "1.eml", internal("i1", "Mon, 05 Oct 2026 10:00:00 +0000", "Proposal"))
     run(capsys, "import", "mail/old", "--mailbox", "alice")
-    eml(agency / "mail" / "new", "1.eml",
-        client_mail("c5", "Tue, 06 Oct 2026 09:00:00 +0000", "Re: Proposal",
-                    **{"In-Reply-To": "<i1@rouge.example>"}))  # fmt: skip
-    eml(agency / "mail" / "new", "2.eml",
-        staff_mail("s5", "Tue, 06 Oct 2026 10:00:00 +0000", "Re: Proposal", "c5"))  # fmt: skip
+    eml(
+        agency / "mail" / "new",
+        "1.eml",
+        client_mail(
+            "c5",
+            "Tue, 06 Oct 2026 09:00:00 +0000",
+            "Re: Proposal",
+            **{"In-Reply-To": "<i1@rouge.example>"},
+        ),
+    )
+    eml(
+        agency / "mail" / "new",
+        "2.eml",
+        staff_mail("s5", "Tue, 06 Oct 2026 10:00:00 +0000", "Re: Proposal", "c5"),
+    )
     run(capsys, "import", "mail/new", "--mailbox", "alice")
 
     code, out, _ = run(capsys, "explain", "<c5@acme.example>")
@@ -254,12 +299,18 @@ def test_reduced_messages_are_marked_by_an_empty_raw_header_block():
 
 
 def test_old_mail_imported_after_a_reduction_is_reduced_too(agency, capsys):
-    eml(agency / "mail" / "recent", "1.eml",
-        client_mail("c1", "Mon, 05 Oct 2026 12:00:00 +0000", "Acme matters"))  # fmt: skip
+    eml(
+        agency / "mail" / "recent",
+        "1.eml",
+        client_mail("c1", "Mon, 05 Oct 2026 12:00:00 +0000", "Acme matters"),
+    )
     run(capsys, "import", "mail/recent", "--mailbox", "alice")
     # arrived long before the last reduction's window: found by its key, not by the window
-    eml(agency / "mail" / "archive", "1.eml",
-        internal("i1", "Mon, 05 Oct 2025 10:00:00 +0000", "Salary review"))  # fmt: skip
+    eml(
+        agency / "mail" / "archive",
+        "1.eml",
+        internal("i1", "Mon, 05 Oct 2025 10:00:00 +0000", "Salary review"),
+    )
     run(capsys, "import", "mail/archive", "--mailbox", "alice")
 
     store = open_store(agency)

@@ -122,8 +122,11 @@ def sessions(dovecot: DovecotServer, user: ImapUser) -> list[tuple[float, float]
     """(first, last command time) of every IMAP session of this user, from the rawlog."""
     spans = []
     for path in (dovecot.home(user.username) / "rawlog").glob("*.in"):
-        times = [float(line.split(" ", 1)[0]) for line in path.read_text().splitlines()
-                 if re.match(r"^\d+\.\d+ ", line)]  # fmt: skip
+        times = [
+            float(line.split(" ", 1)[0])
+            for line in path.read_text().splitlines()
+            if re.match(r"^\d+\.\d+ ", line)
+        ]
         if times:
             spans.append((min(times), max(times)))
     return sorted(spans)
@@ -149,10 +152,15 @@ def test_two_workers_split_the_mailboxes_send_each_nudge_once_and_take_over_a_de
         dovecot.clear_rawlog(user)
     config = worker_config(tmp_path / "mailwatch.toml", store_url, smtp_server, users)
     config.write_text(config.read_text().replace("PORT", str(dovecot.port)))
-    assert subprocess.run(
-        [sys.executable, "-m", "mailwatch", "migrate", "--config", str(config)],
-        cwd=REPO, capture_output=True, timeout=60,
-    ).returncode == 0  # fmt: skip
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "mailwatch", "migrate", "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        ).returncode
+        == 0
+    )
     store = Store(store_url)
     try:
         workers += [Worker(config, tmp_path / f"worker{n}.log") for n in (1, 2)]
@@ -160,8 +168,11 @@ def test_two_workers_split_the_mailboxes_send_each_nudge_once_and_take_over_a_de
 
         # Every mailbox synced; the two workers hold two mailboxes each.
         def split() -> bool:
-            holders = [owner for name, owner in store.leases(datetime.now(UTC)).items()
-                       if name.startswith("mailbox:")]  # fmt: skip
+            holders = [
+                owner
+                for name, owner in store.leases(datetime.now(UTC)).items()
+                if name.startswith("mailbox:")
+            ]
             return sorted(holders.count(w.id) for w in workers) == [2, 2]
 
         wait_until(lambda: all(w.id for w in workers), SLACK, "both workers running")
@@ -184,8 +195,11 @@ def test_two_workers_split_the_mailboxes_send_each_nudge_once_and_take_over_a_de
         assert sorted(sent("nudge")) == managers
         assert sorted(sent("digest")) == sorted([(HEAD,), *managers])
         for user, owner in zip(users, STAFF, strict=True):
-            (nudge,) = [m.message for m in smtp_server.messages if m.rcpt_tos == (user.username,)
-                        and m.message["X-Mailwatch"] == "nudge"]  # fmt: skip
+            (nudge,) = [
+                m.message
+                for m in smtp_server.messages
+                if m.rcpt_tos == (user.username,) and m.message["X-Mailwatch"] == "nudge"
+            ]
             assert f"Our site is down ({owner}" in nudge["Subject"]
 
         # No mailbox was ever polled by two IMAP sessions at once (a worker keeps its
@@ -205,8 +219,12 @@ def test_two_workers_split_the_mailboxes_send_each_nudge_once_and_take_over_a_de
         killed = time.monotonic()
         for owner in orphans:
             user = users[STAFF.index(owner)]
-            dovecot.append(user, "INBOX", client_mail(owner, user, 10 + STAFF.index(owner)),
-                           datetime.now(UTC) - timedelta(minutes=1))  # fmt: skip
+            dovecot.append(
+                user,
+                "INBOX",
+                client_mail(owner, user, 10 + STAFF.index(owner)),
+                datetime.now(UTC) - timedelta(minutes=1),
+            )
         keys = {f"<down.{10 + STAFF.index(owner)}@{owner}-client.example>" for owner in orphans}
 
         def new_mail_synced() -> bool:

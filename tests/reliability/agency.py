@@ -67,9 +67,12 @@ def write_config(
     text = CONFIG.format(db=db or directory / "mailwatch.db", batch_size=batch_size)
     for name, port, user in mailboxes:
         text += MAILBOX.format(
-            name=name, port=port, username=user.username, password_env=PASSWORD_ENV,
+            name=name,
+            port=port,
+            username=user.username,
+            password_env=PASSWORD_ENV,
             timeout=timeout,
-        )  # fmt: skip
+        )
     path = directory / "mailwatch.toml"
     path.write_text(text + extra)
     path.chmod(0o600)
@@ -121,9 +124,12 @@ def mailwatch(
     """Run the real `python -m mailwatch` in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "mailwatch", "--config", str(config), *argv],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 NUDGE_ACCOUNTS = 20
@@ -168,9 +174,12 @@ class ForkRunner:
     def __init__(self, env: dict[str, str]) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.reliability.forkrunner"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
             env={**os.environ, **env},
-        )  # fmt: skip
+        )
 
     def run(self, config: Path, *argv: str, kill_after: float | None = None) -> tuple[int, float]:
         """Run `mailwatch --config CONFIG ARGV…` in a child, SIGKILLed after `kill_after`

@@ -154,9 +154,13 @@ def test_nudge_runs_killed_at_random_never_send_a_nudge_twice(smtp_server, tmp_p
             smtp_server.messages.clear()
             sent_before_kill: list[int] = []
             kill_repeatedly(
-                runner, crashed, ["nudge", "--now", NOW], NUDGE_KILLS,
-                lambda: sent_before_kill.append(len(smtp_server.messages)), window=calm_time,
-            )  # fmt: skip
+                runner,
+                crashed,
+                ["nudge", "--now", NOW],
+                NUDGE_KILLS,
+                lambda: sent_before_kill.append(len(smtp_server.messages)),
+                window=calm_time,
+            )
         finally:
             runner.close()
         resumed = mailwatch(crashed, "nudge", "--now", NOW)

@@ -22,11 +22,38 @@ NOW = datetime(2026, 11, 27, 9, tzinfo=UTC)
 MIB = 1024 * 1024
 
 NASTY = [
-    "=?utf-8?B?", "=?x-unknown?Q?=FF=00?=", "?=", "<", ">", "@", '"', "(", ")", ",", ";", ":",
-    "\\", "\r", "\n", "\r\n", "\r\n ", "\t", "\x00", "\x7f", "é", "\udcff"[:0], "💥",
-    "alice@rouge.example", "jane@acme.example", "<id@acme.example>", "Mon, 30 Feb 2026 25:61:61 +9999",
-    "auto-replied", "bulk", "Re: Fwd: ", "Thanks!",
-]  # fmt: skip
+    "=?utf-8?B?",
+    "=?x-unknown?Q?=FF=00?=",
+    "?=",
+    "<",
+    ">",
+    "@",
+    '"',
+    "(",
+    ")",
+    ",",
+    ";",
+    ":",
+    "\\",
+    "\r",
+    "\n",
+    "\r\n",
+    "\r\n ",
+    "\t",
+    "\x00",
+    "\x7f",
+    "é",
+    "\udcff"[:0],
+    "💥",
+    "alice@rouge.example",
+    "jane@acme.example",
+    "<id@acme.example>",
+    "Mon, 30 Feb 2026 25:61:61 +9999",
+    "auto-replied",
+    "bulk",
+    "Re: Fwd: ",
+    "Thanks!",
+]
 names = st.sampled_from([*HEADER_FIELDS, "X-Junk", "", " ", "From ", "Subject\x00"])
 values = st.lists(st.one_of(st.sampled_from(NASTY), st.text(max_size=20)), max_size=12).map("".join)
 raw_bytes = st.binary(max_size=40)
@@ -53,9 +80,11 @@ def test_any_header_block_parses_or_is_unparsable_and_the_clock_evaluates_whatev
         except UnparsableMessage:
             continue
         copy = Copy(
-            mailbox="alice", folder="INBOX" if number % 2 else "Sent",
-            sent_folder=number % 2 == 0, internal_date=NOW - timedelta(hours=number),
-        )  # fmt: skip
+            mailbox="alice",
+            folder="INBOX" if number % 2 else "Sent",
+            sent_folder=number % 2 == 0,
+            internal_date=NOW - timedelta(hours=number),
+        )
         messages[message.key] = replace(message, copies=(copy,))
     evaluation = evaluate(list(messages.values()), policy(), NOW, [])
     assert len(evaluation.requests) <= len(messages)

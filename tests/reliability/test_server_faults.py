@@ -109,8 +109,10 @@ def test_a_folder_deleted_is_recorded_and_skipped_and_once_recreated_synced_with
     assert states[("alice", "Clients")].last_error == folders["Clients"].error
     assert recreated.errors == []
     assert keys_and_copies(sqlite_store) == [
-        ("<after@acme.example>", 1), ("<before@acme.example>", 1), ("<meanwhile@acme.example>", 1)
-    ]  # fmt: skip
+        ("<after@acme.example>", 1),
+        ("<before@acme.example>", 1),
+        ("<meanwhile@acme.example>", 1),
+    ]
 
 
 @pytest.mark.dovecot
@@ -161,7 +163,7 @@ def mailer(port: int, timeout: float = 5.0) -> Mailer:
             security="none",
             sender="mailwatch <mailwatch@agency.test>",
             timeout=timeout,
-        )  # fmt: skip
+        )
     )
 
 

@@ -125,8 +125,14 @@ def test_a_waiver_marks_its_thread_for_re_evaluation(store):
 
 
 def test_a_subject_match_pulls_the_earlier_thread_into_the_evaluation(store):
-    store.add_messages(stored([client("c1", at(0, 10), subject="Quote for the shop"),
-                               staff("s1", at(0, 11), subject="Re: Quote for the shop", refs=("<c1>",))]))  # fmt: skip
+    store.add_messages(
+        stored(
+            [
+                client("c1", at(0, 10), subject="Quote for the shop"),
+                staff("s1", at(0, 11), subject="Re: Quote for the shop", refs=("<c1>",)),
+            ]
+        )
+    )
     refresh_requests(settings_with(), store, at(0, 12))
     store.add_messages(stored([client("c2", at(2, 9), subject="RE: Quote for the shop")]))
     refresh_requests(settings_with(), store, at(2, 10))
@@ -135,8 +141,13 @@ def test_a_subject_match_pulls_the_earlier_thread_into_the_evaluation(store):
 
 
 def test_an_out_of_office_reply_stored_earlier_still_hands_new_requests_to_the_backup(store):
-    ooo = staff("ooo", at(0, 8), subject="Automatic reply: hello", to=("x@acme.example",),
-                headers=(("auto-submitted", "auto-replied"),))  # fmt: skip
+    ooo = staff(
+        "ooo",
+        at(0, 8),
+        subject="Automatic reply: hello",
+        to=("x@acme.example",),
+        headers=(("auto-submitted", "auto-replied"),),
+    )
     store.add_messages(stored([ooo]))
     refresh_requests(settings_with(), store, at(0, 9))
     store.add_messages(stored([client("c1", at(0, 10))]))
@@ -150,8 +161,15 @@ def test_a_change_stored_while_an_evaluation_ran_stays_to_be_evaluated(store):
     seen = store.dirty_keys()
     store.add_waiver(Waiver("<c1>", by="cli", seen_at=at(0, 11)))  # arrives mid-evaluation
 
-    store.save_evaluation(thread_of={"<c1>": "<c1>"}, changes_seen=seen, people=set(),
-                          requests=[], threads={"<c1>"}, evaluated_at=at(0, 12), state={})  # fmt: skip
+    store.save_evaluation(
+        thread_of={"<c1>": "<c1>"},
+        changes_seen=seen,
+        people=set(),
+        requests=[],
+        threads={"<c1>"},
+        evaluated_at=at(0, 12),
+        state={},
+    )
 
     assert store.dirty_keys() == {"<c1>": 2}
 
@@ -189,8 +207,10 @@ def test_a_large_change_is_evaluated_in_bounded_batches_with_the_same_result(sto
     import mailwatch.evaluation as engine
 
     history = [client(f"c{i}", at(0, 9, i), subject=f"Topic {i % 4}") for i in range(12)]
-    history += [staff(f"s{i}", at(0, 10, i), subject=f"Re: Topic {i % 4}", refs=(f"<c{i}>",))
-                for i in range(0, 12, 2)]  # fmt: skip
+    history += [
+        staff(f"s{i}", at(0, 10, i), subject=f"Re: Topic {i % 4}", refs=(f"<c{i}>",))
+        for i in range(0, 12, 2)
+    ]
     # a staff person seen sending only late in the history still answers early requests
     history += [
         staff("late", at(3), frm="dave@rouge.example", subject="Hello", to=("x@acme.example",))
@@ -219,10 +239,16 @@ def test_the_policy_fingerprint_is_the_same_in_every_process():
     )
     root = Path(__file__).parents[2]
     prints = {
-        subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        ).stdout
         for seed in ("1", "2", "3")
-    }  # fmt: skip
+    }
     assert len(prints) == 1
 
 
@@ -231,13 +257,15 @@ def test_stored_out_of_office_replies_make_their_sender_absent_until_their_next_
 
     auto = (("auto-submitted", "auto-replied"),)
     history = [
-        staff("ooo1", at(0, 8), subject="Automatic reply: hello", to=("x@acme.example",),
-              headers=auto),
+        staff(
+            "ooo1", at(0, 8), subject="Automatic reply: hello", to=("x@acme.example",), headers=auto
+        ),
         staff("other", at(0, 9), frm="bob@rouge.example", subject="Hi", to=("x@acme.example",)),
         staff("back", at(1, 9), subject="Back", to=("bob@rouge.example",)),
-        staff("ooo2", at(5, 8), subject="Automatic reply: again", to=("x@acme.example",),
-              headers=auto),
-    ]  # fmt: skip
+        staff(
+            "ooo2", at(5, 8), subject="Automatic reply: again", to=("x@acme.example",), headers=auto
+        ),
+    ]
     store.add_messages(stored(history))
     refresh_requests(settings_with(), store, NOW)
 
