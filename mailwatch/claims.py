@@ -1,7 +1,7 @@
-"""What the nudge and digest passes claim in the store before they send.
+"""What the nudge, digest and alert passes claim in the store before they send.
 
 A claim is (kind, key, recipient): taken before the email goes out, marked
-sent or failed after, so each nudge and digest is sent at most once whichever
+sent or failed after, so each nudge, digest and alert is sent at most once whichever
 worker or run builds it.  The kinds and the formats of their keys are here,
 shared by the passes that claim and by those that read the claims (health,
 digests, privacy).
@@ -15,6 +15,9 @@ NUDGE = "nudge"
 DIGEST = "digest"
 # A nudge skipped for lateness, recorded once (the reason in `error`) for the next digest.
 SKIPPED = "nudge-skipped"
+# An alert that a problem started, and the email that says it ended (alerts.py).
+ALERT = "alert"
+ALERT_RECOVERED = "alert-recovered"
 
 
 def nudge_key(opened_by: str, stage: str) -> str:
@@ -26,6 +29,18 @@ def split_claim_key(key: str) -> tuple[str, str]:
     """(opened_by, stage) of a nudge key: a Message-ID may hold "|", a stage name does not."""
     opened_by, _, stage = key.rpartition("|")
     return opened_by, stage
+
+
+def alert_key(problem: str, since: str) -> str:
+    """The key of an alert: the problem ("mailbox:alice") and which occurrence of it
+    (an ISO instant or "never", neither holding "|")."""
+    return f"{problem}|{since}"
+
+
+def split_alert_key(key: str) -> tuple[str, str]:
+    """(problem, since) of an alert key: a mailbox or job name may hold "|"."""
+    problem, _, since = key.rpartition("|")
+    return problem, since
 
 
 def digest_key(period: Period) -> str:

@@ -20,7 +20,7 @@ from mailwatch import __version__, evaluation, output, services
 from mailwatch.bootstrap import SchemaOutdated, make_mailer, make_renderer, open_store, utc_now
 from mailwatch.config import ConfigError, Settings, config_path, load_settings
 from mailwatch.core.durations import human_duration
-from mailwatch.store.repository import QuarantinedMessage, Store, SyncState
+from mailwatch.store.repository import QuarantinedMessage, Store
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -86,11 +86,16 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 1 when mailboxes are configured and none has synced yet: "nothing is
+    waiting" would be a guess, and a cron job should hear about it."""
+    from mailwatch.health import mailbox_syncs, none_synced
+
     with _store(settings) as store:
         found = services.status(settings, store, _now(args, settings))
         notice = evaluation.attention(store)
         quarantined = store.quarantined()
-        syncs = store.sync_states()
+        syncs = mailbox_syncs(settings, store.sync_states(), found.generated_at)
+    unsynced = none_synced(settings, syncs)
     if args.format == "json":
         extra = {
             "quarantined": [
@@ -100,30 +105,26 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             "untimed": list(notice.untimed),
             "unlisted_senders": list(notice.unlisted_senders),
             "unknown_correspondents": list(notice.unknown_correspondents),
-            "mailboxes": [
-                {
-                    "mailbox": s.mailbox,
-                    "folder": s.folder,
-                    "last_ok_at": output.iso(s.last_ok_at),
-                    "last_error": s.last_error,
-                    "failures": s.failures,
-                }
-                for s in syncs
-            ],
+            "mailboxes": [output.mailbox_sync_json(sync) for sync in syncs],
+            "no_mailbox_synced": unsynced,
         }
         print(output.requests_document(found.generated_at, found.requests, **extra))
-        return 0
-    if not found.requests:
+        return EXIT_FAILURE if unsynced else 0
+    for line in output.sync_problem_lines(syncs):
+        print(line)
+    if unsynced:
+        print("No mailbox has synced yet: run `mailwatch poll` (`mailwatch check` says why not).")
+    elif not found.requests:
         print("Nothing is waiting for a reply.")
     else:
         print(output.requests_table(found.requests, settings.policy.timezone))
-    for line in _attention_lines(notice, quarantined, syncs):
+    for line in _attention_lines(notice, quarantined):
         print(line)
-    return 0
+    return EXIT_FAILURE if unsynced else 0
 
 
 def _attention_lines(
-    notice: evaluation.Attention, quarantined: list[QuarantinedMessage], syncs: list[SyncState]
+    notice: evaluation.Attention, quarantined: list[QuarantinedMessage]
 ) -> list[str]:
     lines = []
     if quarantined:
@@ -141,9 +142,6 @@ def _attention_lines(
             "Outside senders that staff replied to (missing [[accounts]]?): "
             + ", ".join(notice.unknown_correspondents[:10])
         )
-    for state in syncs:
-        if state.last_error:
-            lines.append(f"Mailbox {state.mailbox}: {state.last_error}")
     return lines
 
 
@@ -245,27 +243,29 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
+    """The nudges that are due, then the alerts (as the daemon's nudge job does)."""
     from mailwatch.adapters.smtp import NotConfigured
+    from mailwatch.alerts import check_alerts
     from mailwatch.nudging import send_due_nudges
 
+    now = _now(args, settings)
+    mailer, renderer = make_mailer(settings), make_renderer()
     with _store(settings) as store:
         try:
             run = send_due_nudges(
-                settings,
-                store,
-                _now(args, settings),
-                mailer=make_mailer(settings),
-                renderer=make_renderer(),
-                dry_run=args.dry_run,
+                settings, store, now, mailer=mailer, renderer=renderer, dry_run=args.dry_run
             )
         except NotConfigured as error:
             print(f"mailwatch: {error}", file=sys.stderr)
             return EXIT_FAILURE
-    for line in run.lines:
+        alerts = check_alerts(
+            settings, store, now, mailer=mailer, renderer=renderer, dry_run=args.dry_run
+        )
+    for line in run.lines + alerts.lines:
         print(line)
     if not run.lines:
         print("No nudge is due.")
-    return EXIT_FAILURE if run.failed else 0
+    return EXIT_FAILURE if run.failed or alerts.failed else 0
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,7 +1,10 @@
 """`mailwatch run`: the scheduler shell around the poll, nudge and digest passes.
 
 Each job reads the clock once, does one bounded pass, and catches and logs
-its own exceptions: one bad pass never stops the daemon.  Jobs live in
+its own exceptions: one bad pass never stops the daemon.  How each pass went is
+recorded (`jobs.py`): a job that keeps failing is a health problem and an alert.
+After each nudge pass the alert check (`alerts.py`) tells `[alerts] to` what
+started or stopped going wrong.  Jobs live in
 APScheduler's memory store and are rebuilt from the configuration at start
 and on SIGHUP; what must survive a restart (claims, checkpoints) is in the
 database.
@@ -38,6 +41,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailwatch.alerts import AlertRun, check_alerts
 from mailwatch.bootstrap import make_mailer, make_renderer, utc_now
 from mailwatch.config import ConfigError, MailboxSettings, Settings, load_settings
 from mailwatch.core.durations import human_duration
@@ -46,6 +50,7 @@ from mailwatch.digests import DigestRun, send_digests
 from mailwatch.evaluation import refresh_requests
 from mailwatch.health import ping_if_healthy
 from mailwatch.idle import IdleWatchers
+from mailwatch.jobs import record_job
 from mailwatch.nudging import NudgeRun, send_due_nudges
 from mailwatch.privacy import apply_retention
 from mailwatch.store.repository import Store
@@ -78,6 +83,10 @@ def attempt(what: str, call: Callable[[], T]) -> T | None:
         return None
 
 
+def _one_line(error: Exception) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
 class Daemon:
     def __init__(
         self,
@@ -108,12 +117,27 @@ class Daemon:
 
     # ------------------------------------------------------------ jobs
 
+    def attempt_job(self, what: str, call: Callable[[], T], now: datetime) -> T | None:
+        """`attempt` one pass of a job, and record how it went."""
+        try:
+            result = call()
+        except Exception as error:
+            log.exception("%s failed", what)
+            self.record_job(what, _one_line(error), now)
+            return None
+        self.record_job(what, None, now)
+        return result
+
+    def record_job(self, what: str, error: str | None, now: datetime) -> None:
+        # The database may be what fails: then this is logged too, and the daemon goes on.
+        attempt(f"recording the {what}", lambda: record_job(self.store, what, error, now))
+
     def poll_job(self, name: str) -> None:
         """Scheduled, or asked for by the mailbox's IDLE watcher."""
         with self.poll_locks.setdefault(name, threading.Lock()):
             now = self.clock()
             try:
-                attempt(f"poll of mailbox {name}", lambda: self.poll(name, now))
+                self.attempt_job(f"poll of mailbox {name}", lambda: self.poll(name, now), now)
             finally:
                 self.worker.done(name)
                 if not self.running.is_set() or name not in self.mailbox_names():
@@ -151,7 +175,8 @@ class Daemon:
 
     def nudge_job(self) -> None:
         now = self.clock()
-        run = attempt("nudge pass", lambda: self.send_nudges(now))
+        run = self.attempt_job("nudge pass", lambda: self.send_nudges(now), now)
+        self.attempt_job("alert check", lambda: self.check_alerts(now), now)
         if run is None:
             return
         if run.sent or run.failed:
@@ -165,9 +190,13 @@ class Daemon:
             self.settings, self.store, now, mailer=mailer, renderer=self.renderer
         )
 
+    def check_alerts(self, now: datetime) -> AlertRun:
+        mailer = make_mailer(self.settings)
+        return check_alerts(self.settings, self.store, now, mailer=mailer, renderer=self.renderer)
+
     def digest_job(self, period: str) -> None:
         now = self.clock()
-        run = attempt(f"{period} digest", lambda: self.send_digests(now, period))
+        run = self.attempt_job(f"{period} digest", lambda: self.send_digests(now, period), now)
         if run is None:
             return
         for line in run.lines:
@@ -181,7 +210,9 @@ class Daemon:
 
     def retention_job(self) -> None:
         now = self.clock()
-        done = attempt("retention pass", lambda: apply_retention(self.settings, self.store, now))
+        done = self.attempt_job(
+            "retention pass", lambda: apply_retention(self.settings, self.store, now), now
+        )
         if done is not None and done.deleted:
             cutoff = done.cutoff.isoformat()
             log.info(

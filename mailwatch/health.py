@@ -8,24 +8,30 @@ import os
 import sqlite3
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mailwatch.claims import DIGEST, NUDGE
 from mailwatch.config import Settings
 from mailwatch.core.durations import human_duration
+from mailwatch.jobs import KEEPS_FAILING, failing_jobs
 from mailwatch.store.repository import Claim, Store, SyncState
 
 log = logging.getLogger(__name__)
 
 # One failed poll is weather; this many in a row is a problem worth paging for.
-HEALTH_FAILURES = 3
+HEALTH_FAILURES = KEEPS_FAILING
 PING_TIMEOUT = 10.0
 
 
 def health_problems(settings: Settings, store: Store, now: datetime) -> list[str]:
     """Why mailwatch is not healthy now; empty when it is."""
-    return sync_problems(settings, store.sync_states(), now) + send_problems(store)
+    return (
+        sync_problems(settings, store.sync_states(), now)
+        + send_problems(store)
+        + job_problems(store)
+    )
 
 
 def sync_problems(settings: Settings, states: list[SyncState], now: datetime) -> list[str]:
@@ -47,6 +53,59 @@ def sync_problems(settings: Settings, states: list[SyncState], now: datetime) ->
     return problems
 
 
+@dataclass(frozen=True)
+class MailboxSync:
+    """How a mailbox (folder None) or one of its folders syncs, for status and alerts."""
+
+    mailbox: str
+    folder: str | None
+    condition: str  # "never_synced", "stale", "failing" or "ok"
+    problem: str | None  # one line for people; None when ok
+    state: SyncState | None  # None: no poll has even tried it
+
+
+CONDITIONS = ("never_synced", "stale", "failing", "ok")  # worst first
+
+
+def mailbox_syncs(settings: Settings, states: list[SyncState], now: datetime) -> list[MailboxSync]:
+    """Every configured mailbox and every folder ever synced, the worst off first."""
+    tried = {s.mailbox for s in states if s.folder is None}
+    untried = [
+        MailboxSync(m.name, None, "never_synced", f"mailbox {m.name}: has never synced", None)
+        for m in settings.mailboxes
+        if m.name not in tried
+    ]
+    syncs = untried + [_mailbox_sync(state, settings, now) for state in states]
+    return sorted(syncs, key=lambda s: CONDITIONS.index(s.condition))
+
+
+def none_synced(settings: Settings, syncs: list[MailboxSync]) -> bool:
+    """Mailboxes are configured and not one has synced yet: nothing can be said of their mail."""
+    configured = {mailbox.name for mailbox in settings.mailboxes}
+    return bool(configured) and all(
+        s.condition == "never_synced" for s in syncs if s.folder is None and s.mailbox in configured
+    )
+
+
+def _mailbox_sync(state: SyncState, settings: Settings, now: datetime) -> MailboxSync:
+    where = state.mailbox if state.folder is None else f"{state.mailbox}/{state.folder}"
+    error = f": {state.last_error}" if state.failures and state.last_error else ""
+    stale_after = settings.health.stale_after
+    if state.last_ok_at is None:
+        condition, text = "never_synced", "has never synced"
+    elif state.folder is None and now - state.last_ok_at > stale_after:
+        since = human_duration((now - state.last_ok_at).total_seconds())
+        limit = human_duration(stale_after.total_seconds())
+        condition, text = "stale", f"last synced {since} ago (limit {limit})"
+    elif state.failures:
+        condition, text = "failing", f"{state.failures} failure(s) in a row"
+    else:
+        return MailboxSync(state.mailbox, state.folder, "ok", None, state)
+    return MailboxSync(
+        state.mailbox, state.folder, condition, f"mailbox {where}: {text}{error}", state
+    )
+
+
 def send_problems(store: Store) -> list[str]:
     """The last nudge or digest sent, if it failed."""
     problems = []
@@ -58,6 +117,14 @@ def send_problems(store: Store) -> list[str]:
         if last.sent_at is None and last.error:
             problems.append(f"the last {kind} to {last.recipient} failed: {last.error}")
     return problems
+
+
+def job_problems(store: Store) -> list[str]:
+    return [
+        f"{failure.job}: {failure.failures} failures in a row: {failure.error}"
+        for failure in failing_jobs(store)
+        if failure.failures >= KEEPS_FAILING
+    ]
 
 
 def latest_event(claim: Claim) -> datetime:

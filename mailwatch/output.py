@@ -7,11 +7,15 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Request, Waiver
 from mailwatch.core.stats import by_account, by_person, summarize
+
+if TYPE_CHECKING:
+    from mailwatch.health import MailboxSync
 
 
 def iso(instant: datetime | None) -> str | None:
@@ -123,3 +127,27 @@ def summary_line(requests: Sequence[Request]) -> str:
 
 def _duration_or_na(seconds: float | None) -> str:
     return "n/a" if seconds is None else human_duration(round(seconds))
+
+
+def mailbox_sync_json(sync: MailboxSync) -> dict[str, object]:
+    """A mailbox's (or folder's) sync in `status --format json`."""
+    state = sync.state
+    return {
+        "mailbox": sync.mailbox,
+        "folder": sync.folder,
+        "last_ok_at": iso(state.last_ok_at) if state else None,
+        "last_error": state.last_error if state else None,
+        "failures": state.failures if state else 0,
+        "condition": sync.condition,  # never_synced, stale, failing or ok
+        "problem": sync.problem,
+    }
+
+
+def sync_problem_lines(syncs: Sequence[MailboxSync]) -> list[str]:
+    """What `status` leads with: the mailboxes that never synced, are stale, or fail."""
+    problems = [sync.problem for sync in syncs if sync.problem is not None]
+    if not problems:
+        return []
+    return ["Sync problems (mail may be missing from what follows):"] + [
+        f"  {problem}" for problem in problems
+    ]

@@ -32,6 +32,7 @@ from mailwatch.config.reader import (
 from mailwatch.config.secrets import Secret
 from mailwatch.config.settings import (
     DEFAULT_DATABASE_URL,
+    AlertSettings,
     DaemonSettings,
     DigestSettings,
     GoogleServiceAccount,
@@ -43,6 +44,8 @@ from mailwatch.config.settings import (
     SmtpSettings,
     SyncSettings,
 )
+from mailwatch.core.addresses import Directory
+from mailwatch.core.model import Policy, Role
 
 log = logging.getLogger("mailwatch.config")
 
@@ -67,10 +70,11 @@ def load_settings(path: Path) -> Settings:
 
 def _settings(root: Reader, path: Path) -> Settings:
     database = root.table("database")
+    policy = build_policy(root)
     return Settings(
         source=path,
         agency_name=root.table("agency").text("name"),
-        policy=build_policy(root),
+        policy=policy,
         database_url=_database_url(database),
         retention_days=database.integer("retention_days", 400, minimum=1),
         mailboxes=_mailboxes(root),
@@ -79,6 +83,7 @@ def _settings(root: Reader, path: Path) -> Settings:
         digests=_digests(root.table("digests")),
         daemon=_daemon(root.table("daemon")),
         health=_health(root.table("health")),
+        alerts=_alerts(root.table("alerts"), policy),
     )
 
 
@@ -318,6 +323,20 @@ def _health(health: Reader) -> HealthSettings:
     return HealthSettings(
         ping_url=url, stale_after=health.duration("stale_after", default.stale_after)
     )
+
+
+def _alerts(alerts: Reader, policy: Policy) -> AlertSettings:
+    if not alerts.has("to"):
+        return AlertSettings(to=policy.head_of_client_management)
+    directory = Directory(policy)
+    to = alerts.addresses("to")
+    for index, address in enumerate(to):
+        if directory.role(address) is not Role.STAFF:
+            raise alerts.error(
+                f"to[{index}]",
+                f"not a staff address: {address} (list it under [[staff]] or agency.domains)",
+            )
+    return AlertSettings(to=to)
 
 
 def _warn_when_commands_are_exposed(path: Path, settings: Settings) -> None:

@@ -112,6 +112,7 @@ SCHEMA: dict[str, Any] = {
     "digests": dict.fromkeys(["weekly", "weekday", "time", "monthly", "quarterly"]),
     "daemon": dict.fromkeys(["nudge_interval", "lease_ttl"]),
     "health": dict.fromkeys(["ping_url", "stale_after"]),
+    "alerts": dict.fromkeys(["to"]),
 }
 
 

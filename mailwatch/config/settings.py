@@ -112,6 +112,14 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Who hears when a mailbox stops syncing, sending fails or a job keeps failing:
+    staff addresses; empty, nobody (health and status still say it)."""
+
+    to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     agency_name: str
@@ -124,3 +132,4 @@ class Settings:
     digests: DigestSettings = field(default_factory=DigestSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
