@@ -195,11 +195,14 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
     now = _now(args, settings)
     with _store(settings) as store:
+        if args.force_login:
+            store.clear_login_refusals()
         results = poll_all(settings, store, now)
         evaluation.refresh_requests(settings, store, now)
     failed = False
     for result in results:
-        if result.skipped:
+        if result.skipped:  # not read: as much a failure to cron as the refusal it waits out
+            failed = True
             print(f"{result.mailbox}: skipped ({result.skipped})")
             continue
         print(f"{result.mailbox}: fetched {result.fetched}, {result.new_messages} new")
@@ -210,18 +213,20 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.adapters.imap import MailboxError, check_mailbox
+    from mailwatch.adapters.imap import MailboxError
     from mailwatch.adapters.smtp import Mailer, TransportError
+    from mailwatch.sync import check_login
 
     print(f"configuration {settings.source}: ok")
     failed = False
-    for mailbox in settings.mailboxes:
-        try:
-            for line in check_mailbox(mailbox, settings.sync.waive_folder):
-                print(f"{mailbox.name}: {line}")
-        except (MailboxError, ConfigError) as error:
-            failed = True
-            print(f"{mailbox.name}: FAILED: {error}")
+    with _store(settings) as store:  # a login's outcome replaces a refusal the polls wait on
+        for mailbox in settings.mailboxes:
+            try:
+                for line in check_login(mailbox, settings.sync.waive_folder, store, utc_now()):
+                    print(f"{mailbox.name}: {line}")
+            except (MailboxError, ConfigError) as error:
+                failed = True
+                print(f"{mailbox.name}: FAILED: {error}")
     if settings.smtp is None:
         print("smtp: not configured (nudges and digests cannot be sent)")
     else:
@@ -302,6 +307,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger().setLevel(logging.INFO)  # a daemon's journal should say what it does
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not every job start
     with _store(settings) as store:  # an outdated schema: refused, naming `mailwatch migrate`
+        if args.force_login:
+            store.clear_login_refusals()
         return Daemon(settings, store).run()
 
 
@@ -403,6 +410,7 @@ def _store(settings: Settings) -> Iterator[Store]:
 
 
 Command = Callable[[argparse.Namespace, Settings], int]
+FORCE_LOGIN_HELP = "log in now even where a login was refused within the hour, same secret"
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
@@ -435,9 +443,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         return sub
 
     command("check", cmd_check, "validate the configuration and connect to every mailbox and SMTP")
-    command(
+    sub = command(
         "poll", cmd_poll, "one sync pass over every mailbox, then re-evaluate requests", now=True
     )
+    sub.add_argument("--force-login", action="store_true", help=FORCE_LOGIN_HELP)
     sub = command(
         "import", cmd_import, "backfill history from mbox, maildir or .eml files", now=True
     )
@@ -466,7 +475,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub.add_argument("--period", choices=("week", "month", "quarter"), default="week")
     sub.add_argument("--dry-run", action="store_true", help="build them; send and claim nothing")
     sub.add_argument("--output", metavar="DIR", help="also write each digest as .eml, .html, .json")
-    command("run", cmd_run, "the daemon: poll, nudge and send digests on schedule until stopped")
+    sub = command(
+        "run", cmd_run, "the daemon: poll, nudge and send digests on schedule until stopped"
+    )
+    sub.add_argument("--force-login", action="store_true", help=FORCE_LOGIN_HELP)
     command("health", cmd_health, "exit 1, saying why, when syncing or sending is failing")
     sub = command("backup", cmd_backup, "write a consistent copy of the SQLite database")
     sub.add_argument("path", metavar="PATH")
