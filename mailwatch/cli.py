@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 from mailwatch import __version__, evaluation, output, services
 from mailwatch.bootstrap import SchemaOutdated, make_mailer, make_renderer, open_store, utc_now
-from mailwatch.config import ConfigError, Settings, config_path, load_settings
+from mailwatch.config import LOG_FORMATS, ConfigError, Settings, config_path, load_settings
 from mailwatch.core.durations import human_duration
+from mailwatch.logs import configure_logging
 from mailwatch.store.repository import QuarantinedMessage, Store, SyncState
 
 EXIT_FAILURE = 1
@@ -422,6 +423,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="configuration file (default: $MAILWATCH_CONFIG or ./mailwatch.toml)",
     )
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help='"json": one JSON object per line (default: [daemon] log_format, else "text")',
+    )
     parser = argparse.ArgumentParser(
         prog="mailwatch",
         parents=[common],
@@ -504,16 +511,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_format = getattr(args, "log_format", None)
+    configure_logging(getattr(args, "verbose", False), log_format or "text")
     try:
         if args.command == "demo":  # it writes its own configuration
             from mailwatch.demo import run_demo
 
             return run_demo(main)
         settings = load_settings(config_path(getattr(args, "config", None)))
+        configure_logging(getattr(args, "verbose", False), log_format or settings.daemon.log_format)
         return handlers[args.command](args, settings)
     except (ConfigError, UsageError) as error:
         print(f"mailwatch: {error}", file=sys.stderr)

@@ -135,7 +135,8 @@ class Daemon:
         self.watch(mailbox)  # after the poll: a login it had refused, IDLE does not retry
         if result.new_messages:
             refresh_requests(self.settings, self.store, now)
-        log.info("%s: fetched %d, %d new", name, result.fetched, result.new_messages)
+        counts = (result.fetched, result.new_messages)
+        log.info("%s: fetched %d, %d new", name, *counts, extra={"mailbox": name})
 
     def mailbox_names(self) -> set[str]:
         return {mailbox.name for mailbox in self.settings.mailboxes}

@@ -291,7 +291,7 @@ def poll_all(
                 poll_mailbox(mailbox, settings.sync, store, now, history, client_reply(settings))
             )
         except Exception as error:  # a bug or a surprise must not starve the other mailboxes
-            log.exception("%s: poll failed", mailbox.name)
+            log.exception("%s: poll failed", mailbox.name, extra={"mailbox": mailbox.name})
             message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
             store.record_sync(mailbox.name, None, False, message, now)
             results.append(PollResult(mailbox.name, error=message))
@@ -371,7 +371,12 @@ def _poll_folders(
         except MailboxError as error:
             if error.permanent or not reused or attempt == 2:
                 raise
-            log.info("%s: the kept session broke (%s); logging in again", mailbox.name, error)
+            log.info(
+                "%s: the kept session broke (%s); logging in again",
+                mailbox.name,
+                error,
+                extra={"mailbox": mailbox.name},
+            )
 
 
 def mailbox_failed(
@@ -383,7 +388,7 @@ def mailbox_failed(
     history: SyncHistory,
 ) -> PollResult:
     kind = "permanent" if error.permanent else "temporary"
-    log.warning("%s (%s)", error.message, kind)
+    log.warning("%s (%s)", error.message, kind, extra={"mailbox": mailbox.name})
     history.failed(mailbox, error, now)
     store.record_sync(mailbox.name, None, False, error.message, now)
     return PollResult(mailbox.name, tuple(results), error=error.message, permanent=error.permanent)
@@ -403,7 +408,7 @@ def poll_folder_safely(
     try:
         result = poll_folder(connection, folder, sync, store, now, history, wants_body)
     except FolderError as error:
-        log.warning("%s", error.message)
+        log.warning("%s", error.message, extra={"mailbox": mailbox, "folder": folder.name})
         store.record_sync(mailbox, folder.name, False, error.message, now)
         return FolderResult(folder.name, error=error.message)
     store.record_sync(mailbox, folder.name, result.error is None, result.error, now, result.fetched)
@@ -443,7 +448,8 @@ def poll_folder(
             quarantined += len(batch.messages) - len(stored)
             new += store.add_messages(stored, batch.checkpoint)
     if fetched:
-        log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new)
+        where = {"mailbox": mailbox, "folder": folder.name}
+        log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new, extra=where)
     return FolderResult(folder.name, fetched, new, quarantined, waive_changes, reset)
 
 
@@ -506,6 +512,7 @@ def reset_folder(
         old,
         status.uidvalidity,
         dropped,
+        extra={"mailbox": mailbox, "folder": folder.name},
     )
     return True
 
@@ -552,7 +559,8 @@ def to_store(
         try:
             stored.append(stored_message(fetched, checkpoint, location, sync, now))
         except Exception as error:  # one bad message never stops the sync
-            log.warning("%s: quarantined: %s", location, error)
+            where = {"mailbox": checkpoint.mailbox, "folder": folder.name}
+            log.warning("%s: quarantined: %s", location, error, extra=where)
             store.quarantine(location, f"{type(error).__name__}: {error}", fetched.raw_headers, now)
     return stored
 
