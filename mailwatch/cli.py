@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 from mailwatch import __version__, evaluation, output, services
 from mailwatch.bootstrap import SchemaOutdated, make_mailer, make_renderer, open_store, utc_now
-from mailwatch.config import ConfigError, Settings, config_path, load_settings
+from mailwatch.config import LOG_FORMATS, ConfigError, Settings, config_path, load_settings
 from mailwatch.core.durations import human_duration
+from mailwatch.logs import configure_logging
 from mailwatch.store.repository import QuarantinedMessage, Store
 
 EXIT_FAILURE = 1
@@ -193,11 +194,14 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
     now = _now(args, settings)
     with _store(settings) as store:
+        if args.force_login:
+            store.clear_login_refusals()
         results = poll_all(settings, store, now)
         evaluation.refresh_requests(settings, store, now)
     failed = False
     for result in results:
-        if result.skipped:
+        if result.skipped:  # not read: as much a failure to cron as the refusal it waits out
+            failed = True
             print(f"{result.mailbox}: skipped ({result.skipped})")
             continue
         print(f"{result.mailbox}: fetched {result.fetched}, {result.new_messages} new")
@@ -208,18 +212,20 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.adapters.imap import MailboxError, check_mailbox
+    from mailwatch.adapters.imap import MailboxError
     from mailwatch.adapters.smtp import Mailer, TransportError
+    from mailwatch.sync import check_login
 
     print(f"configuration {settings.source}: ok")
     failed = False
-    for mailbox in settings.mailboxes:
-        try:
-            for line in check_mailbox(mailbox, settings.sync.waive_folder):
-                print(f"{mailbox.name}: {line}")
-        except (MailboxError, ConfigError) as error:
-            failed = True
-            print(f"{mailbox.name}: FAILED: {error}")
+    with _store(settings) as store:  # a login's outcome replaces a refusal the polls wait on
+        for mailbox in settings.mailboxes:
+            try:
+                for line in check_login(mailbox, settings.sync.waive_folder, store, utc_now()):
+                    print(f"{mailbox.name}: {line}")
+            except (MailboxError, ConfigError) as error:
+                failed = True
+                print(f"{mailbox.name}: FAILED: {error}")
     if settings.smtp is None:
         print("smtp: not configured (nudges and digests cannot be sent)")
     else:
@@ -302,6 +308,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger().setLevel(logging.INFO)  # a daemon's journal should say what it does
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not every job start
     with _store(settings) as store:  # an outdated schema: refused, naming `mailwatch migrate`
+        if args.force_login:
+            store.clear_login_refusals()
         return Daemon(settings, store).run()
 
 
@@ -403,6 +411,7 @@ def _store(settings: Settings) -> Iterator[Store]:
 
 
 Command = Callable[[argparse.Namespace, Settings], int]
+FORCE_LOGIN_HELP = "log in now even where a login was refused within the hour, same secret"
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
@@ -414,6 +423,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="configuration file (default: $MAILWATCH_CONFIG or ./mailwatch.toml)",
     )
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help='"json": one JSON object per line (default: [daemon] log_format, else "text")',
+    )
     parser = argparse.ArgumentParser(
         prog="mailwatch",
         parents=[common],
@@ -435,9 +450,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         return sub
 
     command("check", cmd_check, "validate the configuration and connect to every mailbox and SMTP")
-    command(
+    sub = command(
         "poll", cmd_poll, "one sync pass over every mailbox, then re-evaluate requests", now=True
     )
+    sub.add_argument("--force-login", action="store_true", help=FORCE_LOGIN_HELP)
     sub = command(
         "import", cmd_import, "backfill history from mbox, maildir or .eml files", now=True
     )
@@ -466,7 +482,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub.add_argument("--period", choices=("week", "month", "quarter"), default="week")
     sub.add_argument("--dry-run", action="store_true", help="build them; send and claim nothing")
     sub.add_argument("--output", metavar="DIR", help="also write each digest as .eml, .html, .json")
-    command("run", cmd_run, "the daemon: poll, nudge and send digests on schedule until stopped")
+    sub = command(
+        "run", cmd_run, "the daemon: poll, nudge and send digests on schedule until stopped"
+    )
+    sub.add_argument("--force-login", action="store_true", help=FORCE_LOGIN_HELP)
     command("health", cmd_health, "exit 1, saying why, when syncing or sending is failing")
     sub = command("backup", cmd_backup, "write a consistent copy of the SQLite database")
     sub.add_argument("path", metavar="PATH")
@@ -492,16 +511,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_format = getattr(args, "log_format", None)
+    configure_logging(getattr(args, "verbose", False), log_format or "text")
     try:
         if args.command == "demo":  # it writes its own configuration
             from mailwatch.demo import run_demo
 
             return run_demo(main)
         settings = load_settings(config_path(getattr(args, "config", None)))
+        configure_logging(getattr(args, "verbose", False), log_format or settings.daemon.log_format)
         return handlers[args.command](args, settings)
     except (ConfigError, UsageError) as error:
         print(f"mailwatch: {error}", file=sys.stderr)

@@ -100,7 +100,8 @@ class Daemon:
         self.store = store
         self.clock = clock
         self.renderer = make_renderer()
-        self.history = SyncHistory()  # backoff and refused logins, kept across polls
+        # Backoff and refused logins, kept across polls; refused logins also across runs.
+        self.history = SyncHistory(refusals=store)
         self.worker = Worker(store, self.history, worker_id)
         self.idle = IdleWatchers(self.history, clock)
         self.scheduler: BlockingScheduler | None = None
@@ -153,12 +154,13 @@ class Daemon:
             self.idle.stop([name])  # the worker holding the lease watches it
             self.history.close_sessions([name])
             return
-        self.watch(mailbox)
         one = replace(self.settings, mailboxes=(mailbox,))
         (result,) = poll_all(one, self.store, now, self.history)
+        self.watch(mailbox)  # after the poll: a login it had refused, IDLE does not retry
         if result.new_messages:
             refresh_requests(self.settings, self.store, now)
-        log.info("%s: fetched %d, %d new", name, result.fetched, result.new_messages)
+        counts = (result.fetched, result.new_messages)
+        log.info("%s: fetched %d, %d new", name, *counts, extra={"mailbox": name})
 
     def mailbox_names(self) -> set[str]:
         return {mailbox.name for mailbox in self.settings.mailboxes}

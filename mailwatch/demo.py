@@ -423,6 +423,7 @@ def _demonstrate(
     workdir.mkdir()
     config = workdir / "mailwatch.toml"
     database = workdir / "mailwatch.db"
+    config.touch(mode=0o600)  # private before anything is in it, like a real one
     config.write_text(
         CONFIG.format(
             database=database,

@@ -56,6 +56,7 @@ class IdleWatcher(threading.Thread):
         self.clock = clock
         self.stopping = threading.Event()
         self.failures = 0  # connection failures in a row
+        self.about = {"mailbox": mailbox.name, "folder": "INBOX"}  # for the logs
 
     def stop(self) -> None:
         self.stopping.set()
@@ -66,13 +67,13 @@ class IdleWatcher(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             if reason := self.history.reason_to_wait(self.mailbox, self.clock()):
-                log.debug("IDLE waits: %s", reason)
+                log.debug("IDLE waits: %s", reason, extra=self.about)
                 self.stopping.wait(self.mailbox.poll_interval.total_seconds())
                 continue
             try:
                 self.watch()
             except IdleUnsupported as error:
-                log.info("%s", error.message)
+                log.info("%s", error.message, extra=self.about)
                 return
             except ConfigError as error:  # the secret cannot be read
                 self.refused(MailboxError(str(error), permanent=True))
@@ -82,18 +83,18 @@ class IdleWatcher(threading.Thread):
                 else:
                     self.back_off(error)
             except Exception:  # a bug must not end IDLE for good: a later try may work
-                log.exception("%s: IDLE failed", self.mailbox.name)
+                log.exception("%s: IDLE failed", self.mailbox.name, extra=self.about)
                 self.stopping.wait(BACKOFF_CAP.total_seconds())
 
     def refused(self, error: MailboxError) -> None:
         """Recorded where the polls look too: nobody retries until the secret changes."""
-        log.warning("%s (IDLE)", error.message)
+        log.warning("%s (IDLE)", error.message, extra=self.about)
         self.history.failed(self.mailbox, error, self.clock())
 
     def back_off(self, error: MailboxError) -> None:
         self.failures += 1
         delay = min(BACKOFF_CAP, RECONNECT_FIRST * 2 ** (self.failures - 1)).total_seconds()
-        log.warning("%s; IDLE reconnects in %g s", error.message, delay)
+        log.warning("%s; IDLE reconnects in %g s", error.message, delay, extra=self.about)
         self.stopping.wait(delay)
 
     def watch(self) -> None:
@@ -105,7 +106,7 @@ class IdleWatcher(threading.Thread):
 
     def idle(self, inbox: OpenFolder) -> None:
         self.on_new_mail()  # what arrived before INBOX was open: IDLE reports only later mail
-        log.info("%s: waiting for new INBOX mail with IDLE", self.mailbox.name)
+        log.info("%s: waiting for new INBOX mail with IDLE", self.mailbox.name, extra=self.about)
         while not self.stopping.is_set():
             arrived = inbox.wait_for_new_mail(self.stopping, IDLE_RENEW)
             self.failures = 0  # the connection works: a later drop starts from 1 s again

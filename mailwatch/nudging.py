@@ -159,12 +159,13 @@ def _report_not_sent(run: NudgeRun, store: Store, now: datetime) -> None:
             store.mark_failed(
                 SKIPPED, claim_key(nudge), nudge.recipient, nudge.reasons[-1], True, now
             )
-            log.warning("nudge to %s skipped: %s", nudge.recipient, _describe(nudge))
+            about = {"request": nudge.request.opened_by}
+            log.warning("nudge to %s skipped: %s", nudge.recipient, _describe(nudge), extra=about)
     for nudge in plan.held:
         run.lines.append(f"held for {nudge.recipient}: {_describe(nudge)}")
     for nudge in plan.refused:
         run.lines.append(f"REFUSED for {nudge.recipient}: {_describe(nudge)}")
-        log.error("nudge refused: %s", _describe(nudge))
+        log.error("nudge refused: %s", _describe(nudge), extra={"request": nudge.request.opened_by})
 
 
 def _others_waiting(

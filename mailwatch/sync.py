@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from mailwatch.adapters.imap import (
     ImapMailbox,
     MailboxError,
     OpenFolder,
+    check_mailbox,
     connect,
     open_mailbox,
 )
@@ -33,7 +36,7 @@ from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
 from mailwatch.core.addresses import Directory
 from mailwatch.core.model import Checkpoint, Copy, Message, Role
-from mailwatch.store.repository import StoredMessage
+from mailwatch.store.repository import LoginRefusal, StoredMessage
 
 if TYPE_CHECKING:
     from mailwatch.config import MailboxSettings, Settings, SyncSettings
@@ -51,6 +54,9 @@ BACKOFF_CAP = timedelta(minutes=15)
 # A refused login is retried only with a new secret, or after this long: servers lock
 # accounts and ban IPs after repeated failures.
 AUTH_RETRY = timedelta(hours=1)
+# The refused secret is stored as a salted PBKDF2 fingerprint: enough to notice a new
+# secret, too slow to guess a password from.
+FINGERPRINT_ROUNDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -111,12 +117,14 @@ class KeptSession:
 @dataclass
 class SyncHistory:
     """What a long-running process remembers between polls (a one-shot run starts fresh):
-    per-server backoff, refused logins (by a hash of the secret, never the secret) and
-    UIDVALIDITY resets per folder."""
+    per-server backoff, refused logins (by a fingerprint of the secret, never the secret)
+    and UIDVALIDITY resets per folder. With `refusals` (the store), refused logins are
+    shared with every other run: a restart or the next cron job waits like this one."""
 
     host_failures: dict[str, int] = field(default_factory=dict)
     host_retry_at: dict[str, datetime] = field(default_factory=dict)
     refused: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    refusals: Store | None = None
     resets: dict[tuple[str, str], list[datetime]] = field(default_factory=dict)
     # Logged-in connections kept between polls, with what they were opened with: a poll
     # with no new mail is then a STATUS per folder, not a new login (a process and an
@@ -171,10 +179,13 @@ class SyncHistory:
                 kept.connection.logout()
 
     def reason_to_wait(self, mailbox: MailboxSettings, now: datetime) -> str | None:
-        if mailbox.name in self.refused:
-            secret_hash, at = self.refused[mailbox.name]
-            if now - at < AUTH_RETRY and secret_hash == hash_secret(mailbox):
-                return f"{mailbox.name}: login was refused at {at:%H:%M}Z; waiting for a new secret"
+        if refused := self.refusal(mailbox.name):
+            fingerprint, at = refused
+            if now - at < AUTH_RETRY and same_secret(fingerprint, mailbox):
+                return (
+                    f"{mailbox.name}: login was refused at {at:%H:%M}Z; waiting for a new secret "
+                    f"or {at + AUTH_RETRY:%H:%M}Z (`mailwatch check` or `--force-login` tries now)"
+                )
         retry_at = self.host_retry_at.get(server_of(mailbox))
         if retry_at is not None and now < retry_at:
             return (
@@ -182,9 +193,23 @@ class SyncHistory:
             )
         return None
 
+    def refusal(self, name: str) -> tuple[str, datetime] | None:
+        """The mailbox's refused login: (fingerprint, when). The store's, when there is one:
+        another process may have been refused, or `mailwatch check` succeeded, meanwhile."""
+        if self.refusals is not None:
+            stored = self.refusals.login_refusal(name)
+            if stored is None:
+                self.refused.pop(name, None)
+            else:
+                self.refused[name] = (stored.secret, stored.at)
+        return self.refused.get(name)
+
     def failed(self, mailbox: MailboxSettings, error: MailboxError, now: datetime) -> None:
         if error.permanent:
-            self.refused[mailbox.name] = (hash_secret(mailbox), now)
+            refusal = LoginRefusal(now, secret_fingerprint(mailbox))
+            self.refused[mailbox.name] = (refusal.secret, now)
+            if self.refusals is not None:
+                self.refusals.record_login_refused(mailbox.name, refusal)
             return
         failures = self.host_failures.get(server_of(mailbox), 0) + 1
         self.host_failures[server_of(mailbox)] = failures
@@ -193,7 +218,8 @@ class SyncHistory:
         )
 
     def succeeded(self, mailbox: MailboxSettings) -> None:
-        self.refused.pop(mailbox.name, None)
+        if self.refused.pop(mailbox.name, None) is not None and self.refusals is not None:
+            self.refusals.clear_login_refusals(mailbox.name)
         self.host_failures.pop(server_of(mailbox), None)
         self.host_retry_at.pop(server_of(mailbox), None)
 
@@ -218,15 +244,34 @@ def session_settings(mailbox: MailboxSettings) -> str:
 
 
 def hash_secret(mailbox: MailboxSettings) -> str:
+    return hashlib.sha256(secret_of(mailbox).encode()).hexdigest()
+
+
+def secret_fingerprint(mailbox: MailboxSettings, salt: bytes | None = None) -> str:
+    """A salted, slow hash of the mailbox's secret ("salt:digest", hex), fit to be stored."""
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha256", secret_of(mailbox).encode(), salt, FINGERPRINT_ROUNDS)
+    return f"{salt.hex()}:{digest.hex()}"
+
+
+def same_secret(fingerprint: str, mailbox: MailboxSettings) -> bool:
+    """Whether the mailbox's secret today is the one `fingerprint` was made of."""
+    salt, _, _ = fingerprint.partition(":")
+    try:
+        today = secret_fingerprint(mailbox, bytes.fromhex(salt))
+    except ValueError:
+        return False  # not a fingerprint of ours: treat the secret as new
+    return hmac.compare_digest(today, fingerprint)
+
+
+def secret_of(mailbox: MailboxSettings) -> str:
     secret = mailbox.oauth2_token or mailbox.password
     try:
         if mailbox.oauth2 is not None:
-            value = mailbox.oauth2.credential()
-        else:
-            value = secret.reveal() if secret is not None else ""
+            return mailbox.oauth2.credential()
+        return secret.reveal() if secret is not None else ""
     except ConfigError:
         return ""  # unreadable now: the login attempt will say why
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def is_reply(message: Message) -> bool:
@@ -238,7 +283,7 @@ def poll_all(
 ) -> list[PollResult]:
     """One pass over every mailbox; one failing never stops the others. Without a
     `history` (a one-shot run) no connection is kept open afterwards."""
-    history = history if history is not None else SyncHistory(keeps_sessions=False)
+    history = history if history is not None else SyncHistory(keeps_sessions=False, refusals=store)
     results = []
     for mailbox in settings.mailboxes:
         try:
@@ -246,11 +291,25 @@ def poll_all(
                 poll_mailbox(mailbox, settings.sync, store, now, history, client_reply(settings))
             )
         except Exception as error:  # a bug or a surprise must not starve the other mailboxes
-            log.exception("%s: poll failed", mailbox.name)
+            log.exception("%s: poll failed", mailbox.name, extra={"mailbox": mailbox.name})
             message = f"{mailbox.name}: unexpected {type(error).__name__}: {error}"
             store.record_sync(mailbox.name, None, False, message, now)
             results.append(PollResult(mailbox.name, error=message))
     return results
+
+
+def check_login(
+    mailbox: MailboxSettings, waive_folder: str | None, store: Store, now: datetime
+) -> list[str]:
+    """`mailwatch check` of one mailbox: how a person retries a refused login, so it logs in
+    whatever the store says, and its outcome is what the polls go by from now on."""
+    try:
+        lines = check_mailbox(mailbox, waive_folder)
+    except MailboxError as error:
+        SyncHistory(keeps_sessions=False, refusals=store).failed(mailbox, error, now)
+        raise
+    store.clear_login_refusals(mailbox.name)
+    return lines
 
 
 def client_reply(settings: Settings) -> Callable[[Message], bool]:
@@ -269,9 +328,9 @@ def poll_mailbox(
     wants_body: Callable[[Message], bool] | None = None,
 ) -> PollResult:
     """Fetch what is new in every folder of one mailbox into the store."""
-    history = history if history is not None else SyncHistory(keeps_sessions=False)
+    history = history if history is not None else SyncHistory(keeps_sessions=False, refusals=store)
     if reason := history.reason_to_wait(mailbox, now):
-        log.info("%s", reason)
+        log.info("%s", reason, extra={"mailbox": mailbox.name})
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
     try:
@@ -312,7 +371,12 @@ def _poll_folders(
         except MailboxError as error:
             if error.permanent or not reused or attempt == 2:
                 raise
-            log.info("%s: the kept session broke (%s); logging in again", mailbox.name, error)
+            log.info(
+                "%s: the kept session broke (%s); logging in again",
+                mailbox.name,
+                error,
+                extra={"mailbox": mailbox.name},
+            )
 
 
 def mailbox_failed(
@@ -324,7 +388,7 @@ def mailbox_failed(
     history: SyncHistory,
 ) -> PollResult:
     kind = "permanent" if error.permanent else "temporary"
-    log.warning("%s (%s)", error.message, kind)
+    log.warning("%s (%s)", error.message, kind, extra={"mailbox": mailbox.name})
     history.failed(mailbox, error, now)
     store.record_sync(mailbox.name, None, False, error.message, now)
     return PollResult(mailbox.name, tuple(results), error=error.message, permanent=error.permanent)
@@ -344,7 +408,7 @@ def poll_folder_safely(
     try:
         result = poll_folder(connection, folder, sync, store, now, history, wants_body)
     except FolderError as error:
-        log.warning("%s", error.message)
+        log.warning("%s", error.message, extra={"mailbox": mailbox, "folder": folder.name})
         store.record_sync(mailbox, folder.name, False, error.message, now)
         return FolderResult(folder.name, error=error.message)
     store.record_sync(mailbox, folder.name, result.error is None, result.error, now, result.fetched)
@@ -384,7 +448,8 @@ def poll_folder(
             quarantined += len(batch.messages) - len(stored)
             new += store.add_messages(stored, batch.checkpoint)
     if fetched:
-        log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new)
+        where = {"mailbox": mailbox, "folder": folder.name}
+        log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new, extra=where)
     return FolderResult(folder.name, fetched, new, quarantined, waive_changes, reset)
 
 
@@ -447,6 +512,7 @@ def reset_folder(
         old,
         status.uidvalidity,
         dropped,
+        extra={"mailbox": mailbox, "folder": folder.name},
     )
     return True
 
@@ -493,7 +559,8 @@ def to_store(
         try:
             stored.append(stored_message(fetched, checkpoint, location, sync, now))
         except Exception as error:  # one bad message never stops the sync
-            log.warning("%s: quarantined: %s", location, error)
+            where = {"mailbox": checkpoint.mailbox, "folder": folder.name}
+            log.warning("%s: quarantined: %s", location, error, extra=where)
             store.quarantine(location, f"{type(error).__name__}: {error}", fetched.raw_headers, now)
     return stored
 

@@ -311,7 +311,10 @@ def test_a_refused_login_is_not_retried_until_the_secret_changes_or_an_hour_pass
         settings, sync_settings(), store, NOW + timedelta(hours=1, minutes=1), history
     )
 
-    assert same_secret.skipped == "alice: login was refused at 09:00Z; waiting for a new secret"
+    assert same_secret.skipped == (
+        "alice: login was refused at 09:00Z; waiting for a new secret or 10:00Z "
+        "(`mailwatch check` or `--force-login` tries now)"
+    )
     assert an_hour_later.skipped is None and an_hour_later.permanent
     assert new_secret.skipped is None and new_secret.error is None
 

@@ -19,6 +19,7 @@ from mailwatch.config.policy import public_mail_domains
 from mailwatch.config.reader import ConfigError, config_path, parse_duration
 from mailwatch.config.secrets import Secret
 from mailwatch.config.settings import (
+    LOG_FORMATS,
     AlertSettings,
     DaemonSettings,
     DigestSettings,
@@ -34,6 +35,7 @@ from mailwatch.config.settings import (
 
 __all__ = [
     "AlertSettings",
+    "LOG_FORMATS",
     "ConfigError",
     "DaemonSettings",
     "DigestSettings",

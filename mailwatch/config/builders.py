@@ -32,6 +32,7 @@ from mailwatch.config.reader import (
 from mailwatch.config.secrets import Secret
 from mailwatch.config.settings import (
     DEFAULT_DATABASE_URL,
+    LOG_FORMATS,
     AlertSettings,
     DaemonSettings,
     DigestSettings,
@@ -310,6 +311,7 @@ def _daemon(daemon: Reader) -> DaemonSettings:
     return DaemonSettings(
         nudge_interval=daemon.duration("nudge_interval", default.nudge_interval),
         lease_ttl=daemon.duration("lease_ttl", default.lease_ttl),
+        log_format=daemon.choice("log_format", LOG_FORMATS, default.log_format),
     )
 
 

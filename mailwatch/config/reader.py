@@ -110,7 +110,7 @@ SCHEMA: dict[str, Any] = {
         "quiet_hours": dict.fromkeys(["start", "end", "weekends"]),
     },
     "digests": dict.fromkeys(["weekly", "weekday", "time", "monthly", "quarterly"]),
-    "daemon": dict.fromkeys(["nudge_interval", "lease_ttl"]),
+    "daemon": dict.fromkeys(["nudge_interval", "lease_ttl", "log_format"]),
     "health": dict.fromkeys(["ping_url", "stale_after"]),
     "alerts": dict.fromkeys(["to"]),
 }

@@ -10,6 +10,7 @@ from mailwatch.config.secrets import Secret
 from mailwatch.core.model import Policy
 
 DEFAULT_DATABASE_URL = "sqlite:///mailwatch.db"
+LOG_FORMATS = ("text", "json")
 
 # ---------------------------------------------------------------- built-in OAuth2
 
@@ -103,6 +104,7 @@ class DaemonSettings:
     # Several workers on PostgreSQL: a worker that stops renewing its leases for this
     # long is presumed dead and its mailboxes are taken over.
     lease_ttl: timedelta = timedelta(minutes=5)
+    log_format: str = "text"  # one of LOG_FORMATS; "json": one JSON object per line
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +16,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, select, update
 
-from mailwatch.store.db import Database, dialect_insert, reading, writing
-from mailwatch.store.tables import CLAIMS, LEASES, SYNC_STATES
+from mailwatch.store.db import Database, dialect_insert, read_state, reading, save_state, writing
+from mailwatch.store.tables import CLAIMS, LEASES, STATE, SYNC_STATES
+
+# The state row of a mailbox whose login was refused: "login_refused:alice".
+LOGIN_REFUSED = "login_refused:"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,15 @@ class SyncState:
     last_attempt_at: datetime | None = None
     last_error_at: datetime | None = None
     fetched: int = 0  # messages fetched by the last successful sync
+
+
+@dataclass(frozen=True)
+class LoginRefusal:
+    """A mailbox's refused login, remembered across processes so that no run retries it
+    before its time (hosts ban IPs, providers lock accounts out)."""
+
+    at: datetime
+    secret: str  # a salted fingerprint of the refused secret, never the secret
 
 
 class CoordinationStore(Database):
@@ -155,6 +168,31 @@ class CoordinationStore(Database):
                 )
                 for row in conn.execute(query).mappings()
             ]
+
+    # ------------------------------------------------------------ refused logins
+
+    def record_login_refused(self, mailbox: str, refusal: LoginRefusal) -> None:
+        value = json.dumps({"at": refusal.at.isoformat(), "secret": refusal.secret})
+        with writing(self.engine) as conn:
+            save_state(conn, LOGIN_REFUSED + mailbox, value)
+
+    def login_refusal(self, mailbox: str) -> LoginRefusal | None:
+        with reading(self.engine) as conn:
+            value = read_state(conn, LOGIN_REFUSED + mailbox)
+        if value is None:
+            return None
+        stored = json.loads(value)
+        return LoginRefusal(datetime.fromisoformat(stored["at"]), stored["secret"])
+
+    def clear_login_refusals(self, mailbox: str | None = None) -> None:
+        """Forget the refused login of a mailbox (None: of every mailbox)."""
+        names = (
+            STATE.c.name.startswith(LOGIN_REFUSED, autoescape=True)
+            if mailbox is None
+            else STATE.c.name == LOGIN_REFUSED + mailbox
+        )
+        with writing(self.engine) as conn:
+            conn.execute(delete(STATE).where(names))
 
     # ------------------------------------------------------------ leases and turns
 

@@ -7,7 +7,7 @@ between processes (`coordination`) and privacy (`privacy`).  Callers import from
 
 from __future__ import annotations
 
-from mailwatch.store.coordination import Claim, CoordinationStore, SyncState
+from mailwatch.store.coordination import Claim, CoordinationStore, LoginRefusal, SyncState
 from mailwatch.store.db import CHUNK
 from mailwatch.store.evaluation import EvaluationStore
 from mailwatch.store.messages import MessageStore, QuarantinedMessage, StoredMessage
@@ -18,6 +18,7 @@ __all__ = [
     "REDUCED_RAW",
     "Claim",
     "Forgotten",
+    "LoginRefusal",
     "QuarantinedMessage",
     "ReductionPolicy",
     "Store",

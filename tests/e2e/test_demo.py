@@ -91,6 +91,23 @@ def test_the_demo_stops_dovecot_when_interrupted_with_ctrl_c(
     assert_stopped(*server_of(output))
 
 
+def test_the_demo_writes_its_configuration_readable_by_its_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*_: object) -> int:  # stop once the configuration is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "seed", interrupted)
+
+    main(["demo"])
+
+    output, _ = capsys.readouterr()
+    assert_stopped(*server_of(output))
+    assert (tmp_path / "demo-run" / "mailwatch.toml").stat().st_mode & 0o777 == 0o600
+
+
 def test_without_dovecot_the_demo_says_how_to_install_it_and_exits_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
