@@ -206,6 +206,12 @@ def running_daemon(settings, store) -> Daemon:
     return daemon
 
 
+def stop(daemon: Daemon) -> None:
+    """As run() ends: a poll still running then (one IDLE asked for) starts no new watcher."""
+    daemon.running.clear()
+    daemon.disconnect()
+
+
 def test_new_inbox_mail_is_polled_within_seconds_not_at_the_poll_interval(dovecot, store, tmp_path):
     user = dovecot.new_user("alice")
     settings = mailbox_settings(dovecot, user, tmp_path, poll_interval=POLL_INTERVAL)
@@ -216,7 +222,7 @@ def test_new_inbox_mail_is_polled_within_seconds_not_at_the_poll_interval(doveco
         dovecot.append(user, "INBOX", mail("<fresh@acme.example>"), hours_ago(0))
         waited = eventually(lambda: store.load_messages())
     finally:
-        daemon.disconnect()
+        stop(daemon)
     assert waited < WAKE_UP
     assert [m.key for m in store.load_messages()] == ["<fresh@acme.example>"]
     assert b"\\Seen" not in dovecot.folder_flags(user, "INBOX")[1]
@@ -242,7 +248,7 @@ def test_a_mailbox_with_idle_off_or_a_server_without_idle_is_only_polled(
         daemon.poll_job("bob")  # the next poll does not start it again
         assert daemon.idle.threads["bob"] is ended
     finally:
-        daemon.disconnect()
+        stop(daemon)
     assert "alice" not in daemon.idle.threads and "IDLE" not in dovecot.commands_sent(alice)
     assert [m.key for m in store.load_messages()] == ["<for-bob@acme.example>"]
 
@@ -346,7 +352,7 @@ def test_on_postgresql_only_the_worker_holding_the_lease_idles_on_the_mailbox(
         daemon.poll_job("alice")
         assert daemon.idle.threads == {} and not watcher.is_alive()
     finally:
-        daemon.disconnect()
+        stop(daemon)
 
 
 def test_a_poll_that_ends_after_the_daemon_stopped_keeps_no_session(dovecot, store, tmp_path):
@@ -361,4 +367,4 @@ def test_a_poll_that_ends_after_the_daemon_stopped_keeps_no_session(dovecot, sto
         assert (kept, daemon.history.sessions) == ({"alice"}, {})
         assert dovecot.commands_sent(user).count("LOGOUT") == 2  # the folder lister's too
     finally:
-        daemon.disconnect()
+        stop(daemon)
