@@ -13,6 +13,8 @@ from sqlalchemy import inspect
 from mailwatch.adapters.render import Renderer
 from mailwatch.adapters.smtp import Mailer
 from mailwatch.config import Settings
+from mailwatch.core.addresses import Directory
+from mailwatch.core.model import Role
 from mailwatch.store.repository import Store
 
 
@@ -40,8 +42,12 @@ def open_store(settings: Settings) -> Store:
 
 
 def make_mailer(settings: Settings) -> Mailer | None:
-    """None without an [smtp] server: the passes say so only when they have mail to send."""
-    return None if settings.smtp is None else Mailer(settings.smtp)
+    """None without an [smtp] server: the passes say so only when they have mail to send.
+    The mailer sends to staff only: agency domains and [[staff]] addresses."""
+    if settings.smtp is None:
+        return None
+    directory = Directory(settings.policy)
+    return Mailer(settings.smtp, is_staff=lambda address: directory.role(address) is Role.STAFF)
 
 
 def make_renderer() -> Renderer:

@@ -211,7 +211,7 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from mailwatch.adapters.imap import MailboxError, check_mailbox
-    from mailwatch.adapters.smtp import Mailer, TransportError
+    from mailwatch.adapters.smtp import TransportError
 
     print(f"configuration {settings.source}: ok")
     failed = False
@@ -222,11 +222,12 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         except (MailboxError, ConfigError) as error:
             failed = True
             print(f"{mailbox.name}: FAILED: {error}")
-    if settings.smtp is None:
+    mailer = make_mailer(settings)
+    if settings.smtp is None or mailer is None:
         print("smtp: not configured (nudges and digests cannot be sent)")
     else:
         try:
-            Mailer(settings.smtp).check()
+            mailer.check()
             print(f"smtp {settings.smtp.host}:{settings.smtp.port}: login ok")
         except (TransportError, ConfigError) as error:
             failed = True
