@@ -9,15 +9,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import DBAPIError
+
 from mailwatch import __version__, evaluation, output, services
-from mailwatch.bootstrap import SchemaOutdated, make_mailer, make_renderer, open_store, utc_now
+from mailwatch.bootstrap import (
+    DatabaseProblem,
+    SchemaMismatch,
+    database_check,
+    make_mailer,
+    make_renderer,
+    migrate_store,
+    open_store,
+    shown_url,
+    utc_now,
+)
 from mailwatch.config import LOG_FORMATS, ConfigError, Settings, config_path, load_settings
 from mailwatch.core.durations import human_duration
 from mailwatch.logs import configure_logging
@@ -64,6 +78,14 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{path}: cannot be read by this user (permission denied)")
+    configured = [mailbox.name for mailbox in settings.mailboxes]
+    # Without [[mailboxes]] (an import-only install) the files name their own mailbox.
+    if args.mailbox and configured and args.mailbox not in configured:
+        raise UsageError(
+            f"--mailbox {args.mailbox}: no such mailbox; configured: {', '.join(configured)}"
+        )
     with _store(settings) as store:
         result = services.import_paths(
             settings, store, paths, _now(args, settings), mailbox=args.mailbox, sent=args.sent
@@ -212,25 +234,23 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.adapters.imap import MailboxError
-    from mailwatch.adapters.smtp import Mailer, TransportError
-    from mailwatch.sync import check_login
+    from mailwatch.adapters.smtp import TransportError
 
     print(f"configuration {settings.source}: ok")
-    failed = False
-    with _store(settings) as store:  # a login's outcome replaces a refusal the polls wait on
-        for mailbox in settings.mailboxes:
-            try:
-                for line in check_login(mailbox, settings.sync.waive_folder, store, utc_now()):
-                    print(f"{mailbox.name}: {line}")
-            except (MailboxError, ConfigError) as error:
-                failed = True
-                print(f"{mailbox.name}: FAILED: {error}")
-    if settings.smtp is None:
+    usable, database_line = database_check(settings)
+    print(database_line if usable else f"database: FAILED: {database_line}")
+    failed = not usable
+    if usable:
+        with _store(settings) as store:  # a login's outcome replaces a refusal polls wait on
+            failed |= _check_mailboxes(settings, store)
+    else:
+        failed |= _check_mailboxes(settings, None)
+    mailer = make_mailer(settings)
+    if settings.smtp is None or mailer is None:
         print("smtp: not configured (nudges and digests cannot be sent)")
     else:
         try:
-            Mailer(settings.smtp).check()
+            mailer.check()
             print(f"smtp {settings.smtp.host}:{settings.smtp.port}: login ok")
         except (TransportError, ConfigError) as error:
             failed = True
@@ -238,12 +258,32 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if failed else 0
 
 
+def _check_mailboxes(settings: Settings, store: Store | None) -> bool:
+    """A line or two per mailbox; True when one failed. With the store, a login's outcome is
+    what the polls go by from now on (a refused login is retried by `check`)."""
+    from mailwatch.adapters.imap import MailboxError, check_mailbox
+    from mailwatch.sync import check_login
+
+    failed = False
+    for mailbox in settings.mailboxes:
+        waive_folder = settings.sync.waive_folder
+        try:
+            lines = (
+                check_mailbox(mailbox, waive_folder)
+                if store is None
+                else check_login(mailbox, waive_folder, store, utc_now())
+            )
+        except (MailboxError, ConfigError) as error:
+            failed = True
+            print(f"{mailbox.name}: FAILED: {error}")
+            continue
+        for line in lines:
+            print(f"{mailbox.name}: {line}")
+    return failed
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    store = Store(settings.database_url)
-    try:
-        store.upgrade()
-    finally:
-        store.close()
+    migrate_store(settings)
     print("database schema is up to date")
     return 0
 
@@ -278,7 +318,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     from mailwatch.adapters.smtp import NotConfigured
     from mailwatch.digests import send_digests
 
-    output_dir = Path(args.output) if args.output else None
+    output_dir = _writable_directory("--output", Path(args.output)) if args.output else None
     with _store(settings) as store:
         try:
             run = send_digests(
@@ -329,9 +369,15 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     from mailwatch.health import BackupUnsupported, backup
 
+    destination = Path(args.path)
+    if destination.is_dir():
+        raise UsageError(
+            f"{destination}: is a folder; name the backup file, e.g. {destination}/mailwatch.db"
+        )
+    _writable_directory("backup", destination.parent, create=False)
     with _store(settings) as store:
         try:
-            backup(store, Path(args.path))
+            backup(store, destination)
         except BackupUnsupported as error:
             print(f"mailwatch: {error}", file=sys.stderr)
             return EXIT_FAILURE
@@ -399,6 +445,23 @@ def _address(text: str) -> str:
 
 
 # ---------------------------------------------------------------- plumbing
+
+
+def _writable_directory(argument: str, path: Path, create: bool = True) -> Path:
+    """A folder the command can write its files into (made when `create`); else one line."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{argument} {path}: is a file, not a folder")
+    if not path.exists() and not create:
+        raise UsageError(f"{argument}: the folder {path} does not exist")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass  # proves that files can be written there before any work is done
+    except OSError as error:
+        raise UsageError(
+            f"{argument} {path}: cannot write there: {error.strerror or error}"
+        ) from None
+    return path
 
 
 @contextmanager
@@ -513,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_format = getattr(args, "log_format", None)
     configure_logging(getattr(args, "verbose", False), log_format or "text")
+    settings: Settings | None = None
     try:
         if args.command == "demo":  # it writes its own configuration
             from mailwatch.demo import run_demo
@@ -522,13 +586,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(getattr(args, "verbose", False), log_format or settings.daemon.log_format)
         return handlers[args.command](args, settings)
     except (ConfigError, UsageError) as error:
-        print(f"mailwatch: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (services.UnknownMessage, SchemaOutdated) as error:
-        print(f"mailwatch: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(error, EXIT_USAGE)
+    except DatabaseProblem as problem:
+        return _fail(problem, EXIT_USAGE if problem.configuration else EXIT_FAILURE)
+    except (services.UnknownMessage, SchemaMismatch) as error:
+        return _fail(error, EXIT_FAILURE)
+    except DBAPIError as error:  # the database failed after it was opened (a server restart)
+        where = shown_url(settings.database_url) if settings else "?"
+        return _fail(f"database {where}: {' '.join(str(error.orig).split())}", EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if getattr(args, "verbose", False):
+            raise  # the traceback, for a bug report
+        return _fail(
+            f"{type(error).__name__}: {error} (run again with -v for details)", EXIT_FAILURE
+        )
+
+
+def _fail(problem: object, status: int) -> int:
+    """The one line a failure gets on stderr."""
+    print(f"mailwatch: {' '.join(str(problem).split())}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

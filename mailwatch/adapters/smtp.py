@@ -8,10 +8,16 @@ may pass later.  A connection lost after the whole message went out, before the
 server's reply, is neither: the server may have accepted it, so it is reported
 as permanent and never resent (at most once, like the claims of nudging.py).
 Secrets never reach a message or a log line.
+
+mailwatch mails staff only.  The configuration refuses a recipient who is not
+staff, and the Mailer refuses one again, whatever the caller: it logs the refusal
+and raises a permanent `TransportError`, so the caller records it as a failed send
+(the claim of that nudge or digest, which `mailwatch health` reads).
 """
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
 
     from mailwatch.adapters.render import RenderedEmail
     from mailwatch.config import OAuth2App, SmtpSettings
+
+log = logging.getLogger(__name__)
 
 
 class NotConfigured(Exception):
@@ -68,8 +76,9 @@ def compose(
 
 
 class Mailer:
-    def __init__(self, settings: SmtpSettings):
+    def __init__(self, settings: SmtpSettings, *, is_staff: Callable[[str], bool]):
         self._settings = settings
+        self._is_staff = is_staff
 
     def send(
         self,
@@ -79,6 +88,7 @@ class Mailer:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """Submit one message to `to`; returns its Message-ID. Raises TransportError."""
+        self._refuse_strangers(to)
         message = compose(self._settings.sender, to, rendered, headers or {}, datetime.now(UTC))
         settings = self._settings
         with self._session() as smtp:
@@ -96,6 +106,17 @@ class Mailer:
                     permanent=True,
                 ) from None
         return str(message["Message-ID"])
+
+    def _refuse_strangers(self, to: Sequence[str]) -> None:
+        """Nothing is sent when any recipient is not staff: the others can be sent again."""
+        strangers = [address for address in to if not self._is_staff(_address(address))]
+        if strangers:
+            problem = (
+                f"refused to send to {', '.join(strangers)}: not a staff address "
+                "(mailwatch mails staff only)"
+            )
+            log.error("%s", problem)
+            raise TransportError(problem, permanent=True)
 
     def check(self) -> None:
         """Connect and log in without sending anything. Raises TransportError."""

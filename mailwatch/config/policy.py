@@ -36,8 +36,8 @@ def build_policy(root: Reader) -> Policy:
     staff = _staff(root)
     people = _People(agency_domains, staff)
     head = tuple(
-        people.staff_address(address) or address
-        for address in agency.addresses("head_of_client_management")
+        people.require(agency, f"head_of_client_management[{index}]", address)
+        for index, address in enumerate(agency.addresses("head_of_client_management"))
     )
     sla = root.table("sla")
     hours = _business_hours(sla.table("business_hours"), BusinessHours(timezone=timezone))

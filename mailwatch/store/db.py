@@ -52,9 +52,16 @@ class Database:
             command.upgrade(config, "head")
 
     def schema_is_current(self) -> bool:
+        return self._applied_revisions() == set(_scripts().get_heads())
+
+    def unknown_revisions(self) -> set[str]:
+        """Applied migrations this code has no script for: a newer mailwatch wrote the schema."""
+        known = {script.revision for script in _scripts().walk_revisions()}
+        return self._applied_revisions() - known
+
+    def _applied_revisions(self) -> set[str]:
         with self.engine.connect() as conn:
-            applied = set(MigrationContext.configure(conn).get_current_heads())
-        return applied == set(ScriptDirectory.from_config(alembic_config()).get_heads())
+            return set(MigrationContext.configure(conn).get_current_heads())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -66,6 +73,10 @@ def alembic_config() -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
     return config
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
 
 
 # ---------------------------------------------------------------- transactions

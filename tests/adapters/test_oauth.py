@@ -340,6 +340,10 @@ def test_a_key_file_may_send_its_assertion_over_plain_http_only_to_this_machine(
 # ---------------------------------------------------------------- SMTP and IMAP logins
 
 
+def rouge_staff(address: str) -> bool:
+    return address.endswith("@rouge.example")
+
+
 def smtp_settings(sink: SmtpSink, app) -> SmtpSettings:
     return SmtpSettings(
         host=sink.host,
@@ -354,14 +358,16 @@ def smtp_settings(sink: SmtpSink, app) -> SmtpSettings:
 
 def test_mail_is_sent_with_xoauth2_and_the_apps_token(microsoft, token_server, smtp_server):
     token_server.token = smtp_server.token
-    Mailer(smtp_settings(smtp_server, microsoft)).send(["alice@rouge.example"], RENDERED)
+    Mailer(smtp_settings(smtp_server, microsoft), is_staff=rouge_staff).send(
+        ["alice@rouge.example"], RENDERED
+    )
     assert smtp_server.logins == ["XOAUTH2"]
     assert len(smtp_server.messages) == 1
 
 
 def test_a_service_accounts_token_sends_mail_too(google, token_server, smtp_server):
     token_server.token = smtp_server.token
-    Mailer(smtp_settings(smtp_server, google)).check()
+    Mailer(smtp_settings(smtp_server, google), is_staff=rouge_staff).check()
     assert smtp_server.logins == ["XOAUTH2"]
     assert _decoded(token_server.requests[0].form["assertion"].split(".")[1])["sub"] == (
         smtp_server.username
@@ -371,7 +377,7 @@ def test_a_service_accounts_token_sends_mail_too(google, token_server, smtp_serv
 def test_a_granted_token_that_smtp_refuses_says_which_permission_and_is_fetched_anew(
     microsoft, token_server, smtp_server
 ):
-    mailer = Mailer(smtp_settings(smtp_server, microsoft))
+    mailer = Mailer(smtp_settings(smtp_server, microsoft), is_staff=rouge_staff)
     with pytest.raises(TransportError) as caught:
         mailer.check()
     assert caught.value.permanent
@@ -395,7 +401,7 @@ def test_a_refused_app_token_stops_smtp_before_it_connects_with_the_fix(
         {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret"},
     )
     with pytest.raises(TransportError) as caught:
-        Mailer(smtp_settings(smtp_server, microsoft)).check()
+        Mailer(smtp_settings(smtp_server, microsoft), is_staff=rouge_staff).check()
     assert caught.value.permanent
     assert caught.value.args[0].startswith(
         f"SMTP 127.0.0.1:{smtp_server.port}: Microsoft 365 token: AADSTS7000215: the client "

@@ -38,6 +38,14 @@ def settings(sink: SmtpSink, **changes) -> SmtpSettings:
     return SmtpSettings(**values)
 
 
+def rouge_staff(address: str) -> bool:
+    return address.endswith("@rouge.example")
+
+
+def staff_mailer(smtp: SmtpSettings) -> Mailer:
+    return Mailer(smtp, is_staff=rouge_staff)
+
+
 def failure(mailer: Mailer) -> TransportError:
     with pytest.raises(TransportError) as caught:
         mailer.send(TO, RENDERED, headers={"X-Mailwatch": "nudge"})
@@ -45,7 +53,7 @@ def failure(mailer: Mailer) -> TransportError:
 
 
 def test_a_nudge_arrives_as_text_and_html_marked_as_automatic(smtp_server):
-    message_id = Mailer(settings(smtp_server)).send(
+    message_id = staff_mailer(settings(smtp_server)).send(
         ["alice@rouge.example", "bob@rouge.example"], RENDERED, headers={"X-Mailwatch": "nudge"}
     )
     (received,) = smtp_server.messages
@@ -68,7 +76,7 @@ def test_a_nudge_arrives_as_text_and_html_marked_as_automatic(smtp_server):
 
 
 def test_each_message_gets_its_own_message_id(smtp_server):
-    mailer = Mailer(settings(smtp_server))
+    mailer = staff_mailer(settings(smtp_server))
     first = mailer.send(TO, RENDERED)
     second = mailer.send(TO, RENDERED)
     assert first != second
@@ -77,7 +85,7 @@ def test_each_message_gets_its_own_message_id(smtp_server):
 
 def test_a_4xx_reply_is_a_temporary_failure(smtp_server):
     smtp_server.answer_next("451 4.3.0 Mail server temporarily rejected message")
-    error = failure(Mailer(settings(smtp_server)))
+    error = failure(staff_mailer(settings(smtp_server)))
     assert not error.permanent
     assert "451 4.3.0 Mail server temporarily rejected message" in str(error)
     assert smtp_server.messages == []
@@ -85,7 +93,7 @@ def test_a_4xx_reply_is_a_temporary_failure(smtp_server):
 
 def test_a_5xx_reply_is_a_permanent_failure(smtp_server):
     smtp_server.answer_next("554 5.7.1 Message rejected as spam")
-    error = failure(Mailer(settings(smtp_server)))
+    error = failure(staff_mailer(settings(smtp_server)))
     assert error.permanent
     assert "554" in str(error)
 
@@ -96,14 +104,14 @@ def test_a_5xx_reply_is_a_permanent_failure(smtp_server):
 )
 def test_a_refused_recipient_is_sorted_by_its_reply_code(smtp_server, reply, permanent):
     smtp_server.refused[TO[0]] = reply
-    error = failure(Mailer(settings(smtp_server)))
+    error = failure(staff_mailer(settings(smtp_server)))
     assert error.permanent is permanent
     assert f"recipients refused: {TO[0]}: {reply}" in str(error)
 
 
 def test_the_next_message_goes_through_after_a_temporary_failure(smtp_server):
     smtp_server.answer_next("421 4.7.0 Try again later")
-    mailer = Mailer(settings(smtp_server))
+    mailer = staff_mailer(settings(smtp_server))
     assert not failure(mailer).permanent
     mailer.send(TO, RENDERED)
     assert len(smtp_server.messages) == 1
@@ -112,7 +120,7 @@ def test_the_next_message_goes_through_after_a_temporary_failure(smtp_server):
 def test_a_server_that_is_down_is_a_temporary_failure_and_sending_resumes_when_it_is_back(
     smtp_server,
 ):
-    mailer = Mailer(settings(smtp_server))
+    mailer = staff_mailer(settings(smtp_server))
     smtp_server.stop()
     error = failure(mailer)
     assert not error.permanent
@@ -133,19 +141,19 @@ def silent_server() -> Iterator[int]:
 
 def test_a_server_that_never_answers_is_a_temporary_failure(silent_server, smtp_server):
     sink = SmtpSink(port=silent_server)
-    error = failure(Mailer(settings(sink, timeout=0.5)))
+    error = failure(staff_mailer(settings(sink, timeout=0.5)))
     assert not error.permanent
 
 
 def test_it_logs_in_with_the_password(smtp_server, password):
-    mailer = Mailer(settings(smtp_server, username=smtp_server.username, password=password))
+    mailer = staff_mailer(settings(smtp_server, username=smtp_server.username, password=password))
     mailer.send(TO, RENDERED)
     assert smtp_server.logins and len(smtp_server.messages) == 1
 
 
 def test_a_refused_password_is_permanent_and_never_shown(smtp_server, password, monkeypatch):
     monkeypatch.setenv("MW_TEST_SMTP_PASSWORD", "wrong-password-123")
-    mailer = Mailer(settings(smtp_server, username=smtp_server.username, password=password))
+    mailer = staff_mailer(settings(smtp_server, username=smtp_server.username, password=password))
     error = failure(mailer)
     assert error.permanent
     assert "authentication failed: 535" in str(error)
@@ -155,7 +163,7 @@ def test_a_refused_password_is_permanent_and_never_shown(smtp_server, password, 
 def test_it_logs_in_with_an_oauth2_token(smtp_server, monkeypatch):
     monkeypatch.setenv("MW_TEST_SMTP_TOKEN", smtp_server.token)
     token = Secret("env MW_TEST_SMTP_TOKEN")
-    mailer = Mailer(settings(smtp_server, username=smtp_server.username, oauth2_token=token))
+    mailer = staff_mailer(settings(smtp_server, username=smtp_server.username, oauth2_token=token))
     mailer.send(TO, RENDERED)
     assert smtp_server.logins == ["XOAUTH2"]
 
@@ -163,28 +171,38 @@ def test_it_logs_in_with_an_oauth2_token(smtp_server, monkeypatch):
 def test_a_refused_oauth2_token_is_permanent(smtp_server, monkeypatch):
     monkeypatch.setenv("MW_TEST_SMTP_TOKEN", "expired-token")
     token = Secret("env MW_TEST_SMTP_TOKEN")
-    mailer = Mailer(settings(smtp_server, username=smtp_server.username, oauth2_token=token))
+    mailer = staff_mailer(settings(smtp_server, username=smtp_server.username, oauth2_token=token))
     error = failure(mailer)
     assert error.permanent and "expired-token" not in str(error)
 
 
 def test_a_certificate_that_does_not_verify_is_a_permanent_failure(smtps_server):
-    error = failure(Mailer(settings(smtps_server, security="ssl")))
+    error = failure(staff_mailer(settings(smtps_server, security="ssl")))
     assert error.permanent
     assert "certificate not trusted" in str(error)
 
 
 def test_a_private_ca_file_makes_the_certificate_trusted(smtps_server, smtp_certificate):
-    mailer = Mailer(settings(smtps_server, security="ssl", ca_file=smtp_certificate))
+    mailer = staff_mailer(settings(smtps_server, security="ssl", ca_file=smtp_certificate))
     mailer.send(TO, RENDERED)
     assert len(smtps_server.messages) == 1
 
 
 def test_starttls_on_a_server_without_it_is_a_permanent_failure(smtp_server):
-    error = failure(Mailer(settings(smtp_server, security="starttls")))
+    error = failure(staff_mailer(settings(smtp_server, security="starttls")))
     assert error.permanent
 
 
 def test_check_logs_in_without_sending(smtp_server, password):
-    Mailer(settings(smtp_server, username=smtp_server.username, password=password)).check()
+    staff_mailer(settings(smtp_server, username=smtp_server.username, password=password)).check()
     assert smtp_server.logins and smtp_server.messages == []
+
+
+def test_a_recipient_who_is_not_staff_is_refused_logged_and_nothing_is_sent(smtp_server, caplog):
+    mailer = staff_mailer(settings(smtp_server))
+    with pytest.raises(TransportError) as caught:
+        mailer.send(["alice@rouge.example", "Jane <jane@acme.example>"], RENDERED)
+    assert caught.value.permanent  # recorded as a failed send, never tried again
+    assert "jane@acme.example" in str(caught.value) and "not a staff address" in str(caught.value)
+    assert "jane@acme.example" in caplog.text
+    assert smtp_server.messages == []

@@ -143,6 +143,25 @@ CASES = [
         "status",
     ),
     (
+        "a client as head of client management",
+        edit(
+            'timezone = "Europe/London"\n',
+            'timezone = "Europe/London"\nhead_of_client_management = ["jane@acme.example"]\n',
+        ),
+        "agency.head_of_client_management[0]",
+        "digest",
+    ),
+    (
+        "a public mailbox as head of client management",
+        edit(
+            'timezone = "Europe/London"\n',
+            'timezone = "Europe/London"\n'
+            'head_of_client_management = ["head@rouge.example", "boss@gmail.com"]\n',
+        ),
+        "agency.head_of_client_management[1]",
+        "check",
+    ),
+    (
         "tier target not a duration",
         append('\n[[sla.tiers]]\nname = "critical"\ntarget = "soon"\n'),
         "sla.tiers[0].target",

@@ -163,7 +163,8 @@ def mailer(port: int, timeout: float = 5.0) -> Mailer:
             security="none",
             sender="mailwatch <mailwatch@agency.test>",
             timeout=timeout,
-        )
+        ),
+        is_staff=lambda address: address.endswith("@agency.test"),
     )
 
 
