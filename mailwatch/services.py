@@ -96,6 +96,7 @@ def _stored(
         folder=item.folder,
         sent_folder=item.sent_folder,
         envelope_time=item.envelope_time,
+        received_time=message.received_time,
     )
     return StoredMessage(
         replace(message, copies=(copy,)), header_block(item.raw), location=item.location
