@@ -202,7 +202,7 @@ MAIL = (
         subject="Re: Website update",
         refs="<website@initech.example>",
     ),
-    # Friday: nobody answers
+    # Friday: answered on Monday, after the deadline
     mail(
         "<invoice@globex.example>",
         week(4, 15),
@@ -211,6 +211,33 @@ MAIL = (
         to=BOB,
         cc=ALICE,
         subject="Invoice 4411",
+    ),
+    mail(
+        "<invoice.re@rouge.example>",
+        week(7, 11),
+        [("bob", "Sent", week(7, 11, 0, 1))],
+        frm=BOB,
+        to=HANK,
+        subject="Re: Invoice 4411",
+        refs="<invoice@globex.example>",
+    ),
+    # Sunday afternoon: its reminder falls due on Monday 09:30, the answer comes at 12:00
+    mail(
+        "<renewal@initech.example>",
+        week(6, 15, 30),
+        [("bob", "INBOX", week(6, 15, 30, 2))],
+        frm=ANN,
+        to=BOB,
+        subject="Contract renewal",
+    ),
+    mail(
+        "<renewal.re@rouge.example>",
+        week(7, 12),
+        [("bob", "Sent", week(7, 12, 0, 1))],
+        frm=BOB,
+        to=ANN,
+        subject="Re: Contract renewal",
+        refs="<renewal@initech.example>",
     ),
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.fixtures.stores import SqliteTemplate
 
 END = "2024-12-31T00:00Z"  # every request answered or closed by expiry: nothing moves
 MIDWEEK = "2024-12-04T10:00Z"  # Wednesday, after both clients wrote "Launch plan", before the reply
+MONDAY = "2024-12-09T10:00Z"  # the renewal's reminder due, the late invoice not yet answered
 
 
 class Agency:
@@ -37,7 +39,9 @@ class Agency:
         return out.getvalue()
 
     def import_folder(self, mailbox: str, folder: str, form: str, now: str = END) -> None:
-        path = write_folder(self.root / "mail" / form, mailbox, folder, form)
+        """The copies that had reached the folder by `now`, imported then."""
+        arrived_by = datetime.fromisoformat(now)
+        path = write_folder(self.root / "mail" / form, mailbox, folder, form, arrived_by)
         self.mailwatch("import", str(path), "--mailbox", mailbox, "--now", now)
 
     def report(self, now: str) -> dict:
@@ -92,3 +96,54 @@ def test_any_order_and_mix_of_formats_gives_the_same_report(
         agency.import_folder(mailbox, folder, form)
     assert agency.report(END) == canonical.report(END)
     assert agency.report(MIDWEEK) == canonical.report(MIDWEEK)
+
+
+@pytest.fixture
+def known_by_monday(migrated_sqlite, tmp_path) -> Agency:
+    """A store that only ever saw the mail that had arrived by MONDAY, evaluated then."""
+    agency = Agency(tmp_path / "by-monday", migrated_sqlite)
+    for mailbox, folder in FOLDERS:
+        agency.import_folder(mailbox, folder, "eml", now=MONDAY)
+    return agency
+
+
+def digest_as_of_monday(agency: Agency, tmp_path: Path) -> tuple[str, dict[str, bytes]]:
+    """The lines `digest --dry-run` prints and the figures it writes."""
+    digests = tmp_path / f"digests-{agency.root.name}"
+    lines = agency.mailwatch("digest", "--dry-run", "--output", str(digests), "--now", MONDAY)
+    figures = {path.name: path.read_bytes() for path in sorted(digests.glob("*.json"))}
+    return lines.replace(str(digests), "DIR"), figures
+
+
+def status_as_of_monday(agency: Agency, tmp_path: Path) -> dict:
+    document = json.loads(agency.mailwatch("status", "--format", "json", "--now", MONDAY))
+    del document["generated_at"]
+    return document
+
+
+AS_OF_MONDAY = {
+    "status": status_as_of_monday,
+    "report": lambda agency, tmp_path: agency.report(MONDAY),
+    "digest": digest_as_of_monday,
+    "nudge": lambda agency, tmp_path: agency.mailwatch("nudge", "--dry-run", "--now", MONDAY),
+    "explain": lambda agency, tmp_path: agency.mailwatch(
+        "explain", "<renewal@initech.example>", "--now", MONDAY
+    ),
+}
+
+
+@pytest.mark.parametrize("command", AS_OF_MONDAY)
+def test_a_command_as_of_a_past_instant_answers_as_a_store_that_knew_only_that_mail(
+    command, canonical, known_by_monday, tmp_path
+):
+    """The canonical store was evaluated at the end of December; as of Monday the renewal's
+    reminder is due and the invoice is overdue, though both were answered later that day."""
+    later = canonical.report(END)
+    answer = AS_OF_MONDAY[command](canonical, tmp_path)
+    assert answer == AS_OF_MONDAY[command](known_by_monday, tmp_path)
+    # looking at the past left the store as it was
+    assert canonical.report(END) == later
+
+
+def test_a_nudge_due_in_the_past_is_found_as_of_then(canonical, tmp_path):
+    assert "<renewal@initech.example> [reminder]" in AS_OF_MONDAY["nudge"](canonical, tmp_path)
