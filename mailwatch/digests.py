@@ -35,7 +35,7 @@ from mailwatch.core.model import Policy, Request, Status
 from mailwatch.core.periods import Period, last_complete, previous
 from mailwatch.core.stats import Summary, by_person, summarize
 from mailwatch.output import iso
-from mailwatch.requests_as_of import current_requests
+from mailwatch.requests_as_of import requests_as_of
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -110,7 +110,7 @@ def build_digests(
         period=period,
         before=before,
         # this period and the one before it (the trend); the longest waits still open too
-        requests=current_requests(settings, store, now, since=before.start),
+        requests=requests_as_of(settings, store, now, since=before.start),
         skipped=[c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end],
         syncs=store.sync_states(),
         now=now,

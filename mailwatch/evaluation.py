@@ -269,13 +269,14 @@ def evaluate_subset(
 
 def store_absences(store: Store, policy: Policy, since: datetime, until: datetime) -> list[Absence]:
     """Staff absences inferred from their out-of-office replies (response-clock.md:
-    until their next human mail, at most `absence_max`) that overlap [since, until]."""
+    until their next human mail, at most `absence_max`) that overlap [since, until], as
+    known at `until` (a return after it is not known yet)."""
     absences = []
     for who, start, key, back in store.out_of_office_replies():
         if start > until or start + policy.absence_max < since:
             continue
         end = start + policy.absence_max
-        if back is not None:
+        if back is not None and back <= until:
             end = min(end, back)
         absences.append(Absence(who=who, start=start, end=end, evidence=key))
     return sorted(absences, key=lambda a: (a.start, a.who))

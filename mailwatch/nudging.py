@@ -35,7 +35,7 @@ from mailwatch.core.model import Request, Status
 from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
 from mailwatch.evaluation import store_absences
 from mailwatch.nudge_mail import nudge_context
-from mailwatch.requests_as_of import waiting_requests
+from mailwatch.requests_as_of import waiting_as_of
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -69,9 +69,10 @@ def send_due_nudges(
 ) -> NudgeRun:
     """`mailer` is None when no [smtp] server is configured: NotConfigured once one is due.
 
-    A dry run sends and claims nothing; it does bring the stored requests up to date.
+    A dry run sends and claims nothing; it does bring the stored requests up to date,
+    unless `now` is before the last evaluation (then it changes nothing that is stored).
     """
-    waiting = waiting_requests(settings, store, now)
+    waiting = waiting_as_of(settings, store, now)
     absences = store_absences(store, settings.policy, now - settings.policy.absence_max, now)
     plan = due_nudges(waiting, settings.policy, absences, _taken(store), now)
     run = NudgeRun(plan, dry_run)

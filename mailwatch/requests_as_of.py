@@ -1,6 +1,8 @@
-"""The requests as of an instant: the stored ones with time let pass up to the present, or
-for an instant in the past (before the last evaluation) the mail evaluated again as it
-stood then."""
+"""The requests as of an instant, for every command that takes `--now`: the stored ones
+with time let pass up to the present, or for an instant in the past (before the last
+evaluation) the mail evaluated again as it stood then.  "As of" means as known then
+(interface.md): mail that arrived later is not yet arrived, and a look at the past leaves
+the stored requests as they were."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from datetime import datetime, timedelta
 from mailwatch.config import Settings
 from mailwatch.core.clock import Evaluation, evaluate, status_as_of
 from mailwatch.core.model import Request, Status
-from mailwatch.evaluation import EVALUATED_STATE, refresh_requests
+from mailwatch.evaluation import EVALUATED_STATE, evaluate_subset, refresh_requests
 from mailwatch.store.repository import Store
 
 
@@ -18,6 +20,44 @@ def is_historical(store: Store, now: datetime) -> bool:
     """Is `now` before the last evaluation? Then stored requests may know the future."""
     evaluated = store.state(EVALUATED_STATE)
     return evaluated is not None and now < datetime.fromisoformat(evaluated)
+
+
+def requests_as_of(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Request]:
+    """Every request received in [since, until), with its status as of `now`."""
+    if is_historical(store, now):
+        found = historical_requests(settings, store, now)
+        return [r for r in found if _received_within(r, since, until)]
+    return current_requests(settings, store, now, since, until)
+
+
+def waiting_as_of(settings: Settings, store: Store, now: datetime) -> list[Request]:
+    """Requests open or overdue at `now`, oldest first (not those closed by expiry)."""
+    if is_historical(store, now):
+        found = historical_requests(settings, store, now)
+        waiting = (
+            r for r in found if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None
+        )
+        return sorted(waiting, key=lambda r: r.received_at)
+    return waiting_requests(settings, store, now)
+
+
+def evaluation_as_of(settings: Settings, store: Store, keys: set[str], now: datetime) -> Evaluation:
+    """The clock over these whole threads (`keys`, a closure) as of `now`."""
+    if is_historical(store, now):
+        return evaluate_store(settings, store, now)
+    return evaluate_subset(settings, store, keys, now)
+
+
+def _received_within(request: Request, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or request.received_at >= since) and (
+        until is None or request.received_at < until
+    )
 
 
 def current_requests(

@@ -22,13 +22,13 @@ from mailwatch.adapters.parse import (
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation
-from mailwatch.core.model import Copy, Request, Role, Status, Waiver
+from mailwatch.core.model import Copy, Request, Role, Waiver
 from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
 from mailwatch.requests_as_of import (
-    current_requests,
-    historical_requests,
+    evaluation_as_of,
     is_historical,
-    waiting_requests,
+    requests_as_of,
+    waiting_as_of,
 )
 from mailwatch.store.repository import Store, StoredMessage
 
@@ -96,6 +96,7 @@ def _stored(
         folder=item.folder,
         sent_folder=item.sent_folder,
         envelope_time=item.envelope_time,
+        received_time=message.received_time,
     )
     return StoredMessage(
         replace(message, copies=(copy,)), header_block(item.raw), location=item.location
@@ -119,28 +120,12 @@ def report(
     until: datetime | None = None,
 ) -> Report:
     """Every request received in [since, until), with its status as of `now`."""
-    if is_historical(store, now):
-        requests = historical_requests(settings, store, now)
-        chosen = tuple(r for r in requests if _within(r, since, until))
-        return Report(now, chosen)
-    return Report(now, tuple(current_requests(settings, store, now, since, until)))
-
-
-def _within(request: Request, since: datetime | None, until: datetime | None) -> bool:
-    return (since is None or request.received_at >= since) and (
-        until is None or request.received_at < until
-    )
+    return Report(now, tuple(requests_as_of(settings, store, now, since, until)))
 
 
 def status(settings: Settings, store: Store, now: datetime) -> Report:
     """Requests open or overdue now, oldest first."""
-    if is_historical(store, now):
-        requests = historical_requests(settings, store, now)
-        waiting = (
-            r for r in requests if r.status in (Status.OPEN, Status.OVERDUE) and r.closed_at is None
-        )
-        return Report(now, tuple(sorted(waiting, key=lambda r: r.received_at)))
-    return Report(now, tuple(waiting_requests(settings, store, now)))
+    return Report(now, tuple(waiting_as_of(settings, store, now)))
 
 
 # ---------------------------------------------------------------- waive and explain
@@ -194,7 +179,7 @@ def explain(settings: Settings, store: Store, message_id: str, now: datetime) ->
     key = normalise_message_id(message_id)
     keys = closure(store, {key}, settings.policy)
     messages = store.messages_by_keys(keys)
-    evaluation = evaluate_subset(settings, store, keys, now)
+    evaluation = evaluation_as_of(settings, store, keys, now)
     thread = evaluation.thread_of.get(key)
     if thread is None:
         if key in evaluation.classifications:

@@ -579,6 +579,7 @@ def stored_message(
         folder=checkpoint.folder,
         sent_folder=fetched.sent,
         internal_date=fetched.internal_date,
+        received_time=message.received_time,
         waive_keyword=keyword,
         waive_folder=fetched.waive_folder,
         waive_seen_at=now if keyword or fetched.waive_folder else None,

@@ -18,6 +18,7 @@ from mailwatch.adapters.files import ImportedItem, ImportWarning, read_path
 from mailwatch.adapters.parse import UnparsableMessage, body_prefix_of, parse_message
 from mailwatch.core.automated import automation_reason
 from mailwatch.core.clock import evaluate
+from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Account, Copy, Message, Policy, StaffMember
 
 CORPUS = Path(__file__).parents[2] / "shared" / "corpus"
@@ -195,3 +196,52 @@ def test_automated_corpus_mail_from_staff_never_answers_a_request(corpus: Corpus
         (request,) = evaluate([question, reply], policy, now=arrived + timedelta(hours=2)).requests
         unanswered += request.answered_by is None
     assert unanswered == len(_automated_corpus_mail(corpus))
+
+
+def _dean_c_mail() -> tuple[list[Message], dict[str, str]]:
+    """Clint and Craig Dean's inbound and sent mail (Enron), and each message's file by key.
+    The export has no INTERNALDATE or Received headers: `Date` stands in."""
+    mailbox = CORPUS / "enron" / "dean-c"
+    messages, file_of = [], {}
+    for folder in ("notes_inbox", "_sent_mail", "deleted_items", "sent_items"):
+        for item in read_path(mailbox / folder):
+            assert isinstance(item, ImportedItem)
+            message = parse_message(item.raw, body_prefix=body_prefix_of(item.raw))
+            copy = Copy("dean-c", item.folder, sent_folder=item.sent_folder)
+            messages.append(replace(message, copies=(copy,)))
+            file_of[message.key] = str(Path(item.location).relative_to(mailbox))
+    return messages, file_of
+
+
+def test_a_reply_all_answers_every_client_of_a_group_conversation_without_references() -> None:
+    """dean-c, 12-13 Dec 2000: four client domains write "This weekend" to each other and
+    to Clint, whose reply-all (_sent_mail/1.) is Cc'd to all of them; nobody's mailer sets
+    References.  In Nov 2001 "[Fwd: Hey carl]" is answered by "RE: [Fwd: Hey carl]"."""
+    messages, file_of = _dean_c_mail()
+    policy = Policy(
+        agency_domains=("enron.com",),
+        accounts=(
+            Account("Exodus", domains=("exodus.net",)),
+            Account("JPI", domains=("jpi.com",)),
+            Account("Simpletel", domains=("simpletel.com",)),
+            Account("MPH Legal", domains=("mphlegal.com",)),
+            Account("WSU", domains=("gocougs.wsu.edu",)),
+        ),
+    )
+    evaluation = evaluate(messages, policy, now=datetime(2002, 1, 1, tzinfo=UTC))
+    weekend = {m.key for m in messages if normalise_subject(m.subject) == "this weekend"}
+    assert len({evaluation.thread_of[key] for key in weekend}) == 1
+    # "[Fwd: Hey carl]", "RE: [Fwd: Hey carl]" and "Re: [Fwd: Hey carl]" within 14 days
+    key_of = {name: key for key, name in file_of.items()}
+    november = ("deleted_items/157.", "sent_items/16.", "deleted_items/154.", "sent_items/15.")
+    assert len({evaluation.thread_of[key_of[name]] for name in november}) == 1
+
+    answered = {
+        (r.account, file_of[r.opened_by]): (file_of.get(r.answered_by or ""), r.response_seconds)
+        for r in evaluation.requests
+    }
+    # Scott's follow-ups of 13 Dec join his request of the 12th, answered after 25h 59m
+    assert answered[("Exodus", "notes_inbox/26.")] == ("_sent_mail/1.", 93_540)
+    assert ("Exodus", "notes_inbox/9.") not in answered
+    assert answered[("MPH Legal", "notes_inbox/17.")] == ("_sent_mail/1.", 120)
+    assert answered[("WSU", "deleted_items/157.")] == ("sent_items/16.", 363_530)

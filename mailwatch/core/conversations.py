@@ -5,9 +5,11 @@
 2. Conversation keys join too: Gmail's X-GM-THRID within one mailbox, and
    Outlook's Thread-Index GUID.
 3. A thread whose first message references nothing we know may join an
-   earlier thread of the same account by normalised subject, guarded so that
-   unrelated threads do not tangle (an equal, non-generic subject, a shared
-   participant, and recent activity).
+   earlier thread that shares a client account with it by normalised subject,
+   guarded so that unrelated threads do not tangle (an equal, non-generic
+   subject, a shared participant, and recent activity).  A message belongs to
+   every account among its sender and recipients, so a reply-all to several
+   clients joins each of their conversations.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def _subject_match(
     candidates[:] = [thread for thread in candidates if thread.times[-1] >= horizon]
     best: tuple[datetime, _Thread] | None = None
     for thread in candidates:
-        if thread.accounts != accounts:
+        if not thread.accounts & accounts:
             continue
         if not (thread.participants & first.participants):
             continue

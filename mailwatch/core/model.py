@@ -40,7 +40,9 @@ class Copy:
     """Where one copy of a message was seen: a mailbox folder, or a file on import.
 
     `internal_date` is the IMAP INTERNALDATE (None for imported files);
-    `envelope_time` is an mbox `From ` line's time (read as UTC), when there is one.
+    `envelope_time` is an mbox `From ` line's time (read as UTC), when there is one;
+    `received_time` is this copy's top-most `Received` header's time: each mailbox's
+    delivery adds its own, so copies of one message differ.
     """
 
     mailbox: str
@@ -52,6 +54,7 @@ class Copy:
     waive_folder: bool = False  # this copy lies in the waive folder / label
     waive_seen_at: datetime | None = None  # when mailwatch first saw the keyword or folder copy
     gm_thrid: str | None = None  # Gmail X-GM-THRID (joins messages of the same mailbox only)
+    received_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ _DATE_AFTER_ARRIVAL = timedelta(minutes=5)
 
 
 def copy_arrival(message: Message, copy: Copy | None) -> tuple[datetime, str] | None:
-    """When this copy arrived, and which timestamp said so."""
-    received = message.received_time
+    """When this copy arrived, and which timestamp said so (a message known without any
+    copy has only its own headers)."""
+    received = message.received_time if copy is None else copy.received_time
     if copy is not None and copy.internal_date is not None:
         if received is not None and received < copy.internal_date - _MIGRATION_GAP:
             return received, "received"

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Connection, bindparam, case, func, select,
 
 from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Waiver
+from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
 from mailwatch.store.rows import messages_with_copies
 from mailwatch.store.tables import CHECKPOINTS, COPIES, MESSAGES, QUARANTINE, REFERENCES, WAIVERS
@@ -384,11 +385,10 @@ def _orphan_copies(
 
 
 def _arrival(message: Message, stored_at: datetime) -> datetime:
-    copy = message.copies[0]
-    for moment in (copy.internal_date, copy.envelope_time, message.received_time, message.date):
-        if moment is not None:
-            return moment
-    return stored_at
+    """When the one copy being stored arrived, as the clock reads it (response-clock.md,
+    "Times"); a copy with no timestamp at all arrived when it was stored."""
+    arrived = copy_arrival(message, message.copies[0])
+    return stored_at if arrived is None else arrived[0]
 
 
 def _message_row(item: StoredMessage, arrived_at: datetime) -> dict[str, Any]:
@@ -425,6 +425,7 @@ def _copy_row(item: StoredMessage, message_id: int) -> dict[str, Any]:
         "sent_folder": copy.sent_folder,
         "internal_date": copy.internal_date,
         "envelope_time": copy.envelope_time,
+        "received_time": copy.received_time,
         "waive_keyword": copy.waive_keyword,
         "waive_folder": copy.waive_folder,
         "waive_seen_at": copy.waive_seen_at,

@@ -65,6 +65,7 @@ def _copy(row: RowMapping) -> Copy:
         sent_folder=row["sent_folder"],
         internal_date=row["internal_date"],
         envelope_time=row["envelope_time"],
+        received_time=row["received_time"],
         waive_keyword=row["waive_keyword"],
         waive_folder=row["waive_folder"],
         waive_seen_at=row["waive_seen_at"],

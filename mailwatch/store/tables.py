@@ -135,6 +135,7 @@ class CopyRow(SQLModel, table=True):
     sent_folder: bool = False
     internal_date: datetime | None = None
     envelope_time: datetime | None = None
+    received_time: datetime | None = None  # this copy's top-most Received header's time
     waive_keyword: bool = False
     waive_folder: bool = False
     waive_seen_at: datetime | None = None

@@ -188,6 +188,24 @@ def test_the_subject_fallback_never_crosses_accounts():
     assert evaluation.thread_of["<c1>"] != evaluation.thread_of["<c2>"]
 
 
+def test_a_reply_all_to_two_clients_answers_each_of_their_requests_without_references():
+    messages = [
+        client("c1", at(0, 9), subject="Launch plan", cc=("hank@globex.example",)),
+        # Hank answers Alice alone, and his mailer sets no References
+        client("c2", at(0, 9, 30), subject="RE: Launch plan", frm="hank@globex.example"),
+        staff(
+            "s1",
+            at(0, 11),
+            subject="Re: Launch plan",
+            to=("jane@acme.example", "hank@globex.example"),
+        ),
+    ]
+    evaluation = evaluate(messages, policy(), now=at(3))
+    assert len(set(evaluation.thread_of.values())) == 1
+    answers = {(r.account, r.opened_by, r.answered_by) for r in evaluation.requests}
+    assert answers == {("Acme Ltd", "<c1>", "<s1>"), ("Globex", "<c2>", "<s1>")}
+
+
 def test_a_message_seen_in_two_mailboxes_counts_once():
     in_alice = client("c1", at(0, 10), cc=("bob@rouge.example",))
     in_bob = replace(in_alice, copies=(Copy("bob", "INBOX", internal_date=at(0, 10, 1)),))

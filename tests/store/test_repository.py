@@ -215,6 +215,30 @@ def test_a_later_copy_with_an_earlier_time_moves_the_arrival_back(store: Store):
     assert len(store.load_messages(T0 - timedelta(hours=2))) == 1
 
 
+def test_an_imported_copy_arrives_at_its_top_received_header_not_its_later_mbox_line(
+    store: Store,
+):
+    exported = Copy("archive", "import", envelope_time=T0 + timedelta(days=5), received_time=T0)
+    message = Message(key="<m1@acme.example>", from_addr="client@acme.example", copies=(exported,))
+    store.add_messages([StoredMessage(message, b"Subject: x\r\n", location="a.mbox#1")])
+
+    assert len(store.load_messages(T0 + timedelta(hours=1))) == 1
+
+
+def test_each_copy_keeps_its_own_received_time_so_the_earliest_arrival_counts(store: Store):
+    def delivered(mailbox: str, at: datetime) -> StoredMessage:
+        copy = Copy(mailbox, "INBOX", received_time=at)
+        message = Message(key="<m1@acme.example>", received_time=at, copies=(copy,))
+        return StoredMessage(message, b"Subject: x\r\n", location=f"{mailbox}/1.eml")
+
+    store.add_messages([delivered("alice", T0 + timedelta(hours=3))])
+    store.add_messages([delivered("info", T0)])
+
+    (loaded,) = store.load_messages()
+    assert sorted(c.received_time for c in loaded.copies) == [T0, T0 + timedelta(hours=3)]
+    assert len(store.load_messages(T0 + timedelta(hours=1))) == 1
+
+
 def test_adding_a_batch_of_500_takes_a_handful_of_queries(store: Store):
     statements: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))

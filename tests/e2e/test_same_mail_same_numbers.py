@@ -1,0 +1,149 @@
+"""The same mail gives the same numbers, whatever the order and the form it reached
+mailwatch in (issue 12; response-clock.md, "Times" and "Threads")."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailwatch.cli import main
+from tests.agency_week import CONFIG, FOLDERS, FORMATS, write_folder
+from tests.fixtures.stores import SqliteTemplate
+
+END = "2024-12-31T00:00Z"  # every request answered or closed by expiry: nothing moves
+MIDWEEK = "2024-12-04T10:00Z"  # Wednesday, after both clients wrote "Launch plan", before the reply
+MONDAY = "2024-12-09T10:00Z"  # the renewal's reminder due, the late invoice not yet answered
+
+
+class Agency:
+    """A configuration and a fresh SQLite database in `root`, driven through the command line."""
+
+    def __init__(self, root: Path, template: SqliteTemplate) -> None:
+        root.mkdir(parents=True)
+        self.root = root
+        self.config = root / "mailwatch.toml"
+        self.config.write_text(CONFIG.format(url=template.copy(root / "mailwatch.db")))
+
+    def mailwatch(self, *argv: str) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["--config", str(self.config), *argv])
+        assert code == 0, out.getvalue()
+        return out.getvalue()
+
+    def import_folder(self, mailbox: str, folder: str, form: str, now: str = END) -> None:
+        """The copies that had reached the folder by `now`, imported then."""
+        arrived_by = datetime.fromisoformat(now)
+        path = write_folder(self.root / "mail" / form, mailbox, folder, form, arrived_by)
+        self.mailwatch("import", str(path), "--mailbox", mailbox, "--now", now)
+
+    def report(self, now: str) -> dict:
+        document = json.loads(self.mailwatch("report", "--format", "json", "--now", now))
+        del document["generated_at"]
+        return document
+
+
+@pytest.fixture(scope="module")
+def canonical(migrated_sqlite, tmp_path_factory) -> Agency:
+    agency = Agency(tmp_path_factory.mktemp("canonical") / "agency", migrated_sqlite)
+    for mailbox, folder in FOLDERS:
+        agency.import_folder(mailbox, folder, "eml")
+    return agency
+
+
+def test_the_week_is_measured_from_each_message_s_earliest_arrival(canonical):
+    requests = {r["opened_by"]: r for r in canonical.report(END)["requests"]}
+    banner = requests["<banner@acme.example>"]
+    # the shared mailbox's copy at 10:00:05, not Alice's at 13:10
+    assert (banner["received_at"], banner["response_seconds"]) == ("2024-12-02T10:00:05Z", 7195)
+    down = requests["<down@globex.example>"]
+    assert (down["tier"], down["status"], down["response_seconds"]) == ("critical", "met", 2996)
+
+
+def test_a_reply_all_answers_both_clients_and_equal_subjects_of_two_clients_stay_apart(canonical):
+    requests = {r["opened_by"]: r for r in canonical.report(END)["requests"]}
+    jane, hank = requests["<launch@acme.example>"], requests["<launch.hank@globex.example>"]
+    assert jane["thread"] == hank["thread"]
+    assert jane["answered_by"] == hank["answered_by"] == "<launch.re@rouge.example>"
+    acme, initech = requests["<website@acme.example>"], requests["<website@initech.example>"]
+    assert acme["thread"] != initech["thread"]
+    assert (acme["status"], initech["status"]) == ("overdue", "met")
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    order=st.permutations(FOLDERS),
+    forms=st.lists(st.sampled_from(FORMATS), min_size=len(FOLDERS), max_size=len(FOLDERS)),
+)
+def test_any_order_and_mix_of_formats_gives_the_same_report(
+    canonical, migrated_sqlite, tmp_path_factory, order, forms
+):
+    """Maildir, `.eml` files, or an mbox exported five days later (its From_ lines say so;
+    the top Received header says when the mail arrived), imported folder by folder."""
+    agency = Agency(tmp_path_factory.mktemp("permuted") / "agency", migrated_sqlite)
+    for (mailbox, folder), form in zip(order, forms, strict=True):
+        agency.import_folder(mailbox, folder, form)
+    assert agency.report(END) == canonical.report(END)
+    assert agency.report(MIDWEEK) == canonical.report(MIDWEEK)
+
+
+@pytest.fixture
+def known_by_monday(migrated_sqlite, tmp_path) -> Agency:
+    """A store that only ever saw the mail that had arrived by MONDAY, evaluated then."""
+    agency = Agency(tmp_path / "by-monday", migrated_sqlite)
+    for mailbox, folder in FOLDERS:
+        agency.import_folder(mailbox, folder, "eml", now=MONDAY)
+    return agency
+
+
+def digest_as_of_monday(agency: Agency, tmp_path: Path) -> tuple[str, dict[str, bytes]]:
+    """The lines `digest --dry-run` prints and the figures it writes."""
+    digests = tmp_path / f"digests-{agency.root.name}"
+    lines = agency.mailwatch("digest", "--dry-run", "--output", str(digests), "--now", MONDAY)
+    figures = {path.name: path.read_bytes() for path in sorted(digests.glob("*.json"))}
+    return lines.replace(str(digests), "DIR"), figures
+
+
+def status_as_of_monday(agency: Agency, tmp_path: Path) -> dict:
+    document = json.loads(agency.mailwatch("status", "--format", "json", "--now", MONDAY))
+    del document["generated_at"]
+    return document
+
+
+AS_OF_MONDAY = {
+    "status": status_as_of_monday,
+    "report": lambda agency, tmp_path: agency.report(MONDAY),
+    "digest": digest_as_of_monday,
+    "nudge": lambda agency, tmp_path: agency.mailwatch("nudge", "--dry-run", "--now", MONDAY),
+    "explain": lambda agency, tmp_path: agency.mailwatch(
+        "explain", "<renewal@initech.example>", "--now", MONDAY
+    ),
+}
+
+
+@pytest.mark.parametrize("command", AS_OF_MONDAY)
+def test_a_command_as_of_a_past_instant_answers_as_a_store_that_knew_only_that_mail(
+    command, canonical, known_by_monday, tmp_path
+):
+    """The canonical store was evaluated at the end of December; as of Monday the renewal's
+    reminder is due and the invoice is overdue, though both were answered later that day."""
+    later = canonical.report(END)
+    answer = AS_OF_MONDAY[command](canonical, tmp_path)
+    assert answer == AS_OF_MONDAY[command](known_by_monday, tmp_path)
+    # looking at the past left the store as it was
+    assert canonical.report(END) == later
+
+
+def test_a_nudge_due_in_the_past_is_found_as_of_then(canonical, tmp_path):
+    assert "<renewal@initech.example> [reminder]" in AS_OF_MONDAY["nudge"](canonical, tmp_path)
