@@ -130,7 +130,10 @@ def _attention_lines(
         lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
         lines.extend(f"  {q.location}: {q.error}" for q in quarantined[:10])
     if notice.untimed:
-        lines.append(f"{len(notice.untimed)} message(s) carry no usable time and are not measured.")
+        lines.append(
+            f"{len(notice.untimed)} message(s) carry no usable time and are not measured: "
+            + ", ".join(notice.untimed[:10])
+        )
     if notice.unlisted_senders:
         lines.append(
             "Agency addresses that wrote to clients but are not listed as [[staff]] "

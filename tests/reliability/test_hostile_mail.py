@@ -7,16 +7,23 @@ import json
 import tracemalloc
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailwatch.adapters.parse import HEADER_FIELDS, UnparsableMessage, parse_message
 from mailwatch.cli import main
+from mailwatch.config import Settings
 from mailwatch.core.clock import evaluate
 from mailwatch.core.model import Copy
+from mailwatch.requests_as_of import current_requests
+from mailwatch.sync import poll_all
 from tests.core.factory import policy
+from tests.imap_helpers import NOW as NOW_IMAP
+from tests.imap_helpers import hours_ago, mailbox_settings, sync_settings
 
 NOW = datetime(2026, 11, 27, 9, tzinfo=UTC)
 MIB = 1024 * 1024
@@ -134,13 +141,7 @@ def test_mail_that_cannot_be_read_is_set_aside_with_its_location_and_shown_in_st
         b"From: jane@acme.example\r\nTo: alice@rouge.example\r\nSubject: Hi\r\n"
         b"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <fine@acme.example>\r\n\r\nHi\r\n"
     )
-    config = tmp_path / "mailwatch.toml"
-    config.write_text(
-        '[agency]\nname = "Rouge"\ndomains = ["rouge.example"]\ntimezone = "UTC"\n'
-        f'[database]\nurl = "sqlite:///{tmp_path / "mw.db"}"\n'
-        '[[staff]]\nemail = "alice@rouge.example"\n'
-        '[[accounts]]\nname = "Acme"\ndomains = ["acme.example"]\nmanager = "alice@rouge.example"\n'
-    )
+    config = agency_config(tmp_path)
 
     imported = main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
     imported_out = capsys.readouterr()
@@ -157,3 +158,71 @@ def test_mail_that_cannot_be_read_is_set_aside_with_its_location_and_shown_in_st
     (aside,) = document["quarantined"]
     assert (aside["location"], aside["error"]) == (str(broken), "no header fields found")
     assert [r["opened_by"] for r in document["requests"]] == ["<fine@acme.example>"]
+
+
+def agency_config(tmp_path: Path) -> Path:
+    config = tmp_path / "mailwatch.toml"
+    config.write_text(
+        '[agency]\nname = "Rouge"\ndomains = ["rouge.example"]\ntimezone = "UTC"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path / "mw.db"}"\n'
+        '[[staff]]\nemail = "alice@rouge.example"\n'
+        '[[accounts]]\nname = "Acme"\ndomains = ["acme.example"]\nmanager = "alice@rouge.example"\n'
+    )
+    return config
+
+
+def client_mail(message_id: str, date: str, subject: str = "Banner colours") -> bytes:
+    return (
+        f"From: jane@acme.example\r\nTo: alice@rouge.example\r\nSubject: {subject}\r\n"
+        f"Date: {date}\r\nMessage-ID: {message_id}\r\n\r\nHello\r\n"
+    ).encode()
+
+
+def test_a_date_in_the_year_9999_is_not_trusted_and_every_later_command_still_works(
+    tmp_path: Path, capsys
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1-fine.eml").write_bytes(
+        client_mail("<fine@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000")
+    )
+    (folder / "2-far.eml").write_bytes(
+        client_mail("<far@acme.example>", "Fri, 31 Dec 9999 10:00:00 +0000")
+    )
+    config = agency_config(tmp_path)
+    now = ["--now", "2026-11-27"]
+
+    codes = [
+        main(["--config", str(config), "import", str(folder), *now]),
+        main(["--config", str(config), "status", *now]),
+        main(["--config", str(config), "report", *now]),
+    ]
+    out = capsys.readouterr().out
+
+    assert codes == [0, 0, 0]
+    assert "1 message(s) carry no usable time and are not measured: <far@acme.example>" in out
+    assert out.count("Banner colours") == 2  # the fine request, in status and in report
+
+
+@pytest.mark.dovecot
+def test_an_internaldate_far_in_the_future_falls_back_to_the_next_trustworthy_time(
+    dovecot, store, tmp_path: Path
+):
+    alice = dovecot.new_user("alice")
+    settings = Settings(
+        source=None,
+        agency_name="Test",
+        policy=policy(),
+        mailboxes=(mailbox_settings(dovecot, alice, tmp_path),),
+        sync=sync_settings(),
+    )
+    poll_all(settings, store, NOW_IMAP)  # the first sync: later mail is fetched by UID
+    sent = hours_ago(5)
+    raw = client_mail("<old@acme.example>", format_datetime(sent), subject="Invoice query")
+    # Dovecot reports a pre-1901 APPEND date as 2038-01-19: not a time that has happened
+    dovecot.append(alice, "INBOX", raw, datetime(1899, 12, 31, tzinfo=UTC))
+
+    poll_all(settings, store, NOW_IMAP)
+    (request,) = current_requests(settings, store, NOW_IMAP)
+
+    assert (request.opened_by, request.received_at) == ("<old@acme.example>", sent)
