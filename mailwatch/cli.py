@@ -98,6 +98,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 for q in quarantined
             ],
             "untimed": list(notice.untimed),
+            "set_aside_threads": list(notice.set_aside),
             "unlisted_senders": list(notice.unlisted_senders),
             "unknown_correspondents": list(notice.unknown_correspondents),
             "mailboxes": [
@@ -129,6 +130,11 @@ def _attention_lines(
     if quarantined:
         lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
         lines.extend(f"  {q.location}: {q.error}" for q in quarantined[:10])
+    if notice.set_aside:
+        lines.append(
+            f"{len(notice.set_aside)} thread(s) could not be evaluated and were set aside:"
+        )
+        lines.extend(f"  {line}" for line in notice.set_aside[:10])
     if notice.untimed:
         lines.append(
             f"{len(notice.untimed)} message(s) carry no usable time and are not measured: "

@@ -14,6 +14,7 @@ from pathlib import Path
 from mailwatch.claims import DIGEST, NUDGE
 from mailwatch.config import Settings
 from mailwatch.core.durations import human_duration
+from mailwatch.evaluation import attention, evaluation_failure
 from mailwatch.store.repository import Claim, Store, SyncState
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,11 @@ PING_TIMEOUT = 10.0
 
 def health_problems(settings: Settings, store: Store, now: datetime) -> list[str]:
     """Why mailwatch is not healthy now; empty when it is."""
-    return sync_problems(settings, store.sync_states(), now) + send_problems(store)
+    return (
+        sync_problems(settings, store.sync_states(), now)
+        + send_problems(store)
+        + evaluation_problems(store)
+    )
 
 
 def sync_problems(settings: Settings, states: list[SyncState], now: datetime) -> list[str]:
@@ -57,6 +62,14 @@ def send_problems(store: Store) -> list[str]:
         last = max(claims, key=latest_event)
         if last.sent_at is None and last.error:
             problems.append(f"the last {kind} to {last.recipient} failed: {last.error}")
+    return problems
+
+
+def evaluation_problems(store: Store) -> list[str]:
+    """The last evaluation failed, or set threads aside (they keep their old requests)."""
+    problems = [f"not evaluated, set aside: {line}" for line in attention(store).set_aside]
+    if failure := evaluation_failure(store):
+        problems.insert(0, f"the last evaluation of requests failed {failure}")
     return problems
 
 

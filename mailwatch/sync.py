@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import (
@@ -33,6 +33,7 @@ from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
 from mailwatch.core.addresses import Directory
 from mailwatch.core.model import Checkpoint, Copy, Message, Role
+from mailwatch.core.times import trusted_times
 from mailwatch.store.repository import StoredMessage
 
 if TYPE_CHECKING:
@@ -517,8 +518,10 @@ def stored_message(
         waive_seen_at=now if keyword or fetched.waive_folder else None,
         gm_thrid=fetched.gm_thrid,
     )
+    # seen today, even when `now` is an instant in the past
+    seen = max(now, datetime.now(UTC))
     return StoredMessage(
-        message=dataclasses.replace(message, copies=(copy,)),
+        message=trusted_times(dataclasses.replace(message, copies=(copy,)), seen),
         raw_headers=fetched.raw_headers,
         uidvalidity=checkpoint.uidvalidity,
         uid=fetched.uid,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +14,6 @@ from sqlalchemy import ColumnElement, Connection, bindparam, case, func, select,
 
 from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Waiver
-from mailwatch.core.times import trusted_times
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
 from mailwatch.store.rows import messages_with_copies
 from mailwatch.store.tables import CHECKPOINTS, COPIES, MESSAGES, QUARANTINE, REFERENCES, WAIVERS
@@ -56,11 +55,9 @@ class MessageStore(Database):
             if item.uid is None and not item.location:
                 raise ValueError(f"{item.message.key}: a copy needs a uid or a location")
         new = 0
-        stored_at = datetime.now(UTC)
-        batch = [replace(item, message=trusted_times(item.message, stored_at)) for item in batch]
         with writing(self.engine) as conn:
             if batch:
-                ids, new = _upsert_messages(conn, batch, stored_at)
+                ids, new = _upsert_messages(conn, batch)
                 _add_copies(conn, batch, ids)
                 for chunk in chunks(sorted(set(ids.values()))):
                     _mark_dirty(conn, MESSAGES.c.id.in_(chunk))
@@ -252,9 +249,10 @@ def _save_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
 
 
 def _upsert_messages(
-    conn: Connection, batch: Sequence[StoredMessage], stored_at: datetime
+    conn: Connection, batch: Sequence[StoredMessage]
 ) -> tuple[dict[str, int], int]:
     """Insert the unknown messages; return every key's row id and how many were new."""
+    stored_at = datetime.now(UTC)
     first: dict[str, StoredMessage] = {}
     arrival: dict[str, datetime] = {}
     for item in batch:

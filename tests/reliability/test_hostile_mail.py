@@ -3,6 +3,7 @@ stays bounded on huge input, and a message that cannot be read is set aside and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tracemalloc
 from dataclasses import replace
@@ -226,3 +227,67 @@ def test_an_internaldate_far_in_the_future_falls_back_to_the_next_trustworthy_ti
     (request,) = current_requests(settings, store, NOW_IMAP)
 
     assert (request.opened_by, request.received_at) == ("<old@acme.example>", sent)
+
+
+def failing_on(bad_key: str):
+    """`evaluate` as it would be with a bug that one thread's mail triggers."""
+
+    def evaluate_or_fail(messages, *args, **kwargs):
+        messages = list(messages)
+        if any(m.key == bad_key for m in messages):
+            raise OverflowError("date value out of range")
+        return evaluate(messages, *args, **kwargs)
+
+    return evaluate_or_fail
+
+
+def test_a_thread_whose_evaluation_fails_is_set_aside_and_the_others_are_measured(
+    tmp_path: Path, capsys, monkeypatch
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    date = "Thu, 26 Nov 2026 10:00:00 +0000"
+    (folder / "1.eml").write_bytes(client_mail("<good@acme.example>", date, "Banner colours"))
+    (folder / "2.eml").write_bytes(client_mail("<bad@acme.example>", date, "Invoice query"))
+    config = agency_config(tmp_path)
+    monkeypatch.setattr("mailwatch.evaluation.evaluate", failing_on("<bad@acme.example>"))
+
+    imported = main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+    status = main(["--config", str(config), "status", "--now", "2026-11-27"])
+    health = main(["--config", str(config), "health"])
+    out = capsys.readouterr().out
+
+    assert (imported, status, health) == (0, 0, 1)
+    assert "Banner colours" in out
+    assert "1 thread(s) could not be evaluated and were set aside:" in out
+    assert (
+        "not evaluated, set aside: the thread of <bad@acme.example>: "
+        "OverflowError: date value out of range"
+    ) in out
+
+
+def out_of_range(*args, **kwargs):
+    raise OverflowError("date value out of range")
+
+
+def test_health_fails_while_evaluation_fails_and_recovers_when_it_succeeds(
+    tmp_path: Path, capsys, monkeypatch
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(
+        client_mail("<one@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000")
+    )
+    config = agency_config(tmp_path)
+    with monkeypatch.context() as broken:
+        broken.setattr("mailwatch.evaluation.mail_context", out_of_range)
+        with contextlib.suppress(OverflowError):
+            main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+        failing = main(["--config", str(config), "health"])
+        failing_out = capsys.readouterr().out
+    main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+    healthy = main(["--config", str(config), "health"])
+
+    assert (failing, healthy) == (1, 0)
+    assert "the last evaluation of requests failed at " in failing_out
+    assert "OverflowError: date value out of range" in failing_out
