@@ -291,3 +291,19 @@ def test_health_fails_while_evaluation_fails_and_recovers_when_it_succeeds(
     assert (failing, healthy) == (1, 0)
     assert "the last evaluation of requests failed at " in failing_out
     assert "OverflowError: date value out of range" in failing_out
+
+
+@pytest.mark.parametrize("subject", [b"Hello\rthere", b"Hello there\r"])
+def test_a_bare_cr_inside_a_subject_is_not_a_line_break_and_no_field_after_it_is_lost(subject):
+    raw = (
+        b"From: jane@acme.example\r\nSubject: " + subject + b"\r\n"
+        b"Message-ID: <cr@acme.example>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nHi\r\n"
+    )
+
+    message = parse_message(raw)
+
+    assert (message.key, message.date) == (
+        "<cr@acme.example>",
+        datetime(2026, 11, 26, 10, tzinfo=UTC),
+    )
+    assert message.subject == "Hello there"
