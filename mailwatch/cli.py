@@ -498,6 +498,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     return parser, handlers
 
 
+@output.escaped_terminal()  # Message-IDs, subjects and file names are a stranger's text
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)

@@ -4,6 +4,8 @@ stays bounded on huge input, and a message that cannot be read is set aside and 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import tracemalloc
 from dataclasses import replace
@@ -14,8 +16,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 from mailwatch.adapters.parse import HEADER_FIELDS, UnparsableMessage, parse_message
+from mailwatch.adapters.render import Renderer
 from mailwatch.cli import main
 from mailwatch.config import Settings
 from mailwatch.core.clock import evaluate
@@ -307,3 +311,57 @@ def test_a_bare_cr_inside_a_subject_is_not_a_line_break_and_no_field_after_it_is
         datetime(2026, 11, 26, 10, tzinfo=UTC),
     )
     assert message.subject == "Hello there"
+
+
+def test_escape_sequences_in_message_ids_and_file_names_never_reach_the_terminal(
+    tmp_path: Path, capsys
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(
+        client_mail("<red\x1b[31m\x07@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000")
+    )
+    (folder / "2-\x1b]0;pwned\x07.eml").write_bytes(b"\r\n\r\nno header at all\r\n")
+    config = agency_config(tmp_path)
+    now = ["--now", "2026-11-27"]
+
+    main(["--config", str(config), "import", str(folder), *now])
+    for command in (["status"], ["report", "--format", "csv"], ["report"]):
+        main(["--config", str(config), *command, *now])
+    main(["--config", str(config), "explain", "<red\x1b[31m\x07@acme.example>", *now])
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert "<red\\u001b[31m\\u0007@acme.example>" in captured.out  # status, csv and explain
+    assert "2-\\u001b]0;pwned\\u0007.eml: no header fields found" in captured.out
+
+
+def test_a_subject_that_starts_like_a_formula_is_text_in_the_csv(tmp_path: Path, capsys):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    subject = '=HYPERLINK("http://evil.example","Invoice")'
+    (folder / "1.eml").write_bytes(
+        client_mail("<f@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000", subject)
+    )
+    config = agency_config(tmp_path)
+    main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+    capsys.readouterr()
+
+    main(["--config", str(config), "report", "--format", "csv", "--now", "2026-11-27"])
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+
+    assert row["subject"] == "'" + subject
+
+
+def test_control_characters_in_mail_text_are_escaped_in_the_plain_text_part(tmp_path: Path):
+    for part in ("subject.txt", "txt", "html"):
+        (tmp_path / f"probe.{part}").write_text("{{ message_id }} {{ safe }}")
+    renderer = Renderer(tmp_path)
+
+    rendered = renderer.render(
+        "probe", {"message_id": "<a\x1b[2J\x07@acme.example>", "safe": Markup("<b>&amp;</b>")}
+    )
+
+    assert rendered.text == "<a\\u001b[2J\\u0007@acme.example> <b>&amp;</b>"
+    assert rendered.html == "&lt;a\\u001b[2J\\u0007@acme.example&gt; <b>&amp;</b>"
