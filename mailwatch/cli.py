@@ -126,6 +126,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 for q in quarantined
             ],
             "untimed": list(notice.untimed),
+            "set_aside_threads": list(notice.set_aside),
             "unlisted_senders": list(notice.unlisted_senders),
             "unknown_correspondents": list(notice.unknown_correspondents),
             "mailboxes": [output.mailbox_sync_json(sync) for sync in syncs],
@@ -153,8 +154,16 @@ def _attention_lines(
     if quarantined:
         lines.append(f"{len(quarantined)} message(s) could not be read and were set aside:")
         lines.extend(f"  {q.location}: {q.error}" for q in quarantined[:10])
+    if notice.set_aside:
+        lines.append(
+            f"{len(notice.set_aside)} thread(s) could not be evaluated and were set aside:"
+        )
+        lines.extend(f"  {line}" for line in notice.set_aside[:10])
     if notice.untimed:
-        lines.append(f"{len(notice.untimed)} message(s) carry no usable time and are not measured.")
+        lines.append(
+            f"{len(notice.untimed)} message(s) carry no usable time and are not measured: "
+            + ", ".join(notice.untimed[:10])
+        )
     if notice.unlisted_senders:
         lines.append(
             "Agency addresses that wrote to clients but are not listed as [[staff]] "
@@ -571,6 +580,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     return parser, handlers
 
 
+@output.escaped_terminal()  # Message-IDs, subjects and file names are a stranger's text
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)

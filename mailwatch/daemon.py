@@ -25,10 +25,14 @@ settings) and when the mailbox's lease goes to another worker.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import FrameType
@@ -287,6 +291,16 @@ class Daemon:
             shut_down(self.scheduler)
 
     def run(self) -> int:
+        try:
+            with one_daemon_per_sqlite_file(self.store):
+                return self.run_scheduler()
+        except AlreadyRunning as error:
+            print(f"mailwatch: {error}", file=sys.stderr)
+            # 2: the unit is not restarted (RestartPreventExitStatus=2); a restart cannot
+            # help while the other daemon runs, and it would log this every 30 seconds
+            return 2
+
+    def run_scheduler(self) -> int:
         zone = ZoneInfo(self.settings.policy.timezone)
         scheduler = BlockingScheduler(
             timezone=zone,
@@ -369,3 +383,31 @@ def missed_digest(settings: Settings, period: str, now: datetime) -> bool:
     # A late weekday (Sunday) falls after the start of the next week: look a week back too.
     candidates = [scheduled, scheduled - timedelta(days=7)] if period == "week" else [scheduled]
     return any(timedelta(0) <= now - moment < DIGEST_CATCH_UP for moment in candidates)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+@contextmanager
+def one_daemon_per_sqlite_file(store: Store) -> Iterator[None]:
+    """On SQLite, the only daemon on the database: two would both poll every mailbox
+    (workers share mailboxes on PostgreSQL only). The lock is a file beside the database,
+    released by the kernel however the process ends."""
+    database = store.url.database
+    if store.dialect != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    path = f"{database}.daemon-lock"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(
+                f"another `mailwatch run` is using {database} (it holds {path}); "
+                "stop it first (several workers need PostgreSQL)"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 
@@ -31,6 +31,7 @@ from mailwatch.store.repository import Store
 log = logging.getLogger(__name__)
 
 POLICY_STATE = "policy"
+FAILURE_STATE = "evaluation_failure"
 EVALUATED_STATE = "evaluated_at"
 ATTENTION_STATE = "attention"
 EVALUATION_LOCK = "evaluation"
@@ -57,6 +58,9 @@ class Attention:
     untimed: tuple[str, ...]
     unlisted_senders: tuple[str, ...]
     unknown_correspondents: tuple[str, ...]
+    # threads whose evaluation failed, one line each: they keep their old requests and are
+    # tried again at every evaluation
+    set_aside: tuple[str, ...] = ()
 
 
 def attention(store: Store) -> Attention:
@@ -102,14 +106,25 @@ def evaluation_turn(store: Store) -> Iterator[bool]:
 
 
 def refresh_requests(settings: Settings, store: Store, now: datetime) -> Refresh:
-    """Re-evaluate what changed since the last evaluation and store the requests."""
+    """Re-evaluate what changed since the last evaluation and store the requests. A
+    failure is remembered for `mailwatch health` until an evaluation succeeds."""
     with evaluation_turn(store) as mine:
         if not mine:
             log.warning(
                 "another process kept evaluating for %s; using the stored requests", TURN_WAIT
             )
             return Refresh(0, 0, False)
-        return _refresh(settings, store, now)
+        try:
+            return _refresh(settings, store, now)
+        except Exception as error:
+            failed_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            store.set_state(FAILURE_STATE, f"at {failed_at}: {_error_text(error)}")
+            raise
+
+
+def evaluation_failure(store: Store) -> str | None:
+    """When and why the last evaluation failed, unless one succeeded since."""
+    return store.state(FAILURE_STATE) or None
 
 
 def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
@@ -125,13 +140,15 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     # every message changed (a first sync, a new policy): the closure is all of them
     keys = set(changes) if rebuilt else closure(store, set(changes), policy)
     parts = _parts_of_whole_threads(store, keys, policy, now)
-    notice = attention(store) if not rebuilt else Attention((), (), ())
+    # set-aside threads stay to be evaluated: this refresh tries each of them again
+    notice = replace(attention(store), set_aside=()) if not rebuilt else Attention((), (), ())
     context = mail_context(settings, store, now)
     written: set[str] = set()  # threads whose requests this refresh already stored
     requests = 0
-    for number, part in enumerate(parts, 1):
-        evaluation = evaluate_subset(settings, store, part, now, context)
-        notice = _merged(notice, evaluation)
+    for number, whole_part in enumerate(parts, 1):
+        evaluation, set_aside = _evaluate_setting_aside(settings, store, whole_part, now, context)
+        part = whole_part - {key for keys in set_aside for key in keys}
+        notice = _merged(notice, evaluation, [_set_aside_line(k, e) for k, e in set_aside.items()])
         # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
         not_yet = {key: -1 for key in part if key not in evaluation.classifications}
         threads = set(evaluation.thread_of.values())
@@ -152,6 +169,40 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
         keys, now, lambda address: directory.role(address) is Role.CLIENT, UNRELATED_MAIL
     )
     return Refresh(len(keys), requests, rebuilt)
+
+
+def _evaluate_setting_aside(
+    settings: Settings, store: Store, part: set[str], now: datetime, context: MailContext
+) -> tuple[Evaluation, dict[tuple[str, ...], str]]:
+    """The evaluation of `part`; a thread whose evaluation fails is left out of it, with
+    the error, so that hostile mail or a bug in one thread costs that thread only."""
+    try:
+        return evaluate_subset(settings, store, part, now, context), {}
+    except Exception:
+        log.exception("the evaluation of %d messages failed; trying each thread alone", len(part))
+    try:
+        groups = threads_of(store.messages_by_keys(part), settings.policy, now)
+    except Exception:  # the threading itself fails: the whole part is set aside
+        groups = [sorted(part)]
+    set_aside: dict[tuple[str, ...], str] = {}
+    for group in groups:
+        try:
+            evaluate_subset(settings, store, set(group), now, context)
+        except Exception as error:
+            set_aside[tuple(sorted(group))] = _error_text(error)
+    for keys, text in set_aside.items():
+        log.warning("set aside: %s", _set_aside_line(keys, text))
+    kept = part - {key for keys in set_aside for key in keys}
+    return evaluate_subset(settings, store, kept, now, context), set_aside
+
+
+def _error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _set_aside_line(keys: tuple[str, ...], error: str) -> str:
+    more = f" and {len(keys) - 1} more message(s)" if len(keys) > 1 else ""
+    return f"the thread of {keys[0]}{more}: {error}"
 
 
 def _parts_of_whole_threads(
@@ -209,15 +260,17 @@ def _final_state(fingerprint: str, now: datetime, notice: Attention) -> dict[str
         # a `--now` in the future must not make the present look like the past
         EVALUATED_STATE: min(now, datetime.now(UTC)).isoformat(),
         ATTENTION_STATE: json.dumps(asdict(notice)),
+        FAILURE_STATE: "",
     }
 
 
-def _merged(notice: Attention, evaluation: Evaluation) -> Attention:
+def _merged(notice: Attention, evaluation: Evaluation, set_aside: list[str]) -> Attention:
     """Lists a person should look at, grown by each partial evaluation."""
     return Attention(
         tuple(sorted(set(notice.untimed) | set(evaluation.untimed))),
         tuple(sorted(set(notice.unlisted_senders) | set(evaluation.unlisted_senders))),
         tuple(sorted(set(notice.unknown_correspondents) | set(evaluation.unknown_correspondents))),
+        (*notice.set_aside, *set_aside),
     )
 
 

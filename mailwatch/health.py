@@ -15,6 +15,7 @@ from pathlib import Path
 from mailwatch.claims import DIGEST, NUDGE
 from mailwatch.config import Settings
 from mailwatch.core.durations import human_duration
+from mailwatch.evaluation import attention, evaluation_failure
 from mailwatch.jobs import KEEPS_FAILING, failing_jobs
 from mailwatch.store.repository import Claim, Store, SyncState
 
@@ -31,6 +32,7 @@ def health_problems(settings: Settings, store: Store, now: datetime) -> list[str
         sync_problems(settings, store.sync_states(), now)
         + send_problems(store)
         + job_problems(store)
+        + evaluation_problems(store)
     )
 
 
@@ -125,6 +127,14 @@ def job_problems(store: Store) -> list[str]:
         for failure in failing_jobs(store)
         if failure.failures >= KEEPS_FAILING
     ]
+
+
+def evaluation_problems(store: Store) -> list[str]:
+    """The last evaluation failed, or set threads aside (they keep their old requests)."""
+    problems = [f"not evaluated, set aside: {line}" for line in attention(store).set_aside]
+    if failure := evaluation_failure(store):
+        problems.insert(0, f"the last evaluation of requests failed {failure}")
+    return problems
 
 
 def latest_event(claim: Claim) -> datetime:

@@ -1,13 +1,17 @@
-"""Requests and figures as JSON (interface.md), CSV and a terminal table."""
+"""Requests and figures as JSON (interface.md), CSV and a terminal table; untrusted text
+made safe for a terminal, a plain-text mail and a spreadsheet."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
 from mailwatch.core.durations import human_duration
@@ -16,6 +20,46 @@ from mailwatch.core.stats import by_account, by_person, summarize
 
 if TYPE_CHECKING:
     from mailwatch.health import MailboxSync
+
+# C0 and C1 controls but tab and line feed: ESC, BEL or CSI in a stranger's Message-ID or a
+# file name must not drive the terminal (or the mail client) that shows it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A spreadsheet runs a cell that starts like this as a formula (OWASP: CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character shown as its `\\u001b` escape."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a formula-like start is prefixed with '."""
+    return f"'{cell}" if cell.startswith(_FORMULA_START) else cell
+
+
+class _EscapingStream:
+    """A text stream that writes `printable` text to the stream it wraps."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def escaped_terminal() -> Iterator[None]:
+    """While it lasts, whatever is printed to stdout and stderr is `printable`."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _EscapingStream(sys.stdout), _EscapingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def iso(instant: datetime | None) -> str | None:
@@ -82,7 +126,9 @@ def requests_csv(requests: Sequence[Request]) -> str:
     for request in requests:
         row = request_json(request)
         row["responsible"] = " ".join(request.responsible)
-        writer.writerow(row)
+        writer.writerow(
+            {k: spreadsheet_safe(v) if isinstance(v, str) else v for k, v in row.items()}
+        )
     return out.getvalue()
 
 

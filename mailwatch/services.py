@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailwatch.adapters.files import ImportedItem, read_path
@@ -23,6 +23,7 @@ from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation
 from mailwatch.core.model import Copy, Request, Role, Waiver
+from mailwatch.core.times import trusted_times
 from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
 from mailwatch.requests_as_of import (
     evaluation_as_of,
@@ -98,9 +99,9 @@ def _stored(
         envelope_time=item.envelope_time,
         received_time=message.received_time,
     )
-    return StoredMessage(
-        replace(message, copies=(copy,)), header_block(item.raw), location=item.location
-    )
+    # seen today, even when `--now` is an instant in the past
+    trusted = trusted_times(replace(message, copies=(copy,)), max(now, datetime.now(UTC)))
+    return StoredMessage(trusted, header_block(item.raw), location=item.location)
 
 
 # ---------------------------------------------------------------- report and status

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import (
@@ -36,6 +36,7 @@ from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
 from mailwatch.core.addresses import Directory
 from mailwatch.core.model import Checkpoint, Copy, Message, Role
+from mailwatch.core.times import trusted_times
 from mailwatch.store.repository import LoginRefusal, StoredMessage
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class FolderResult:
     waive_changes: int = 0
     uidvalidity_changed: bool = False
     error: str | None = None
+    finished: bool = True  # False: the connection broke after some batches were stored
 
 
 @dataclass(frozen=True)
@@ -361,10 +363,10 @@ def _poll_folders(
         try:
             with history.session(mailbox, sync.waive_folder, now) as kept:
                 reused = kept.reused
-                polled = {result.folder for result in results}
+                polled = {result.folder for result in results if result.finished}
                 for folder in (f for f in kept.folders if f.name not in polled):
                     result = poll_folder_safely(
-                        kept.connection, folder, sync, store, now, history, wants_body
+                        kept.connection, folder, sync, store, now, history, wants_body, results
                     )
                     results.append(result)
             return
@@ -402,11 +404,12 @@ def poll_folder_safely(
     now: datetime,
     history: SyncHistory,
     wants_body: Callable[[Message], bool],
+    unfinished: list[FolderResult],
 ) -> FolderResult:
     """A folder the server refuses (deleted meanwhile, no permission) is recorded and skipped."""
     mailbox = connection.settings.name
     try:
-        result = poll_folder(connection, folder, sync, store, now, history, wants_body)
+        result = poll_folder(connection, folder, sync, store, now, history, wants_body, unfinished)
     except FolderError as error:
         log.warning("%s", error.message, extra={"mailbox": mailbox, "folder": folder.name})
         store.record_sync(mailbox, folder.name, False, error.message, now)
@@ -423,7 +426,10 @@ def poll_folder(
     now: datetime,
     history: SyncHistory,
     wants_body: Callable[[Message], bool] = is_reply,
+    unfinished: list[FolderResult] | None = None,
 ) -> FolderResult:
+    """Store what is new in one folder. When the connection breaks midway, what was stored
+    before it is added to `unfinished` (the summary counts it), and the error raised."""
     mailbox = connection.settings.name
     checkpoint = store.checkpoint(mailbox, folder.name)
     status = connection.status(folder)
@@ -442,11 +448,20 @@ def poll_folder(
         waive_changes = _rescan_waive_keyword(opened, sync, store, mailbox, checkpoint, now)
         since = now - timedelta(days=sync.history_days) if sync.history_days else None
         fetched = new = quarantined = 0
-        for batch in opened.new_messages(checkpoint, since, sync.batch_size):
-            stored = with_courtesy(to_store(batch, folder, sync, store, now), opened, wants_body)
-            fetched += len(batch.messages)
-            quarantined += len(batch.messages) - len(stored)
-            new += store.add_messages(stored, batch.checkpoint)
+        try:
+            for batch in opened.new_messages(checkpoint, since, sync.batch_size):
+                stored = with_courtesy(
+                    to_store(batch, folder, sync, store, now), opened, wants_body
+                )
+                fetched += len(batch.messages)
+                quarantined += len(batch.messages) - len(stored)
+                new += store.add_messages(stored, batch.checkpoint)
+        except MailboxError:
+            if fetched and unfinished is not None:
+                unfinished.append(
+                    FolderResult(folder.name, fetched, new, quarantined, finished=False)
+                )
+            raise
     if fetched:
         where = {"mailbox": mailbox, "folder": folder.name}
         log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new, extra=where)
@@ -585,8 +600,10 @@ def stored_message(
         waive_seen_at=now if keyword or fetched.waive_folder else None,
         gm_thrid=fetched.gm_thrid,
     )
+    # seen today, even when `now` is an instant in the past
+    seen = max(now, datetime.now(UTC))
     return StoredMessage(
-        message=dataclasses.replace(message, copies=(copy,)),
+        message=trusted_times(dataclasses.replace(message, copies=(copy,)), seen),
         raw_headers=fetched.raw_headers,
         uidvalidity=checkpoint.uidvalidity,
         uid=fetched.uid,

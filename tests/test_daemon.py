@@ -514,3 +514,37 @@ def test_run_refuses_an_outdated_schema_and_names_the_fix(tmp_path, capsys):
     store.close()
     assert main(["run", "--config", str(config)]) == 1
     assert "mailwatch migrate" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_sqlite_database_refuses_in_one_line_and_the_first_runs_on(
+    tmp_path,
+):
+    config = write_config(tmp_path / "mailwatch.toml", tmp_path / "db.sqlite")
+    first = start_daemon(config)
+    try:
+        wait_for(first, "mailwatch running")
+        second = subprocess.run(
+            [sys.executable, "-m", "mailwatch", "run", "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        still_running = first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        first.stdout.close()
+        first.stderr.close()
+
+    assert second.returncode == 2
+    assert "Traceback" not in second.stderr
+    # the line before it: the start-up log (the schema check) every `run` writes
+    assert second.stderr.splitlines()[-1:] == [
+        f"mailwatch: another `mailwatch run` is using {tmp_path / 'db.sqlite'} (it holds "
+        f"{tmp_path / 'db.sqlite'}.daemon-lock); stop it first (several workers need PostgreSQL)"
+    ]
+    assert still_running

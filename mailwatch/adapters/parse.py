@@ -58,7 +58,12 @@ HEADER_FIELDS = (
     *"x-campaign x-campaign-id x-campaignid".split(),
 )
 
-_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n|\r\n\n")
+# RFC 5322 breaks lines at CRLF only; a bare CR inside a field is (obsolete) text.  Files
+# stored on Unix break at LF, and old Mac files at CR: a CR is a break only in mail with
+# no LF at all.
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_CR_ONLY_BLANK_LINE = re.compile(rb"\r\r")
+_BARE_CR = re.compile(rb"\r(?!\n)")
 # RFC 5322 4.5.3 (obsolete syntax) allows white space before the colon: "Subject  : x".
 _OBSOLETE_FIELD_NAME = re.compile(r"^([\x21-\x39\x3b-\x7e]+)[ \t]+:", re.MULTILINE)
 _ANGLE_ID = re.compile(r"<([^<>]*)>")
@@ -87,11 +92,14 @@ def header_block(raw: bytes) -> bytes:
     has no body (or even no final blank line).
     """
     window = raw[:HEADER_CAP]
-    if blank := _BLANK_LINE.search(window):
+    cr_only = b"\n" not in window
+    # a bare CR becomes a space of the same length, so positions stay those of `raw`
+    lines = window if cr_only else _BARE_CR.sub(b" ", window)
+    if blank := (_CR_ONLY_BLANK_LINE if cr_only else _BLANK_LINE).search(lines):
         return raw[: blank.end()]
     if len(raw) <= HEADER_CAP:
         return raw
-    last_break = max(window.rfind(b"\n"), window.rfind(b"\r"))
+    last_break = window.rfind(b"\r" if cr_only else b"\n")
     return window[: last_break + 1] if last_break >= 0 else window
 
 
@@ -137,7 +145,8 @@ def parse_message(raw: bytes, *, body_prefix: bytes | None = None) -> Message:
 def _parse_fields(head: bytes) -> EmailMessage:
     # Decoding first means raw 8-bit header bytes become UTF-8 (with
     # replacement characters) before any parsing.
-    text = _OBSOLETE_FIELD_NAME.sub(r"\1:", head.decode("utf-8", "replace"))
+    lines = head.replace(b"\r", b"\n") if b"\n" not in head else _BARE_CR.sub(b" ", head)
+    text = _OBSOLETE_FIELD_NAME.sub(r"\1:", lines.decode("utf-8", "replace"))
     return Parser(policy=policy.compat32).parsestr(text, headersonly=True)
 
 

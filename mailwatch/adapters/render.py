@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
+
+from mailwatch.output import printable
 
 SUBJECT_MAX = 160
 
@@ -68,9 +71,16 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
         loader=jinja2.FunctionLoader(lambda name: _read(root, name)),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
         undefined=jinja2.StrictUndefined,
+        finalize=_printable,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def _printable(value: object) -> object:
+    """Control characters in a stranger's text (a Message-ID, a subject) shown as escapes,
+    in the plain-text part too; HTML that a template marked safe is left as it is."""
+    return printable(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
 def _installed_templates() -> Traversable:

@@ -6,17 +6,51 @@ the upload time, so a top-most `Received` more than an hour earlier wins.
 Imported files have no INTERNALDATE: Received, then the mbox `From ` line,
 then Date stand in.  A staff message's `Date` is its send time when it is
 plausible against the server's arrival time.
+
+No timestamp is trusted that cannot be true: one from before the Unix epoch, or
+later than the moment mailwatch first saw the message plus the skew a `Date` is
+allowed (Dovecot reports 2038-01-19 for some pre-1901 dates; a stranger can
+write `Date: 31 Dec 9999`).  Such a time is dropped when the message is
+stored, so arrival falls back to the next trustworthy time, and no later
+computation can overflow.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from mailwatch.core.model import Copy, Message
 
 _MIGRATION_GAP = timedelta(hours=1)
 _DATE_BEFORE_ARRIVAL = timedelta(hours=48)
 _DATE_AFTER_ARRIVAL = timedelta(minutes=5)
+_EARLIEST_TRUSTED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def trusted_times(message: Message, seen_at: datetime) -> Message:
+    """The message without the timestamps that cannot be true when it is first seen
+    at `seen_at`."""
+    latest = seen_at + _DATE_AFTER_ARRIVAL
+
+    def trusted(moment: datetime | None) -> datetime | None:
+        return moment if moment is None or _EARLIEST_TRUSTED <= moment <= latest else None
+
+    copies = tuple(
+        replace(
+            c,
+            internal_date=trusted(c.internal_date),
+            envelope_time=trusted(c.envelope_time),
+            received_time=trusted(c.received_time),
+        )
+        for c in message.copies
+    )
+    return replace(
+        message,
+        date=trusted(message.date),
+        received_time=trusted(message.received_time),
+        copies=copies,
+    )
 
 
 def copy_arrival(message: Message, copy: Copy | None) -> tuple[datetime, str] | None:

@@ -3,20 +3,32 @@ stays bounded on huge input, and a message that cannot be read is set aside and 
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import tracemalloc
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 from mailwatch.adapters.parse import HEADER_FIELDS, UnparsableMessage, parse_message
+from mailwatch.adapters.render import Renderer
 from mailwatch.cli import main
+from mailwatch.config import Settings
 from mailwatch.core.clock import evaluate
 from mailwatch.core.model import Copy
+from mailwatch.requests_as_of import current_requests
+from mailwatch.sync import poll_all
 from tests.core.factory import policy
+from tests.imap_helpers import NOW as NOW_IMAP
+from tests.imap_helpers import hours_ago, mailbox_settings, sync_settings
 
 NOW = datetime(2026, 11, 27, 9, tzinfo=UTC)
 MIB = 1024 * 1024
@@ -134,13 +146,7 @@ def test_mail_that_cannot_be_read_is_set_aside_with_its_location_and_shown_in_st
         b"From: jane@acme.example\r\nTo: alice@rouge.example\r\nSubject: Hi\r\n"
         b"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <fine@acme.example>\r\n\r\nHi\r\n"
     )
-    config = tmp_path / "mailwatch.toml"
-    config.write_text(
-        '[agency]\nname = "Rouge"\ndomains = ["rouge.example"]\ntimezone = "UTC"\n'
-        f'[database]\nurl = "sqlite:///{tmp_path / "mw.db"}"\n'
-        '[[staff]]\nemail = "alice@rouge.example"\n'
-        '[[accounts]]\nname = "Acme"\ndomains = ["acme.example"]\nmanager = "alice@rouge.example"\n'
-    )
+    config = agency_config(tmp_path)
 
     imported = main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
     imported_out = capsys.readouterr()
@@ -157,3 +163,210 @@ def test_mail_that_cannot_be_read_is_set_aside_with_its_location_and_shown_in_st
     (aside,) = document["quarantined"]
     assert (aside["location"], aside["error"]) == (str(broken), "no header fields found")
     assert [r["opened_by"] for r in document["requests"]] == ["<fine@acme.example>"]
+
+
+def agency_config(tmp_path: Path) -> Path:
+    config = tmp_path / "mailwatch.toml"
+    config.write_text(
+        '[agency]\nname = "Rouge"\ndomains = ["rouge.example"]\ntimezone = "UTC"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path / "mw.db"}"\n'
+        '[[staff]]\nemail = "alice@rouge.example"\n'
+        '[[accounts]]\nname = "Acme"\ndomains = ["acme.example"]\nmanager = "alice@rouge.example"\n'
+    )
+    return config
+
+
+def client_mail(message_id: str, date: str, subject: str = "Banner colours") -> bytes:
+    return (
+        f"From: jane@acme.example\r\nTo: alice@rouge.example\r\nSubject: {subject}\r\n"
+        f"Date: {date}\r\nMessage-ID: {message_id}\r\n\r\nHello\r\n"
+    ).encode()
+
+
+FAR = "Fri, 31 Dec 9999 10:00:00 +0000"
+
+
+@pytest.mark.parametrize("received", [False, True], ids=["date", "received-and-date"])
+def test_a_date_in_the_year_9999_is_not_trusted_and_every_later_command_still_works(
+    tmp_path: Path, capsys, received: bool
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1-fine.eml").write_bytes(
+        client_mail("<fine@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000")
+    )
+    far = client_mail("<far@acme.example>", FAR)
+    if received:  # the top Received: stands in for INTERNALDATE in an import
+        far = f"Received: from mx.acme.example; {FAR}\r\n".encode() + far
+    (folder / "2-far.eml").write_bytes(far)
+    config = agency_config(tmp_path)
+    now = ["--now", "2026-11-27"]
+
+    codes = [
+        main(["--config", str(config), "import", str(folder), *now]),
+        main(["--config", str(config), "status", *now]),
+        main(["--config", str(config), "report", *now]),
+    ]
+    out = capsys.readouterr().out
+
+    assert codes == [0, 0, 0]
+    assert "1 message(s) carry no usable time and are not measured: <far@acme.example>" in out
+    assert out.count("Banner colours") == 2  # the fine request, in status and in report
+
+
+@pytest.mark.dovecot
+def test_an_internaldate_far_in_the_future_falls_back_to_the_next_trustworthy_time(
+    dovecot, store, tmp_path: Path
+):
+    alice = dovecot.new_user("alice")
+    settings = Settings(
+        source=None,
+        agency_name="Test",
+        policy=policy(),
+        mailboxes=(mailbox_settings(dovecot, alice, tmp_path),),
+        sync=sync_settings(),
+    )
+    poll_all(settings, store, NOW_IMAP)  # the first sync: later mail is fetched by UID
+    sent = hours_ago(5)
+    raw = client_mail("<old@acme.example>", format_datetime(sent), subject="Invoice query")
+    # Dovecot reports a pre-1901 APPEND date as 2038-01-19: not a time that has happened
+    dovecot.append(alice, "INBOX", raw, datetime(1899, 12, 31, tzinfo=UTC))
+
+    poll_all(settings, store, NOW_IMAP)
+    (request,) = current_requests(settings, store, NOW_IMAP)
+
+    assert (request.opened_by, request.received_at) == ("<old@acme.example>", sent)
+
+
+def failing_on(bad_key: str):
+    """`evaluate` as it would be with a bug that one thread's mail triggers."""
+
+    def evaluate_or_fail(messages, *args, **kwargs):
+        messages = list(messages)
+        if any(m.key == bad_key for m in messages):
+            raise OverflowError("date value out of range")
+        return evaluate(messages, *args, **kwargs)
+
+    return evaluate_or_fail
+
+
+def test_a_thread_whose_evaluation_fails_is_set_aside_and_the_others_are_measured(
+    tmp_path: Path, capsys, monkeypatch
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    date = "Thu, 26 Nov 2026 10:00:00 +0000"
+    (folder / "1.eml").write_bytes(client_mail("<good@acme.example>", date, "Banner colours"))
+    (folder / "2.eml").write_bytes(client_mail("<bad@acme.example>", date, "Invoice query"))
+    config = agency_config(tmp_path)
+    monkeypatch.setattr("mailwatch.evaluation.evaluate", failing_on("<bad@acme.example>"))
+
+    imported = main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+    status = main(["--config", str(config), "status", "--now", "2026-11-27"])
+    health = main(["--config", str(config), "health"])
+    out = capsys.readouterr().out
+
+    assert (imported, status, health) == (0, 0, 1)
+    assert "Banner colours" in out
+    assert "1 thread(s) could not be evaluated and were set aside:" in out
+    assert (
+        "not evaluated, set aside: the thread of <bad@acme.example>: "
+        "OverflowError: date value out of range"
+    ) in out
+
+
+def out_of_range(*args, **kwargs):
+    raise OverflowError("date value out of range")
+
+
+def test_health_fails_while_evaluation_fails_and_recovers_when_it_succeeds(
+    tmp_path: Path, capsys, monkeypatch
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(
+        client_mail("<one@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000")
+    )
+    config = agency_config(tmp_path)
+    with monkeypatch.context() as broken:
+        broken.setattr("mailwatch.evaluation.mail_context", out_of_range)
+        with contextlib.suppress(OverflowError):
+            main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+        failing = main(["--config", str(config), "health"])
+        failing_out = capsys.readouterr().out
+    main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+    healthy = main(["--config", str(config), "health"])
+
+    assert (failing, healthy) == (1, 0)
+    assert "the last evaluation of requests failed at " in failing_out
+    assert "OverflowError: date value out of range" in failing_out
+
+
+@pytest.mark.parametrize("subject", [b"Hello\rthere", b"Hello there\r"])
+def test_a_bare_cr_inside_a_subject_is_not_a_line_break_and_no_field_after_it_is_lost(subject):
+    raw = (
+        b"From: jane@acme.example\r\nSubject: " + subject + b"\r\n"
+        b"Message-ID: <cr@acme.example>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nHi\r\n"
+    )
+
+    message = parse_message(raw)
+
+    assert (message.key, message.date) == (
+        "<cr@acme.example>",
+        datetime(2026, 11, 26, 10, tzinfo=UTC),
+    )
+    assert message.subject == "Hello there"
+
+
+def test_escape_sequences_in_message_ids_and_file_names_never_reach_the_terminal(
+    tmp_path: Path, capsys
+):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(
+        client_mail("<red\x1b[31m\x07@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000")
+    )
+    (folder / "2-\x1b]0;pwned\x07.eml").write_bytes(b"\r\n\r\nno header at all\r\n")
+    config = agency_config(tmp_path)
+    now = ["--now", "2026-11-27"]
+
+    main(["--config", str(config), "import", str(folder), *now])
+    for command in (["status"], ["report", "--format", "csv"], ["report"]):
+        main(["--config", str(config), *command, *now])
+    main(["--config", str(config), "explain", "<red\x1b[31m\x07@acme.example>", *now])
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert "<red\\u001b[31m\\u0007@acme.example>" in captured.out  # status, csv and explain
+    assert "2-\\u001b]0;pwned\\u0007.eml: no header fields found" in captured.out
+
+
+def test_a_subject_that_starts_like_a_formula_is_text_in_the_csv(tmp_path: Path, capsys):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    subject = '=HYPERLINK("http://evil.example","Invoice")'
+    (folder / "1.eml").write_bytes(
+        client_mail("<f@acme.example>", "Thu, 26 Nov 2026 10:00:00 +0000", subject)
+    )
+    config = agency_config(tmp_path)
+    main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
+    capsys.readouterr()
+
+    main(["--config", str(config), "report", "--format", "csv", "--now", "2026-11-27"])
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+
+    assert row["subject"] == "'" + subject
+
+
+def test_control_characters_in_mail_text_are_escaped_in_the_plain_text_part(tmp_path: Path):
+    for part in ("subject.txt", "txt", "html"):
+        (tmp_path / f"probe.{part}").write_text("{{ message_id }} {{ safe }}")
+    renderer = Renderer(tmp_path)
+
+    rendered = renderer.render(
+        "probe", {"message_id": "<a\x1b[2J\x07@acme.example>", "safe": Markup("<b>&amp;</b>")}
+    )
+
+    assert rendered.text == "<a\\u001b[2J\\u0007@acme.example> <b>&amp;</b>"
+    assert rendered.html == "&lt;a\\u001b[2J\\u0007@acme.example&gt; <b>&amp;</b>"

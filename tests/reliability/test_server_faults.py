@@ -62,6 +62,22 @@ def test_a_connection_cut_mid_fetch_is_temporary_and_the_next_poll_stores_each_m
 
 
 @pytest.mark.dovecot
+def test_a_poll_cut_mid_fetch_counts_in_its_summary_what_it_stored_before_the_cut(
+    dovecot, sqlite_store, tmp_path
+):
+    user = dovecot.new_user("alice")
+    for number in range(12):
+        dovecot.append(user, "INBOX", mail(f"<m{number}@acme.example>"), hours_ago(12 - number))
+    with FaultProxy(dovecot.port) as proxy:
+        settings = mailbox_settings(dovecot, user, tmp_path, port=proxy.port, folders=("INBOX",))
+        proxy.cut = Cut(b"FETCH 6,", reply_bytes=300, reset=True)
+        cut = poll_mailbox(settings, sync_settings(batch_size=5), sqlite_store, NOW)
+
+    assert cut.error is not None
+    assert (cut.fetched, cut.new_messages) == (5, 5)
+
+
+@pytest.mark.dovecot
 @pytest.mark.parametrize("greeting", [True, False], ids=["slow-after-login", "slow-greeting"])
 def test_a_slow_server_times_out_within_the_timeout_and_the_other_mailbox_still_syncs(
     dovecot, sqlite_store, tmp_path, greeting
