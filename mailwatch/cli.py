@@ -140,7 +140,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print("No mailbox has synced yet: run `mailwatch poll` (`mailwatch check` says why not).")
     elif not found.requests:
         print("Nothing is waiting for a reply.")
-    else:
+    if found.requests:  # imported mail is measured before any mailbox syncs
         print(output.requests_table(found.requests, settings.policy.timezone))
     for line in _attention_lines(notice, quarantined):
         print(line)
@@ -298,7 +298,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
-    """The nudges that are due, then the alerts (as the daemon's nudge job does)."""
+    """The nudges that are due, then the alerts (as the daemon's nudge job does). Alerts
+    are about the system as it is now: a `--now` elsewhere would start or end problems
+    that are not so, so a preview or a re-check of another instant checks none."""
     from mailwatch.adapters.smtp import NotConfigured
     from mailwatch.alerts import check_alerts
     from mailwatch.nudging import send_due_nudges
@@ -313,14 +315,18 @@ def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
         except NotConfigured as error:
             print(f"mailwatch: {error}", file=sys.stderr)
             return EXIT_FAILURE
-        alerts = check_alerts(
-            settings, store, now, mailer=mailer, renderer=renderer, dry_run=args.dry_run
+        alerts = (
+            None
+            if args.now
+            else check_alerts(
+                settings, store, now, mailer=mailer, renderer=renderer, dry_run=args.dry_run
+            )
         )
-    for line in run.lines + alerts.lines:
+    for line in run.lines or ["No nudge is due."]:
         print(line)
-    if not run.lines:
-        print("No nudge is due.")
-    return EXIT_FAILURE if run.failed or alerts.failed else 0
+    for line in alerts.lines if alerts else []:
+        print(line)
+    return EXIT_FAILURE if run.failed or (alerts and alerts.failed) else 0
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:

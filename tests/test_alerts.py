@@ -292,6 +292,54 @@ def test_mailwatch_nudge_sends_the_alerts_too(tmp_path, smtp_server, capsys):
     assert [to for to, _ in alerts_received(smtp_server)] == [(HEAD,)]
 
 
+def test_nudge_with_now_at_another_instant_neither_starts_nor_ends_an_alert(
+    tmp_path, smtp_server, capsys
+):
+    smtp = (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_server.port}\nsecurity = "none"\n'
+        'sender = "mailwatch@rouge.example"\n'
+    )
+    config = write_config(
+        tmp_path / "mailwatch.toml", tmp_path / "db.sqlite", MAILBOX.format(port=1) + smtp
+    )
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.upgrade()
+    synced = datetime.now(UTC) - timedelta(hours=1)
+    store.record_sync("alice", None, True, None, synced)
+    store.close()
+    assert main(["nudge", "--config", str(config)]) == 0  # stale now: one alert
+    capsys.readouterr()
+
+    before_the_gap = (synced + timedelta(minutes=5)).isoformat()
+    assert main(["nudge", "--now", before_the_gap, "--config", str(config)]) == 0
+    after_the_gap = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert main(["nudge", "--now", after_the_gap, "--config", str(config)]) == 0
+
+    out = capsys.readouterr().out
+    assert "alert" not in out
+    assert len(alerts_received(smtp_server)) == 1  # no "syncs again" from the earlier instant
+
+
+def test_status_before_any_sync_still_lists_the_requests_of_imported_mail(tmp_path, capsys):
+    acme = '\n[[accounts]]\nname = "Acme"\ndomains = ["acme.example"]\nmanager = "alice@rouge.example"\n'
+    config = write_config(
+        tmp_path / "mailwatch.toml", tmp_path / "db.sqlite", MAILBOX.format(port=1) + acme
+    )
+    mail = tmp_path / "question.eml"
+    mail.write_bytes(
+        b"From: jane@acme.example\r\nTo: alice@rouge.example\r\nSubject: Banner colours\r\n"
+        b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <q@acme.example>\r\n\r\nHi\r\n"
+    )
+    now = ["--now", "2026-12-01T12:00Z"]
+    assert main(["import", str(mail), "--mailbox", "alice", *now, "--config", str(config)]) == 0
+    capsys.readouterr()
+
+    assert main(["status", *now, "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "No mailbox has synced yet" in out
+    assert "Banner colours" in out
+
+
 # ---------------------------------------------------------------- the real daemon
 
 
