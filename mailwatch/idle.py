@@ -66,25 +66,35 @@ class IdleWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            if reason := self.history.reason_to_wait(self.mailbox, self.clock()):
-                log.debug("IDLE waits: %s", reason, extra=self.about)
-                self.stopping.wait(self.mailbox.poll_interval.total_seconds())
-                continue
             try:
-                self.watch()
-            except IdleUnsupported as error:
-                log.info("%s", error.message, extra=self.about)
-                return
-            except ConfigError as error:  # the secret cannot be read
-                self.refused(MailboxError(str(error), permanent=True))
-            except MailboxError as error:
-                if error.permanent:
-                    self.refused(error)
-                else:
-                    self.back_off(error)
-            except Exception:  # a bug must not end IDLE for good: a later try may work
+                if not self.attempt():
+                    return
+            except Exception as error:
+                # A bug, or the database failing while a refusal is read or recorded: IDLE
+                # goes on, backing off as from a dropped connection.
                 log.exception("%s: IDLE failed", self.mailbox.name, extra=self.about)
-                self.stopping.wait(BACKOFF_CAP.total_seconds())
+                self.back_off(MailboxError(f"{self.mailbox.name}: {error}", permanent=False))
+
+    def attempt(self) -> bool:
+        """One connection, or a wait while a refused login stands; False when the server
+        offers no IDLE (the watcher ends)."""
+        if reason := self.history.reason_to_wait(self.mailbox, self.clock()):
+            log.debug("IDLE waits: %s", reason, extra=self.about)
+            self.stopping.wait(self.mailbox.poll_interval.total_seconds())
+            return True
+        try:
+            self.watch()
+        except IdleUnsupported as error:
+            log.info("%s", error.message, extra=self.about)
+            return False
+        except ConfigError as error:  # the secret cannot be read
+            self.refused(MailboxError(str(error), permanent=True))
+        except MailboxError as error:
+            if error.permanent:
+                self.refused(error)
+            else:
+                self.back_off(error)
+        return True
 
     def refused(self, error: MailboxError) -> None:
         """Recorded where the polls look too: nobody retries until the secret changes."""

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from mailwatch.adapters.imap import Folder, IdleUnsupported, open_mailbox
 from mailwatch.bootstrap import utc_now
@@ -184,6 +185,35 @@ def test_a_refused_login_is_recorded_for_the_polls_and_not_retried(dovecot, tmp_
         assert watching.history.refused["alice"][1] == refused_at  # no second attempt
         assert watching.watcher.is_alive() and watching.polls == 0
     assert "login refused" in caplog.text
+
+
+class LockedOnce:
+    """The store as SyncHistory reads refused logins from it, locked the first time."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.locked = True
+
+    def login_refusal(self, name: str):
+        if self.locked:
+            self.locked = False
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+        return self.store.login_refusal(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def test_a_database_fault_while_a_refusal_is_read_does_not_end_the_watcher(
+    dovecot, store, tmp_path, caplog
+):
+    user = dovecot.new_user("alice")
+    history = SyncHistory(refusals=LockedOnce(store))
+    with caplog.at_level(logging.WARNING, "mailwatch.idle"):
+        with Watching(mailbox_settings(dovecot, user, tmp_path), history) as watching:
+            eventually(lambda: idles(dovecot, user) == 1)
+            assert watching.watcher.is_alive() and watching.polls == 1
+    assert "IDLE failed" in caplog.text and "database is locked" in caplog.text
 
 
 def test_the_watcher_of_a_server_without_idle_says_so_and_ends(
