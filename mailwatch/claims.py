@@ -1,8 +1,8 @@
-"""What the nudge, digest and alert passes claim in the store before they send.
+"""What the nudge, digest, client report and alert passes claim in the store before they send.
 
 A claim is (kind, key, recipient): taken before the email goes out, marked
-sent or failed after, so each nudge, digest and alert is sent at most once whichever
-worker or run builds it.  The kinds and the formats of their keys are here,
+sent or failed after, so each nudge, digest, client report and alert is sent at most once
+whichever worker or run builds it.  The kinds and the formats of their keys are here,
 shared by the passes that claim and by those that read the claims (health,
 digests, privacy).
 """
@@ -13,6 +13,7 @@ from mailwatch.core.periods import Period
 
 NUDGE = "nudge"
 DIGEST = "digest"
+CLIENT_REPORT = "client-report"
 # A nudge skipped for lateness, recorded once (the reason in `error`) for the next digest.
 SKIPPED = "nudge-skipped"
 # An alert that a problem started, and the email that says it ended (alerts.py).
@@ -46,3 +47,8 @@ def split_alert_key(key: str) -> tuple[str, str]:
 def digest_key(period: Period) -> str:
     """The key of a digest: its period, "week:2026-W47"."""
     return period.key
+
+
+def client_report_key(period: Period, account: str) -> str:
+    """The key of a client report: its period, then the account ("month:2026-11|Acme Ltd")."""
+    return f"{period.key}|{account}"
