@@ -200,6 +200,8 @@ def _context(
         }
         for tier in policy.tiers
     ]
+    targets = {tier.name: _in_words(tier.target) for tier in policy.tiers}
+    targets[STANDARD_TIER] = _in_words(standard_target)
     return {
         "agency": settings.agency_name,
         "account": account.name,
@@ -209,7 +211,8 @@ def _context(
         "tier_promises": promise,
         "summary": _summary_text(figures["summary"]),
         "tiers": [
-            {"name": name, **_summary_text(summary)} for name, summary in figures["tiers"].items()
+            {"name": name, "target": targets.get(name, "–"), **_summary_text(summary)}
+            for name, summary in figures["tiers"].items()
         ],
         "months": [
             {"label": f"{month.start.astimezone(zone):%b %Y}", **_summary_text(entry["summary"])}
