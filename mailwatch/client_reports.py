@@ -116,7 +116,7 @@ def build_client_report(
     policy = settings.policy
     account = _account(policy, account_name)
     period = last_complete(kind, now, policy.timezone)
-    months = trend_months(period, policy.timezone)
+    months = _trend_months(period, policy.timezone)
     received = [
         r
         for r in requests_as_of(settings, store, now, months[0].start, period.end)
@@ -141,7 +141,7 @@ def build_client_report(
     return ClientReport(account.name, period, tuple(months), figures, rendered)
 
 
-def trend_months(period: Period, timezone: str) -> list[Period]:
+def _trend_months(period: Period, timezone: str) -> list[Period]:
     """The twelve calendar months that end with the period's last month, oldest first."""
     months = [last_complete("month", period.end, timezone)]
     while len(months) < TREND_MONTHS:
