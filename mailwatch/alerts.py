@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from mailwatch.adapters.render import Renderer
 from mailwatch.adapters.smtp import Mailer, TransportError
-from mailwatch.claims import ALERT, ALERT_RECOVERED, DIGEST, NUDGE, alert_key, split_alert_key
+from mailwatch.claims import ALERT, ALERT_RECOVERED, PROMISED_MAIL, alert_key, split_alert_key
 from mailwatch.core.addresses import normalise_address
 from mailwatch.health import mailbox_syncs
 from mailwatch.jobs import KEEPS_FAILING, failing_jobs
@@ -100,7 +100,7 @@ def _mailbox_problems(settings: Settings, store: Store, now: datetime) -> list[P
 def _send_problems(store: Store) -> list[Problem]:
     """Kinds of mail whose sends have failed permanently since the last one that went."""
     problems = []
-    for kind in (NUDGE, DIGEST):
+    for kind in PROMISED_MAIL:
         claims = store.claims(kind)
         last_sent = max((c.sent_at for c in claims if c.sent_at is not None), default=None)
         failed = [

@@ -1,8 +1,8 @@
-"""What the nudge, digest and alert passes claim in the store before they send.
+"""What the nudge, digest, client report and alert passes claim in the store before they send.
 
 A claim is (kind, key, recipient): taken before the email goes out, marked
-sent or failed after, so each nudge, digest and alert is sent at most once whichever
-worker or run builds it.  The kinds and the formats of their keys are here,
+sent or failed after, so each nudge, digest, client report and alert is sent at most once
+whichever worker or run builds it.  The kinds and the formats of their keys are here,
 shared by the passes that claim and by those that read the claims (health,
 digests, privacy).
 """
@@ -13,11 +13,15 @@ from mailwatch.core.periods import Period
 
 NUDGE = "nudge"
 DIGEST = "digest"
+CLIENT_REPORT = "client-report"
 # A nudge skipped for lateness, recorded once (the reason in `error`) for the next digest.
 SKIPPED = "nudge-skipped"
 # An alert that a problem started, and the email that says it ended (alerts.py).
 ALERT = "alert"
 ALERT_RECOVERED = "alert-recovered"
+# The mail sent on behalf of the agency's promise: a send of any of these that fails is a
+# health problem and an alert (an alert that fails is logged: it cannot alert itself).
+PROMISED_MAIL = (NUDGE, DIGEST, CLIENT_REPORT)
 
 
 def nudge_key(opened_by: str, stage: str) -> str:
@@ -46,3 +50,8 @@ def split_alert_key(key: str) -> tuple[str, str]:
 def digest_key(period: Period) -> str:
     """The key of a digest: its period, "week:2026-W47"."""
     return period.key
+
+
+def client_report_key(period: Period, account: str) -> str:
+    """The key of a client report: its period, then the account ("month:2026-11|Acme Ltd")."""
+    return f"{period.key}|{account}"

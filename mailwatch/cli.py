@@ -357,6 +357,23 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if run.failed else 0
 
 
+def cmd_client_report(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.client_reports import UnknownAccount, build_client_report
+
+    output_dir = _writable_directory("--output", Path(args.output)) if args.output else None
+    now, renderer = _now(args, settings), make_renderer()
+    with _store(settings) as store:
+        try:
+            report = build_client_report(settings, store, now, args.account, args.period, renderer)
+        except UnknownAccount as error:
+            raise UsageError(str(error)) from None
+    if output_dir is None:
+        print(report.render(args.format).rstrip("\n"))
+    else:
+        print(f"wrote {report.write(output_dir, args.format)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from mailwatch.daemon import Daemon
 
@@ -560,6 +577,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub.add_argument("--period", choices=("week", "month", "quarter"), default="week")
     sub.add_argument("--dry-run", action="store_true", help="build them; send and claim nothing")
     sub.add_argument("--output", metavar="DIR", help="also write each digest as .eml, .html, .json")
+    sub = command(
+        "client-report",
+        cmd_client_report,
+        "the service report for one client for the last complete period",
+        now=True,
+    )
+    sub.add_argument("account", metavar="ACCOUNT", help="an [[accounts]] name")
+    sub.add_argument("--period", choices=("month", "quarter"), default="month")
+    sub.add_argument("--format", choices=("html", "json", "csv"), default="html")
+    sub.add_argument("--output", metavar="DIR", help="write the file there instead of printing it")
     sub = command(
         "run", cmd_run, "the daemon: poll, nudge and send digests on schedule until stopped"
     )

@@ -47,6 +47,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from mailwatch.alerts import AlertRun, check_alerts
 from mailwatch.bootstrap import make_mailer, make_renderer, utc_now
+from mailwatch.client_reports import ClientReportRun, send_client_reports
 from mailwatch.config import ConfigError, MailboxSettings, Settings, load_settings
 from mailwatch.core.durations import human_duration
 from mailwatch.core.periods import last_complete
@@ -214,6 +215,18 @@ class Daemon:
             self.settings, self.store, now, period, mailer=mailer, renderer=self.renderer
         )
 
+    def client_report_job(self) -> None:
+        now = self.clock()
+        run = self.attempt_job("client reports", lambda: self.send_client_reports(now), now)
+        for line in run.lines if run is not None else ():
+            log.info("client report: %s", line)
+
+    def send_client_reports(self, now: datetime) -> ClientReportRun:
+        mailer = make_mailer(self.settings)
+        return send_client_reports(
+            self.settings, self.store, now, mailer=mailer, renderer=self.renderer
+        )
+
     def retention_job(self) -> None:
         now = self.clock()
         done = self.attempt_job(
@@ -266,6 +279,14 @@ class Daemon:
                 {"next_run_time": first_nudges} if missed_digest(settings, period, now) else {}
             )
             scheduler.add_job(self.digest_job, trigger, [period], id=f"digest:{period}", **catch_up)
+        if settings.client_reports.periods:
+            # Daily from the configured day to the month's end, and at start: a report a
+            # stopped daemon missed goes out late rather than never (claims: once).
+            at = settings.digests.at
+            daily_at = CronTrigger(hour=at.hour, minute=at.minute, timezone=zone)
+            scheduler.add_job(
+                self.client_report_job, daily_at, id="client-reports", next_run_time=first_nudges
+            )
 
     def reload(self) -> None:
         """SIGHUP: read the file again; a bad file is refused and the old settings kept."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mailwatch.claims import DIGEST, NUDGE
+from mailwatch.claims import PROMISED_MAIL
 from mailwatch.config import Settings
 from mailwatch.core.durations import human_duration
 from mailwatch.evaluation import attention, evaluation_failure
@@ -109,9 +109,9 @@ def _mailbox_sync(state: SyncState, settings: Settings, now: datetime) -> Mailbo
 
 
 def send_problems(store: Store) -> list[str]:
-    """The last nudge or digest sent, if it failed."""
+    """The last nudge, digest or client report sent, if it failed."""
     problems = []
-    for kind in (NUDGE, DIGEST):
+    for kind in PROMISED_MAIL:
         claims = store.claims(kind)
         if not claims:
             continue

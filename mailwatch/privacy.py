@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mailwatch import output
-from mailwatch.claims import DIGEST, NUDGE
+from mailwatch.claims import ALERT, ALERT_RECOVERED, PROMISED_MAIL
 from mailwatch.config import Settings
 from mailwatch.core.model import Message
 from mailwatch.evaluation import ATTENTION_STATE, attention, evaluation_turn, refresh_requests
@@ -76,7 +76,7 @@ def export_address(store: Store, address: str, now: datetime, raw: bool = False)
                 "sent_at": output.iso(c.sent_at),
                 "error": c.error,
             }
-            for kind in (NUDGE, DIGEST)
+            for kind in (*PROMISED_MAIL, ALERT, ALERT_RECOVERED)
             for c in store.claims(kind)
             if c.recipient == address
         ],

@@ -22,6 +22,7 @@ import smtplib
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -48,14 +49,23 @@ class TransportError(Exception):
         self.permanent = permanent
 
 
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str  # "text/html"
+
+
 def compose(
     sender: str,
     to: Sequence[str],
     rendered: RenderedEmail,
     headers: Mapping[str, str],
     now: datetime,
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
-    """The message as it will be sent: text and HTML alternatives, marked automatic."""
+    """The message as it will be sent: text and HTML alternatives (text only when the HTML
+    is empty), then the attachments, marked automatic."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
@@ -71,7 +81,13 @@ def compose(
         del message[name]
         message[name] = value
     message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
+    if rendered.html:
+        message.add_alternative(rendered.html, subtype="html")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.mime_type.partition("/")
+        message.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
     return message
 
 
@@ -86,10 +102,12 @@ class Mailer:
         rendered: RenderedEmail,
         *,
         headers: Mapping[str, str] | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> str:
         """Submit one message to `to`; returns its Message-ID. Raises TransportError."""
         self._refuse_strangers(to)
-        message = compose(self._settings.sender, to, rendered, headers or {}, datetime.now(UTC))
+        now = datetime.now(UTC)
+        message = compose(self._settings.sender, to, rendered, headers or {}, now, attachments)
         settings = self._settings
         with self._session() as smtp:
             try:

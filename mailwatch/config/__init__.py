@@ -21,6 +21,7 @@ from mailwatch.config.secrets import Secret
 from mailwatch.config.settings import (
     LOG_FORMATS,
     AlertSettings,
+    ClientReportSettings,
     DaemonSettings,
     DigestSettings,
     GoogleServiceAccount,
@@ -35,6 +36,7 @@ from mailwatch.config.settings import (
 
 __all__ = [
     "AlertSettings",
+    "ClientReportSettings",
     "LOG_FORMATS",
     "ConfigError",
     "DaemonSettings",

@@ -34,6 +34,7 @@ from mailwatch.config.settings import (
     DEFAULT_DATABASE_URL,
     LOG_FORMATS,
     AlertSettings,
+    ClientReportSettings,
     DaemonSettings,
     DigestSettings,
     GoogleServiceAccount,
@@ -85,6 +86,7 @@ def _settings(root: Reader, path: Path) -> Settings:
         daemon=_daemon(root.table("daemon")),
         health=_health(root.table("health")),
         alerts=_alerts(root.table("alerts"), policy),
+        client_reports=_client_reports(root),
     )
 
 
@@ -339,6 +341,22 @@ def _alerts(alerts: Reader, policy: Policy) -> AlertSettings:
                 f"not a staff address: {address} (list it under [[staff]] or agency.domains)",
             )
     return AlertSettings(to=to)
+
+
+_REPORT_SCHEDULES = {"monthly": "month", "quarterly": "quarter"}
+
+
+def _client_reports(root: Reader) -> ClientReportSettings:
+    periods = {}
+    for entry in root.tables("accounts"):
+        schedule = entry.choice("client_report", tuple(_REPORT_SCHEDULES), None)
+        if schedule is None:
+            continue
+        if not entry.has("manager") and not entry.addresses("backups"):
+            raise entry.error("client_report", "nobody to send it to: set manager or backups")
+        periods[entry.text("name")] = _REPORT_SCHEDULES[schedule]
+    day = root.table("client_reports").integer("day", ClientReportSettings.day, 1, 28)
+    return ClientReportSettings(day=day, periods=periods)
 
 
 def _warn_when_commands_are_exposed(path: Path, settings: Settings) -> None:

@@ -92,6 +92,7 @@ SCHEMA: dict[str, Any] = {
         {
             **dict.fromkeys(
                 ["name", "domains", "addresses", "manager", "backups", "target", "clock"]
+                + ["client_report"]
             ),
             "business_hours": _HOURS_KEYS,
         }
@@ -113,6 +114,7 @@ SCHEMA: dict[str, Any] = {
     "daemon": dict.fromkeys(["nudge_interval", "lease_ttl", "log_format"]),
     "health": dict.fromkeys(["ping_url", "stale_after"]),
     "alerts": dict.fromkeys(["to"]),
+    "client_reports": dict.fromkeys(["day"]),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
@@ -122,6 +123,14 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class ClientReportSettings:
+    """Service reports sent on schedule to each account's manager and backups."""
+
+    day: int = 1  # of the month after the period, at [digests] time
+    periods: Mapping[str, str] = field(default_factory=dict)  # account -> "month" | "quarter"
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     agency_name: str
@@ -135,3 +144,4 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    client_reports: ClientReportSettings = field(default_factory=ClientReportSettings)
