@@ -9,7 +9,7 @@ import sqlite3
 import tempfile
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from mailwatch.claims import PROMISED_MAIL
@@ -36,17 +36,24 @@ def health_problems(settings: Settings, store: Store, now: datetime) -> list[str
     )
 
 
+def stale_after(settings: Settings, mailbox_name: str) -> timedelta:
+    """How long a mailbox may go without a sync: `[health] stale_after`, but never less
+    than two of its polls (a mailbox polled every 45 minutes is not late at 31)."""
+    polls = [m.poll_interval for m in settings.mailboxes if m.name == mailbox_name]
+    return max([settings.health.stale_after, *(2 * interval for interval in polls)])
+
+
 def sync_problems(settings: Settings, states: list[SyncState], now: datetime) -> list[str]:
     problems = []
-    stale_after = settings.health.stale_after
     whole = {s.mailbox: s for s in states if s.folder is None}
     for mailbox in settings.mailboxes:
         state = whole.get(mailbox.name)
+        limit_after = stale_after(settings, mailbox.name)
         if state is None or state.last_ok_at is None:
             problems.append(f"mailbox {mailbox.name}: has never synced")
-        elif now - state.last_ok_at > stale_after:
+        elif now - state.last_ok_at > limit_after:
             since = human_duration((now - state.last_ok_at).total_seconds())
-            limit = human_duration(stale_after.total_seconds())
+            limit = human_duration(limit_after.total_seconds())
             problems.append(f"mailbox {mailbox.name}: last synced {since} ago (limit {limit})")
         for s in states:
             if s.mailbox == mailbox.name and s.failures >= HEALTH_FAILURES:
@@ -92,12 +99,12 @@ def none_synced(settings: Settings, syncs: list[MailboxSync]) -> bool:
 def _mailbox_sync(state: SyncState, settings: Settings, now: datetime) -> MailboxSync:
     where = state.mailbox if state.folder is None else f"{state.mailbox}/{state.folder}"
     error = f": {state.last_error}" if state.failures and state.last_error else ""
-    stale_after = settings.health.stale_after
+    limit_after = stale_after(settings, state.mailbox)
     if state.last_ok_at is None:
         condition, text = "never_synced", "has never synced"
-    elif state.folder is None and now - state.last_ok_at > stale_after:
+    elif state.folder is None and now - state.last_ok_at > limit_after:
         since = human_duration((now - state.last_ok_at).total_seconds())
-        limit = human_duration(stale_after.total_seconds())
+        limit = human_duration(limit_after.total_seconds())
         condition, text = "stale", f"last synced {since} ago (limit {limit})"
     elif state.failures:
         condition, text = "failing", f"{state.failures} failure(s) in a row"

@@ -292,6 +292,28 @@ def test_mailwatch_nudge_sends_the_alerts_too(tmp_path, smtp_server, capsys):
     assert [to for to, _ in alerts_received(smtp_server)] == [(HEAD,)]
 
 
+def test_a_mailbox_polled_less_often_than_stale_after_is_stale_only_after_two_missed_polls(
+    tmp_path,
+):
+    config = write_config(
+        tmp_path / "mailwatch.toml",
+        tmp_path / "db.sqlite",
+        MAILBOX.format(port=1) + 'poll_interval = "45m"\n',
+    )
+    settings = load_settings(config)
+    synced = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    store = Store(settings.database_url)
+    store.upgrade()
+    store.record_sync("alice", None, True, None, synced)
+    try:
+        between_polls = health_problems(settings, store, synced + timedelta(minutes=80))
+        two_polls_missed = health_problems(settings, store, synced + timedelta(minutes=91))
+    finally:
+        store.close()
+    assert between_polls == []
+    assert two_polls_missed == ["mailbox alice: last synced 1h 31m ago (limit 1h 30m)"]
+
+
 def test_nudge_with_now_at_another_instant_neither_starts_nor_ends_an_alert(
     tmp_path, smtp_server, capsys
 ):
