@@ -55,7 +55,7 @@ from mailwatch.digests import DigestRun, send_digests
 from mailwatch.evaluation import refresh_requests
 from mailwatch.health import ping_if_healthy
 from mailwatch.idle import IdleWatchers
-from mailwatch.jobs import record_job
+from mailwatch.jobs import forget_jobs_except, record_job
 from mailwatch.nudging import NudgeRun, send_due_nudges
 from mailwatch.privacy import apply_retention
 from mailwatch.store.repository import Store
@@ -86,6 +86,10 @@ def attempt(what: str, call: Callable[[], T]) -> T | None:
     except Exception:
         log.exception("%s failed", what)
         return None
+
+
+def poll_job_name(mailbox: str) -> str:
+    return f"poll of mailbox {mailbox}"
 
 
 def _one_line(error: Exception) -> str:
@@ -143,7 +147,7 @@ class Daemon:
         with self.poll_locks.setdefault(name, threading.Lock()):
             now = self.clock()
             try:
-                self.attempt_job(f"poll of mailbox {name}", lambda: self.poll(name, now), now)
+                self.attempt_job(poll_job_name(name), lambda: self.poll(name, now), now)
             finally:
                 self.worker.done(name)
                 if not self.running.is_set() or name not in self.mailbox_names():
@@ -279,6 +283,10 @@ class Daemon:
                 {"next_run_time": first_nudges} if missed_digest(settings, period, now) else {}
             )
             scheduler.add_job(self.digest_job, trigger, [period], id=f"digest:{period}", **catch_up)
+        attempt(
+            "forgetting the failures of jobs no longer scheduled",
+            lambda: forget_jobs_except(self.store, self.job_names()),
+        )
         if settings.client_reports.periods:
             # Daily from the configured day to the month's end, and at start: a report a
             # stopped daemon missed goes out late rather than never (claims: once).
@@ -287,6 +295,15 @@ class Daemon:
             scheduler.add_job(
                 self.client_report_job, daily_at, id="client-reports", next_run_time=first_nudges
             )
+
+    def job_names(self) -> set[str]:
+        """The names the jobs of the current settings record their passes under."""
+        names = {poll_job_name(mailbox.name) for mailbox in self.settings.mailboxes}
+        names |= {"nudge pass", "alert check", "retention pass"}
+        names |= {f"{period} digest" for period in digest_triggers(self.settings)}
+        if self.settings.client_reports.periods:
+            names.add("client reports")
+        return names
 
     def reload(self) -> None:
         """SIGHUP: read the file again; a bad file is refused and the old settings kept."""

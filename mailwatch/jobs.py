@@ -61,6 +61,16 @@ def record_job(store: Store, job: str, error: str | None, now: datetime) -> None
         store.set_state(JOBS_STATE, json.dumps(jobs, sort_keys=True))
 
 
+def forget_jobs_except(store: Store, scheduled: set[str]) -> None:
+    """Drop the record of jobs no longer scheduled (a mailbox or digest removed from the
+    configuration): their failures would otherwise keep health failing for good."""
+    with _LOCK:
+        jobs = _read(store)
+        kept = {job: entry for job, entry in jobs.items() if job in scheduled}
+        if kept != jobs:
+            store.set_state(JOBS_STATE, json.dumps(kept, sort_keys=True))
+
+
 def _read(store: Store) -> dict[str, dict[str, Any]]:
     text = store.state(JOBS_STATE)
     jobs: dict[str, dict[str, Any]] = json.loads(text) if text else {}

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from apscheduler.schedulers.blocking import BlockingScheduler
 
 from mailwatch.cli import main
 from mailwatch.config import (
@@ -24,6 +25,7 @@ from mailwatch.config import (
 )
 from mailwatch.daemon import Daemon
 from mailwatch.health import health_problems
+from mailwatch.jobs import failing_jobs, record_job
 from mailwatch.store.repository import Store
 from tests.core.factory import at
 from tests.imap_helpers import mailbox_settings
@@ -312,6 +314,23 @@ def test_a_mailbox_polled_less_often_than_stale_after_is_stale_only_after_two_mi
         store.close()
     assert between_polls == []
     assert two_polls_missed == ["mailbox alice: last synced 1h 31m ago (limit 1h 30m)"]
+
+
+def test_the_failures_of_a_mailbox_removed_from_the_configuration_are_forgotten(tmp_path):
+    config = write_config(tmp_path / "mailwatch.toml", tmp_path / "db.sqlite")
+    settings = load_settings(config)
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    store = Store(settings.database_url)
+    store.upgrade()
+    try:
+        for _ in range(3):
+            record_job(store, "poll of mailbox alice", "login refused", now)
+            record_job(store, "nudge pass", "boom", now)
+        Daemon(settings, store, clock=lambda: now).schedule(BlockingScheduler())
+        remaining = [failure.job for failure in failing_jobs(store)]
+    finally:
+        store.close()
+    assert remaining == ["nudge pass"]
 
 
 def test_nudge_with_now_at_another_instant_neither_starts_nor_ends_an_alert(
