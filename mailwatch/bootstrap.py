@@ -78,7 +78,7 @@ def database_check(settings: Settings) -> tuple[bool, str]:
     try:
         shown = f"database {shown_url(store.url)}"
         if _is_empty(store):
-            return True, f"{shown}: ok, empty (the schema is created on first use)"
+            return True, f"{shown}: ok, empty (mailwatch creates its schema in it)"
         mismatch = schema_mismatch(store)
         return (False, mismatch) if mismatch else (True, f"{shown}: ok, the schema is current")
     finally:

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -284,7 +285,7 @@ def _check_mailboxes(settings: Settings, store: Store | None) -> bool:
             )
         except (MailboxError, ConfigError) as error:
             failed = True
-            print(f"{mailbox.name}: FAILED: {error}")
+            print(f"{mailbox.name}: FAILED: {str(error).removeprefix(f'{mailbox.name}: ')}")
             continue
         for line in lines:
             print(f"{mailbox.name}: {line}")
@@ -627,7 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(main)
         settings = load_settings(config_path(getattr(args, "config", None)))
         configure_logging(getattr(args, "verbose", False), log_format or settings.daemon.log_format)
-        return handlers[args.command](args, settings)
+        status = handlers[args.command](args, settings)
+        sys.stdout.flush()  # here, where a reader that stopped reading is caught below
+        return status
     except (ConfigError, UsageError) as error:
         return _fail(error, EXIT_USAGE)
     except DatabaseProblem as problem:
@@ -639,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"database {where}: {' '.join(str(error.orig).split())}", EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mailwatch report | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as error:
         if getattr(args, "verbose", False):
             raise  # the traceback, for a bug report

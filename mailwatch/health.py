@@ -98,7 +98,9 @@ def none_synced(settings: Settings, syncs: list[MailboxSync]) -> bool:
 
 def _mailbox_sync(state: SyncState, settings: Settings, now: datetime) -> MailboxSync:
     where = state.mailbox if state.folder is None else f"{state.mailbox}/{state.folder}"
-    error = f": {state.last_error}" if state.failures and state.last_error else ""
+    # errors name their mailbox already ("alice: 127.0.0.1: connection refused")
+    last_error = (state.last_error or "").removeprefix(f"{state.mailbox}: ")
+    error = f": {last_error}" if state.failures and last_error else ""
     limit_after = stale_after(settings, state.mailbox)
     if state.last_ok_at is None:
         condition, text = "never_synced", "has never synced"

@@ -360,3 +360,17 @@ def test_a_user_without_permission_gets_one_line_and_exit_2(shared_dir, command,
     (line,) = err.splitlines()
     assert code == 2, line
     assert line.startswith("mailwatch: ") and says in line
+
+
+def test_a_reader_that_stops_reading_ends_the_output_quietly(workdir, monkeypatch, capsys):
+    config = write_config(workdir, f"sqlite:///{workdir / 'mw.db'}")
+    assert main(["--config", str(config), "import", str(workdir / "mail.eml")]) == 0
+    capsys.readouterr()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `mailwatch report | head -0`
+    with os.fdopen(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        status = main(["--config", str(config), "report", "--since", "2000-01-01"])
+        monkeypatch.undo()
+    assert status == 141
+    assert capsys.readouterr().err == ""
