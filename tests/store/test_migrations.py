@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlmodel import SQLModel
 
 from mailwatch.cli import main
@@ -52,7 +52,7 @@ YEAR_9999 = datetime(9999, 12, 31, 10, tzinfo=UTC)  # "Date: Fri, 31 Dec 9999": 
 YEAR_2038 = datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)  # Dovecot's INTERNALDATE for pre-1901
 
 
-def client_copy(key: str, subject: str, date: datetime, copy: Copy) -> StoredMessage:
+def client_copy(key: str, subject: str, date: datetime | None, copy: Copy) -> StoredMessage:
     message = Message(
         key=key,
         from_addr="jane@acme.example",
@@ -152,3 +152,36 @@ def test_an_upgrade_clears_times_that_cannot_be_true_and_measures_from_the_next_
     ]
     assert status["untimed"] == ["<far-date@acme.example>"]
     assert status["set_aside_threads"] == []
+
+
+def test_a_message_left_without_any_trustworthy_time_arrives_when_it_was_stored_if_known(
+    store_url: str,
+):
+    untimed_file = client_copy("<once-untimed@acme.example>", "Logo", None, Copy("alice", "mail"))
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0005")
+        store.add_messages([untimed_file])  # no time at all: it arrived when it was stored
+        with store.engine.connect() as conn:
+            stored_at = conn.scalar(select(MESSAGES.c.arrived_at))
+        later_copy = client_copy(
+            "<once-untimed@acme.example>",
+            "Logo",
+            None,
+            Copy("alice", "INBOX", internal_date=YEAR_2038),
+        )
+        far_date = client_copy(
+            "<far-date@acme.example>", "Banner colours", YEAR_9999, Copy("alice", "mail")
+        )
+        store.add_messages([far_date, later_copy])
+        before = datetime.now(UTC)
+        store.upgrade()
+        after = datetime.now(UTC)
+        with store.engine.connect() as conn:
+            arrived = dict(conn.execute(select(MESSAGES.c.key, MESSAGES.c.arrived_at)).all())
+    finally:
+        store.close()
+
+    assert arrived["<once-untimed@acme.example>"] == stored_at
+    # when the year-9999 message was stored is lost: it arrives no earlier than the upgrade
+    assert before <= arrived["<far-date@acme.example>"] <= after

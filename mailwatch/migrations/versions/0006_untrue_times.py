@@ -95,8 +95,8 @@ def _arrivals(
         sa.select(MESSAGE.c.id, *MESSAGE_TIMES, MESSAGE.c.arrived_at).where(MESSAGE.c.id.in_(ids))
     ):
         # a message without copies has only its own headers, as in core/times.py
-        found = [a or date for a in copies[row_id] or [received]]
-        known = [moment for moment in found if moment is not None]
+        own = copies[row_id] or [received]
+        known = [moment for moment in (a or date for a in own) if moment is not None]
         if known:
             arrivals[row_id] = min(known)
         elif EARLIEST_TRUSTED <= arrived_at <= latest:
@@ -106,9 +106,9 @@ def _arrivals(
         else:
             # The message stays untimed either way (the clock reads its times, not
             # arrived_at); arrived_at only decides when retention deletes it and which
-            # `--now` sees it.  When it was stored is lost with the untrue time, and this
-            # run is the earliest moment known not to precede that: retention never
-            # deletes it before its time.
+            # `--now` sees it.  When it was stored is lost with the untrue time; this run
+            # is the one moment known to be no earlier, so retention never deletes it
+            # before its time.
             arrivals[row_id] = run_at
     return arrivals
 
