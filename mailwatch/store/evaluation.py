@@ -5,7 +5,7 @@ out-of-office replies, the computed requests, and named state rows."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -65,8 +65,8 @@ class EvaluationStore(Database):
             rows = _linking_columns(conn, keys)
             found = _sharing_thread_or_reference(conn, rows)
             if subjects and rows:
-                since = min(row["arrived_at"] for row in rows) - window
-                until = max(row["arrived_at"] for row in rows) + window
+                since = _shifted(min(row["arrived_at"] for row in rows), -window)
+                until = _shifted(max(row["arrived_at"] for row in rows), window)
                 for chunk in chunks(sorted(subjects)):
                     query = select(MESSAGES.c.key).where(
                         MESSAGES.c.norm_subject.in_(chunk),
@@ -226,6 +226,15 @@ class EvaluationStore(Database):
     def set_state(self, name: str, value: str) -> None:
         with writing(self.engine) as conn:
             save_state(conn, name, value)
+
+
+def _shifted(moment: datetime, by: timedelta) -> datetime:
+    """`moment + by`, held at the first or last instant a datetime can hold: a time that
+    cannot be true (stored before mailwatch checked times) must not overflow the window."""
+    try:
+        return moment + by
+    except OverflowError:
+        return (datetime.max if by > timedelta(0) else datetime.min).replace(tzinfo=UTC)
 
 
 def _linking_columns(conn: Connection, keys: set[str]) -> list[RowMapping]:

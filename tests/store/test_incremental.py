@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest.mock import patch
 
@@ -275,3 +275,22 @@ def test_stored_out_of_office_replies_make_their_sender_absent_until_their_next_
         ("alice@rouge.example", at(0, 8), at(1, 9), "<ooo1>"),
         ("alice@rouge.example", at(5, 8), at(5, 8) + policy().absence_max, "<ooo2>"),
     ]
+
+
+def test_the_subject_window_around_times_at_the_ends_of_the_calendar_does_not_overflow(store):
+    # times no longer trusted when stored, but a database from before may hold them
+    last = datetime.max.replace(tzinfo=UTC)
+    first = datetime.min.replace(tzinfo=UTC)
+    store.add_messages(
+        stored(
+            [
+                client("late", last, subject="Quote"),
+                client("late-too", last - timedelta(days=3), subject="Re: Quote"),
+                client("early", first, subject="Quote"),
+            ]
+        )
+    )
+
+    related = store.related_keys({"<late>", "<early>"}, {"quote"}, timedelta(days=14))
+
+    assert related == {"<late>", "<late-too>", "<early>"}

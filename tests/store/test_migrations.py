@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, update
 from sqlmodel import SQLModel
 
-from mailwatch.store.repository import Store
+from mailwatch.cli import main
+from mailwatch.config import load_settings
+from mailwatch.core.model import Copy, Message
+from mailwatch.evaluation import refresh_requests
+from mailwatch.store.db import alembic_config, writing
+from mailwatch.store.repository import Store, StoredMessage
+from mailwatch.store.tables import MESSAGES
 
 
 def test_an_empty_database_is_not_current_until_upgraded(store_url: str):
@@ -31,3 +43,145 @@ def test_the_migrations_create_exactly_the_tables_the_code_declares(store: Store
         differences = compare_metadata(context, SQLModel.metadata)
 
     assert differences == []
+
+
+# ---------------------------------------------------------------- 0006: times that cannot be true
+
+WEEK = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday in the past, whenever the test runs
+YEAR_9999 = datetime(9999, 12, 31, 10, tzinfo=UTC)  # "Date: Fri, 31 Dec 9999": anyone can write it
+YEAR_2038 = datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)  # Dovecot's INTERNALDATE for pre-1901
+
+
+def client_copy(key: str, subject: str, date: datetime | None, copy: Copy) -> StoredMessage:
+    message = Message(
+        key=key,
+        from_addr="jane@acme.example",
+        to=("alice@rouge.example",),
+        subject=subject,
+        date=date,
+        received_time=copy.received_time,
+        copies=(copy,),
+    )
+    return StoredMessage(message, b"X: y\r\n\r\n", location=f"{copy.folder}/{key}")
+
+
+FINE = client_copy(
+    "<fine@acme.example>",
+    "Homepage banner",
+    WEEK + timedelta(hours=8),
+    Copy("alice", "INBOX", internal_date=WEEK + timedelta(hours=8)),
+)
+
+
+def stored_before_times_were_checked() -> list[StoredMessage]:
+    """Mail as an earlier mailwatch stored it: every time as the headers and server said."""
+    nine = WEEK + timedelta(hours=9)
+    return [
+        client_copy("<far-date@acme.example>", "Banner colours", YEAR_9999, Copy("alice", "mail")),
+        client_copy(
+            "<far-received@acme.example>",
+            "Invoice query",
+            nine,
+            Copy("alice", "mail", received_time=YEAR_9999),
+        ),
+        client_copy(
+            "<far-internaldate@acme.example>",
+            "Logo files",
+            nine,
+            Copy(
+                "alice", "INBOX", internal_date=YEAR_2038, received_time=nine + timedelta(hours=1)
+            ),
+        ),
+        client_copy(
+            "<far-internaldate-only@acme.example>",
+            "Hosting renewal",
+            nine + timedelta(hours=2),
+            Copy("alice", "INBOX", internal_date=YEAR_2038),
+        ),
+    ]
+
+
+def upgrade_to(store: Store, revision: str) -> None:
+    config = alembic_config()
+    with writing(store.engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def agency_config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "mailwatch.toml"
+    config.write_text(
+        '[agency]\nname = "Rouge"\ndomains = ["rouge.example"]\ntimezone = "UTC"\n'
+        f'[database]\nurl = "{url}"\n'
+        '[[staff]]\nemail = "alice@rouge.example"\n'
+        '[[accounts]]\nname = "Acme"\ndomains = ["acme.example"]\nmanager = "alice@rouge.example"\n'
+    )
+    return config
+
+
+def test_an_upgrade_clears_times_that_cannot_be_true_and_measures_from_the_next_trustworthy_one(
+    store_url: str, tmp_path: Path, capsys
+):
+    config = agency_config(tmp_path, store_url)
+    now = WEEK + timedelta(hours=12)
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0005")
+        store.add_messages([FINE])
+        refresh_requests(load_settings(config), store, now)
+        store.add_messages(stored_before_times_were_checked())
+        # the earlier mailwatch evaluated these and left them out (not arrived until
+        # 2038); every evaluation that reached the year 9999 overflowed
+        with writing(store.engine) as conn:
+            conn.execute(
+                update(MESSAGES).where(MESSAGES.c.key.like("<far-internaldate%")).values(dirty=0)
+            )
+        store.upgrade()
+    finally:
+        store.close()
+
+    code = main(["--config", str(config), "status", "--format", "json", "--now", now.isoformat()])
+    status = json.loads(capsys.readouterr().out)
+
+    assert code == 0
+    assert [(r["opened_by"], r["received_at"]) for r in status["requests"]] == [
+        ("<fine@acme.example>", "2025-03-03T08:00:00Z"),
+        ("<far-received@acme.example>", "2025-03-03T09:00:00Z"),  # its Date stands in
+        ("<far-internaldate@acme.example>", "2025-03-03T10:00:00Z"),  # its Received
+        ("<far-internaldate-only@acme.example>", "2025-03-03T11:00:00Z"),  # its Date
+    ]
+    assert status["untimed"] == ["<far-date@acme.example>"]
+    assert status["set_aside_threads"] == []
+
+
+def test_a_message_left_without_any_trustworthy_time_arrives_when_it_was_stored_if_known(
+    store_url: str,
+):
+    untimed_file = client_copy("<once-untimed@acme.example>", "Logo", None, Copy("alice", "mail"))
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0005")
+        store.add_messages([untimed_file])  # no time at all: it arrived when it was stored
+        with store.engine.connect() as conn:
+            stored_at = conn.scalar(select(MESSAGES.c.arrived_at))
+        later_copy = client_copy(
+            "<once-untimed@acme.example>",
+            "Logo",
+            None,
+            Copy("alice", "INBOX", internal_date=YEAR_2038),
+        )
+        far_date = client_copy(
+            "<far-date@acme.example>", "Banner colours", YEAR_9999, Copy("alice", "mail")
+        )
+        store.add_messages([far_date, later_copy])
+        before = datetime.now(UTC)
+        store.upgrade()
+        after = datetime.now(UTC)
+        with store.engine.connect() as conn:
+            arrived = dict(conn.execute(select(MESSAGES.c.key, MESSAGES.c.arrived_at)).all())
+    finally:
+        store.close()
+
+    assert arrived["<once-untimed@acme.example>"] == stored_at
+    # when the year-9999 message was stored is lost: it arrives no earlier than the upgrade
+    assert before <= arrived["<far-date@acme.example>"] <= after
