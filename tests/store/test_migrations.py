@@ -185,3 +185,37 @@ def test_a_message_left_without_any_trustworthy_time_arrives_when_it_was_stored_
     assert arrived["<once-untimed@acme.example>"] == stored_at
     # when the year-9999 message was stored is lost: it arrives no earlier than the upgrade
     assert before <= arrived["<far-date@acme.example>"] <= after
+
+
+def test_an_upgrade_times_mbox_mail_by_its_received_header_not_the_export_date(
+    store_url: str, tmp_path: Path, capsys
+):
+    config = agency_config(tmp_path, store_url)
+    received = WEEK + timedelta(hours=9)
+    exported = WEEK + timedelta(days=7)  # the mbox `From ` line: when it was exported
+    imported = client_copy(
+        "<from-mbox@acme.example>",
+        "Banner colours",
+        received - timedelta(minutes=5),
+        Copy("import", "archive", envelope_time=exported, received_time=received),
+    )
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0005")
+        store.add_messages([imported])
+        refresh_requests(load_settings(config), store, exported + timedelta(days=1))
+        # as an earlier mailwatch stored it: the `From ` line's time won over Received
+        with writing(store.engine) as conn:
+            conn.execute(update(MESSAGES).values(arrived_at=exported, dirty=0))
+        store.upgrade()
+        with store.engine.connect() as conn:
+            arrived_at, dirty = conn.execute(select(MESSAGES.c.arrived_at, MESSAGES.c.dirty)).one()
+    finally:
+        store.close()
+
+    assert (arrived_at, dirty > 0) == (received, True)
+    the_next_day = (received + timedelta(days=1)).isoformat()
+    code = main(["--config", str(config), "status", "--format", "json", "--now", the_next_day])
+    assert code == 0
+    requests = json.loads(capsys.readouterr().out)["requests"]
+    assert [r["opened_by"] for r in requests] == ["<from-mbox@acme.example>"]

@@ -4,6 +4,11 @@ and Dovecot's 2038-01-19 for pre-1901 dates hid a message from status and report
 time before 1970 or later than a day after this migration runs is cleared; each message
 that had one arrives again by the trustworthy times it has left and is evaluated again.
 
+Every other message is re-timed by the same rule too, and evaluated again where its
+arrival moves: until 0005 a message arrived when its first stored copy said, and an mbox
+`From ` line won over the top Received, so mail imported from an mbox exported days later
+"arrived" days late (and a `--now` before the export lost it).
+
 The order of stand-ins is copied from core/times.py as it is at this revision, not
 imported: a migration must do tomorrow what it does today.
 
@@ -59,8 +64,8 @@ def upgrade() -> None:
     def untrue(column: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
         return sa.or_(column < EARLIEST_TRUSTED, column > latest)
 
+    # the messages whose times change, evaluated again even where their arrival stays
     affected = set(conn.scalars(sa.select(MESSAGE.c.id).where(sa.or_(*map(untrue, MESSAGE_TIMES)))))
-    affected.update(conn.scalars(sa.select(MESSAGE.c.id).where(untrue(MESSAGE.c.arrived_at))))
     affected.update(
         conn.scalars(sa.select(COPY.c.message_id).where(sa.or_(*map(untrue, COPY_TIMES))))
     )
@@ -68,29 +73,44 @@ def upgrade() -> None:
         conn.execute(MESSAGE.update().where(untrue(column)).values({column.name: None}))
     for column in COPY_TIMES:
         conn.execute(COPY.update().where(untrue(column)).values({column.name: None}))
-    for ids in _chunks(sorted(affected)):
+    for ids in _all_ids(conn):
         rearrived = [
             {"row_id": row_id, "arrived": arrived}
-            for row_id, arrived in _arrivals(conn, ids, run_at, latest).items()
+            for row_id, (arrived, before) in _arrivals(conn, ids, run_at, latest).items()
+            if arrived != before or row_id in affected
         ]
-        conn.execute(
-            MESSAGE.update()
-            .where(MESSAGE.c.id == sa.bindparam("row_id"))
-            .values(arrived_at=sa.bindparam("arrived"), dirty=MESSAGE.c.dirty + 1),
-            rearrived,
+        if rearrived:
+            conn.execute(
+                MESSAGE.update()
+                .where(MESSAGE.c.id == sa.bindparam("row_id"))
+                .values(arrived_at=sa.bindparam("arrived"), dirty=MESSAGE.c.dirty + 1),
+                rearrived,
+            )
+
+
+def _all_ids(conn: sa.Connection) -> Iterator[list[int]]:
+    """Every message id, a chunk at a time."""
+    last = 0
+    while ids := list(
+        conn.scalars(
+            sa.select(MESSAGE.c.id).where(MESSAGE.c.id > last).order_by(MESSAGE.c.id).limit(CHUNK)
         )
+    ):
+        yield ids
+        last = ids[-1]
 
 
 def _arrivals(
     conn: sa.Connection, ids: list[int], run_at: datetime, latest: datetime
-) -> dict[int, datetime]:
-    """Each message's earliest arrival among its copies, by the trustworthy times left."""
+) -> dict[int, tuple[datetime, datetime]]:
+    """Each message's earliest arrival among its copies, by the trustworthy times left,
+    beside its stored arrival."""
     copies: dict[int, list[datetime | None]] = {row_id: [] for row_id in ids}
     for message_id, internal_date, envelope_time, received in conn.execute(
         sa.select(COPY.c.message_id, *COPY_TIMES).where(COPY.c.message_id.in_(ids))
     ):
         copies[message_id].append(_copy_arrival(internal_date, envelope_time, received))
-    arrivals: dict[int, datetime] = {}
+    arrivals: dict[int, tuple[datetime, datetime]] = {}
     for row_id, date, received, arrived_at in conn.execute(
         sa.select(MESSAGE.c.id, *MESSAGE_TIMES, MESSAGE.c.arrived_at).where(MESSAGE.c.id.in_(ids))
     ):
@@ -98,18 +118,18 @@ def _arrivals(
         own = copies[row_id] or [received]
         known = [moment for moment in (a or date for a in own) if moment is not None]
         if known:
-            arrivals[row_id] = min(known)
+            arrivals[row_id] = min(known), arrived_at
         elif EARLIEST_TRUSTED <= arrived_at <= latest:
             # no time left, and arrived_at was none of them: it is when the message was
             # stored, which is how the store times a message without any
-            arrivals[row_id] = arrived_at
+            arrivals[row_id] = arrived_at, arrived_at
         else:
             # The message stays untimed either way (the clock reads its times, not
             # arrived_at); arrived_at only decides when retention deletes it and which
             # `--now` sees it.  When it was stored is lost with the untrue time; this run
             # is the one moment known to be no earlier, so retention never deletes it
             # before its time.
-            arrivals[row_id] = run_at
+            arrivals[row_id] = run_at, arrived_at
     return arrivals
 
 
