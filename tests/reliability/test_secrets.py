@@ -89,7 +89,7 @@ def test_no_secret_appears_in_output_logs_exceptions_or_the_database(
 
     codes, printed = run_everything(agency, tmp_path, capsys)
 
-    assert codes[0] == 1 and "carol: FAILED: carol: login refused" in printed  # check
+    assert codes[0] == 1 and "carol: FAILED: login refused" in printed  # check
     assert "smtp 127.0.0.1" in printed and "login ok" in printed
     assert codes[1] == 1 and "alice: fetched 1, 1 new" in printed  # poll
     assert caplog.records, "nothing was logged"
