@@ -1,25 +1,31 @@
 """The same mail gives the same numbers, whatever the order and the form it reached
-mailwatch in (issue 12; response-clock.md, "Times" and "Threads")."""
+mailwatch in: imported from files, or polled from a real IMAP server (issue 12;
+response-clock.md, "Times" and "Threads")."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailwatch.cli import main
-from tests.agency_week import CONFIG, FOLDERS, FORMATS, write_folder
+from tests.agency_week import CONFIG, FOLDERS, FORMATS, copies_in, write_folder
+from tests.fixtures.dovecot import HOST
 from tests.fixtures.stores import SqliteTemplate
 
 END = "2024-12-31T00:00Z"  # every request answered or closed by expiry: nothing moves
 MIDWEEK = "2024-12-04T10:00Z"  # Wednesday, after both clients wrote "Launch plan", before the reply
 MONDAY = "2024-12-09T10:00Z"  # the renewal's reminder due, the late invoice not yet answered
+# The first Monday at 11:00: the banner's shared copy had arrived (10:00:05), Alice's not (13:10)
+BETWEEN_COPIES = "2024-12-02T11:00Z"
 
 
 class Agency:
@@ -31,10 +37,10 @@ class Agency:
         self.config = root / "mailwatch.toml"
         self.config.write_text(CONFIG.format(url=template.copy(root / "mailwatch.db")))
 
-    def mailwatch(self, *argv: str) -> str:
+    def mailwatch(self, *argv: str, config: Path | None = None) -> str:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(["--config", str(self.config), *argv])
+            code = main(["--config", str(config or self.config), *argv])
         assert code == 0, out.getvalue()
         return out.getvalue()
 
@@ -44,10 +50,19 @@ class Agency:
         path = write_folder(self.root / "mail" / form, mailbox, folder, form, arrived_by)
         self.mailwatch("import", str(path), "--mailbox", mailbox, "--now", now)
 
+    def poll(self, mailboxes: str) -> None:
+        """One `mailwatch poll` at END of these [[mailboxes]] tables (then an evaluation)."""
+        config = self.root / "poll.toml"
+        config.write_text(self.config.read_text() + mailboxes)
+        self.mailwatch("poll", "--now", END, config=config)
+
+    def report_text(self, now: str) -> str:
+        """`report --format json` as printed, but for its `generated_at` line."""
+        text = self.mailwatch("report", "--format", "json", "--now", now)
+        return re.sub(r'^ "generated_at": .*\n', "", text, count=1, flags=re.MULTILINE)
+
     def report(self, now: str) -> dict:
-        document = json.loads(self.mailwatch("report", "--format", "json", "--now", now))
-        del document["generated_at"]
-        return document
+        return json.loads(self.report_text(now))
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +109,86 @@ def test_any_order_and_mix_of_formats_gives_the_same_report(
     agency = Agency(tmp_path_factory.mktemp("permuted") / "agency", migrated_sqlite)
     for (mailbox, folder), form in zip(order, forms, strict=True):
         agency.import_folder(mailbox, folder, form)
-    assert agency.report(END) == canonical.report(END)
-    assert agency.report(MIDWEEK) == canonical.report(MIDWEEK)
+    for now in (END, MIDWEEK, BETWEEN_COPIES):
+        assert agency.report(now) == canonical.report(now)
+
+
+@pytest.fixture(scope="module")
+def staff_mailboxes(dovecot, tmp_path_factory) -> dict[str, str]:
+    """The week APPENDed once to a Dovecot user per staff mailbox, each copy with the time it
+    reached that mailbox as its INTERNALDATE (as its top Received header says: the import and
+    the poll see the same arrivals). Each mailbox's [[mailboxes]] table, without `folders`."""
+    secrets = tmp_path_factory.mktemp("secrets")
+    tables = {}
+    for name in dict.fromkeys(mailbox for mailbox, _ in FOLDERS):
+        user = dovecot.new_user(name)
+        for folder in (folder for mailbox, folder in FOLDERS if mailbox == name):
+            for raw, reached in copies_in(name, folder):
+                dovecot.append(user, folder, raw, reached)
+        secret = secrets / name
+        secret.write_text(user.password)
+        tables[name] = (
+            f'\n[[mailboxes]]\nname = "{name}"\nhost = "{HOST}"\nport = {dovecot.port}\n'
+            f'security = "none"\nusername = "{user.username}"\npassword_file = "{secret}"\n'
+        )
+    return tables
+
+
+def polling(folders: Sequence[tuple[str, str]], tables: dict[str, str]) -> str:
+    """The [[mailboxes]] tables that poll exactly these folders: a mailbox's folders in the
+    order given, the mailboxes in the order of their first folder."""
+    by_mailbox: dict[str, list[str]] = {}
+    for mailbox, folder in folders:
+        by_mailbox.setdefault(mailbox, []).append(folder)
+    return "".join(
+        f"{tables[mailbox]}folders = {json.dumps(names)}\n" for mailbox, names in by_mailbox.items()
+    )
+
+
+@pytest.fixture(scope="module")
+def polled_at_once(staff_mailboxes, migrated_sqlite, tmp_path_factory) -> Agency:
+    """Every folder of every mailbox in one `mailwatch poll`."""
+    agency = Agency(tmp_path_factory.mktemp("polled") / "agency", migrated_sqlite)
+    agency.poll("".join(staff_mailboxes.values()))
+    return agency
+
+
+@pytest.mark.dovecot
+def test_the_week_polled_from_dovecot_reports_as_the_week_imported(polled_at_once, canonical):
+    for now in (END, MIDWEEK, BETWEEN_COPIES):
+        assert polled_at_once.report_text(now) == canonical.report_text(now)
+
+
+@pytest.mark.dovecot
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    order=st.permutations(FOLDERS),
+    new_poll=st.lists(st.booleans(), min_size=len(FOLDERS) - 1, max_size=len(FOLDERS) - 1),
+)
+# Always tried: each folder polled on its own, the reverse of the single poll's order (the
+# shared mailbox's earlier copies before the managers' later ones, each Sent folder before
+# the INBOX whose mail it answers).
+@example(order=FOLDERS[::-1], new_poll=[True] * (len(FOLDERS) - 1))
+def test_any_order_of_polling_the_folders_gives_the_same_report(
+    staff_mailboxes, polled_at_once, migrated_sqlite, tmp_path_factory, order, new_poll
+):
+    """The folders polled in `order` into a fresh store: a folder starts a new `mailwatch
+    poll` (and evaluation) where `new_poll` says so, else it joins the poll before it."""
+    polls = [[order[0]]]
+    for folder, starts_a_poll in zip(order[1:], new_poll, strict=True):
+        if starts_a_poll:
+            polls.append([folder])
+        else:
+            polls[-1].append(folder)
+    agency = Agency(tmp_path_factory.mktemp("polled-in-order") / "agency", migrated_sqlite)
+    for folders in polls:
+        agency.poll(polling(folders, staff_mailboxes))
+    for now in (END, MIDWEEK, BETWEEN_COPIES):
+        assert agency.report_text(now) == polled_at_once.report_text(now)
 
 
 @pytest.fixture
