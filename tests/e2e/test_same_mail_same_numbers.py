@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailwatch.cli import main
-from tests.agency_week import CONFIG, FOLDERS, FORMATS, copies_in, write_folder
-from tests.fixtures.dovecot import HOST
+from tests.agency_week import CONFIG, FOLDERS, FORMATS, MAIL, copies_in, write_folder
+from tests.fixtures.dovecot import HOST, DovecotServer, ImapUser
 from tests.fixtures.stores import SqliteTemplate
 
 END = "2024-12-31T00:00Z"  # every request answered or closed by expiry: nothing moves
@@ -26,6 +26,7 @@ MIDWEEK = "2024-12-04T10:00Z"  # Wednesday, after both clients wrote "Launch pla
 MONDAY = "2024-12-09T10:00Z"  # the renewal's reminder due, the late invoice not yet answered
 # The first Monday at 11:00: the banner's shared copy had arrived (10:00:05), Alice's not (13:10)
 BETWEEN_COPIES = "2024-12-02T11:00Z"
+REPORTED_AT = (END, MIDWEEK, BETWEEN_COPIES)
 
 
 class Agency:
@@ -50,11 +51,11 @@ class Agency:
         path = write_folder(self.root / "mail" / form, mailbox, folder, form, arrived_by)
         self.mailwatch("import", str(path), "--mailbox", mailbox, "--now", now)
 
-    def poll(self, mailboxes: str) -> None:
-        """One `mailwatch poll` at END of these [[mailboxes]] tables (then an evaluation)."""
+    def poll(self, mailboxes: str, now: str) -> None:
+        """One `mailwatch poll` of these [[mailboxes]] tables (then an evaluation)."""
         config = self.root / "poll.toml"
         config.write_text(self.config.read_text() + mailboxes)
-        self.mailwatch("poll", "--now", END, config=config)
+        self.mailwatch("poll", "--now", now, config=config)
 
     def report_text(self, now: str) -> str:
         """`report --format json` as printed, but for its `generated_at` line."""
@@ -109,53 +110,66 @@ def test_any_order_and_mix_of_formats_gives_the_same_report(
     agency = Agency(tmp_path_factory.mktemp("permuted") / "agency", migrated_sqlite)
     for (mailbox, folder), form in zip(order, forms, strict=True):
         agency.import_folder(mailbox, folder, form)
-    for now in (END, MIDWEEK, BETWEEN_COPIES):
+    for now in REPORTED_AT:
         assert agency.report(now) == canonical.report(now)
 
 
-@pytest.fixture(scope="module")
-def staff_mailboxes(dovecot, tmp_path_factory) -> dict[str, str]:
-    """The week APPENDed once to a Dovecot user per staff mailbox, each copy with the time it
-    reached that mailbox as its INTERNALDATE (as its top Received header says: the import and
-    the poll see the same arrivals). Each mailbox's [[mailboxes]] table, without `folders`."""
-    secrets = tmp_path_factory.mktemp("secrets")
-    tables = {}
-    for name in dict.fromkeys(mailbox for mailbox, _ in FOLDERS):
-        user = dovecot.new_user(name)
-        for folder in (folder for mailbox, folder in FOLDERS if mailbox == name):
-            for raw, reached in copies_in(name, folder):
-                dovecot.append(user, folder, raw, reached)
-        secret = secrets / name
-        secret.write_text(user.password)
-        tables[name] = (
-            f'\n[[mailboxes]]\nname = "{name}"\nhost = "{HOST}"\nport = {dovecot.port}\n'
-            f'security = "none"\nusername = "{user.username}"\npassword_file = "{secret}"\n'
+class StaffMailboxes:
+    """A Dovecot user for each staff mailbox of the week."""
+
+    def __init__(self, dovecot: DovecotServer, secrets: Path) -> None:
+        self.dovecot = dovecot
+        self.users: dict[str, ImapUser] = {}
+        self.tables: dict[str, str] = {}  # each mailbox's [[mailboxes]] table, no `folders`
+        for name in dict.fromkeys(mailbox for mailbox, _ in FOLDERS):
+            user = self.users[name] = dovecot.new_user(name)
+            secret = secrets / name
+            secret.write_text(user.password)
+            self.tables[name] = (
+                f'\n[[mailboxes]]\nname = "{name}"\nhost = "{HOST}"\nport = {dovecot.port}\n'
+                f'security = "none"\nusername = "{user.username}"\npassword_file = "{secret}"\n'
+            )
+
+    def deliver(self, after: datetime | None, until: datetime) -> None:
+        """APPEND the copies that reached their folder after `after` and by `until`, each with
+        that time as its INTERNALDATE: the same as its top Received header, so a poll sees the
+        arrivals an import does."""
+        for mailbox, folder in FOLDERS:
+            for raw, reached in copies_in(mailbox, folder, until):
+                if after is None or reached > after:
+                    self.dovecot.append(self.users[mailbox], folder, raw, reached)
+
+    def polling(self, folders: Sequence[tuple[str, str]]) -> str:
+        """The [[mailboxes]] tables that poll exactly these folders: a mailbox's folders in
+        the order given, the mailboxes in the order of their first folder."""
+        by_mailbox: dict[str, list[str]] = {}
+        for mailbox, folder in folders:
+            by_mailbox.setdefault(mailbox, []).append(folder)
+        return "".join(
+            f"{self.tables[mailbox]}folders = {json.dumps(names)}\n"
+            for mailbox, names in by_mailbox.items()
         )
-    return tables
 
 
-def polling(folders: Sequence[tuple[str, str]], tables: dict[str, str]) -> str:
-    """The [[mailboxes]] tables that poll exactly these folders: a mailbox's folders in the
-    order given, the mailboxes in the order of their first folder."""
-    by_mailbox: dict[str, list[str]] = {}
-    for mailbox, folder in folders:
-        by_mailbox.setdefault(mailbox, []).append(folder)
-    return "".join(
-        f"{tables[mailbox]}folders = {json.dumps(names)}\n" for mailbox, names in by_mailbox.items()
-    )
+@pytest.fixture(scope="module")
+def staff_mailboxes(dovecot, tmp_path_factory) -> StaffMailboxes:
+    """The whole week, APPENDed once for the module."""
+    staff = StaffMailboxes(dovecot, tmp_path_factory.mktemp("secrets"))
+    staff.deliver(None, datetime.fromisoformat(END))
+    return staff
 
 
 @pytest.fixture(scope="module")
 def polled_at_once(staff_mailboxes, migrated_sqlite, tmp_path_factory) -> Agency:
     """Every folder of every mailbox in one `mailwatch poll`."""
     agency = Agency(tmp_path_factory.mktemp("polled") / "agency", migrated_sqlite)
-    agency.poll("".join(staff_mailboxes.values()))
+    agency.poll("".join(staff_mailboxes.tables.values()), END)
     return agency
 
 
 @pytest.mark.dovecot
 def test_the_week_polled_from_dovecot_reports_as_the_week_imported(polled_at_once, canonical):
-    for now in (END, MIDWEEK, BETWEEN_COPIES):
+    for now in REPORTED_AT:
         assert polled_at_once.report_text(now) == canonical.report_text(now)
 
 
@@ -186,8 +200,37 @@ def test_any_order_of_polling_the_folders_gives_the_same_report(
             polls[-1].append(folder)
     agency = Agency(tmp_path_factory.mktemp("polled-in-order") / "agency", migrated_sqlite)
     for folders in polls:
-        agency.poll(polling(folders, staff_mailboxes))
-    for now in (END, MIDWEEK, BETWEEN_COPIES):
+        agency.poll(staff_mailboxes.polling(folders), END)
+    for now in REPORTED_AT:
+        assert agency.report_text(now) == polled_at_once.report_text(now)
+
+
+ARRIVALS = sorted({reached for m in MAIL for _, _, reached in m.copies})
+
+
+@pytest.mark.dovecot
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    order=st.permutations(FOLDERS),
+    polled_at=st.sets(st.sampled_from(ARRIVALS), max_size=5),
+)
+def test_the_week_polled_as_it_arrives_gives_the_same_report(
+    dovecot, polled_at_once, migrated_sqlite, tmp_path_factory, order, polled_at
+):
+    """Fresh mailboxes, filled as the week goes on and polled (their folders in `order`) at
+    the instants of some arrivals, the arriving copy included, and at the end."""
+    staff = StaffMailboxes(dovecot, tmp_path_factory.mktemp("secrets"))
+    agency = Agency(tmp_path_factory.mktemp("polled-as-it-arrives") / "agency", migrated_sqlite)
+    delivered = None
+    for now in [*sorted(polled_at), datetime.fromisoformat(END)]:
+        staff.deliver(delivered, now)
+        agency.poll(staff.polling(order), now.isoformat())
+        delivered = now
+    for now in REPORTED_AT:
         assert agency.report_text(now) == polled_at_once.report_text(now)
 
 
