@@ -65,5 +65,5 @@ def test_the_readme_installs_with_install_sh_and_the_example_folders_default_as_
     steps = readme[readme.index("## Install and run it for real") :]
     assert "contrib/install.sh" in steps.split("```")[1]
     example = " ".join((REPO / "config.example.toml").read_text().replace("#", "").split())
-    default = "every folder but Trash, Drafts and Junk"
+    default = "every folder but Trash and Drafts"
     assert default in example and default in " ".join(readme.split())

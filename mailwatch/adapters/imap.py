@@ -47,8 +47,9 @@ HEADER_KEY = f"BODY[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]".upper().encode()
 BODY_PREFIX_ITEM = f"BODY.PEEK[TEXT]<0.{BODY_PREFIX_BYTES}>"
 BODY_PREFIX_KEY = b"BODY[TEXT]<0>"
 GMAIL = b"X-GM-EXT-1"
-# Folders whose mail is never a conversation with a client (RFC 6154 attributes).
-SKIPPED_USES = (b"\\Trash", b"\\Drafts", b"\\Junk")
+# Folders whose mail is never a conversation with a client (RFC 6154 attributes). Junk is
+# watched (interface.md): a client's email caught by a spam filter still waits for a reply.
+SKIPPED_USES = (b"\\Trash", b"\\Drafts")
 UNSELECTABLE = (b"\\Noselect", b"\\NonExistent")
 # Sent folders of servers without SPECIAL-USE (Outlook/Exchange, cPanel's Courier
 # and Dovecot with the INBOX. prefix, Gmail's well-known name); compared lower-cased.
@@ -231,8 +232,9 @@ class ImapMailbox:
         if self.settings.folders is not None:
             names = list(self.settings.folders)
         elif self.gmail:
-            # Gmail labels show one message in many folders; \All holds each exactly once.
-            names = [name for flags, name in selectable if b"\\All" in flags]
+            # Gmail labels show one message in many folders; \All holds each exactly once,
+            # but for spam and trash: Spam (\Junk) is watched beside it, as elsewhere.
+            names = [name for flags, name in selectable if b"\\All" in flags or b"\\Junk" in flags]
         else:
             names = [
                 name

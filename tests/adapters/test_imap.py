@@ -32,6 +32,19 @@ def test_folders_are_every_folder_but_drafts_and_trash_with_sent_and_waive_folde
     assert [name for name, folder in folders.items() if folder.waive] == ["No reply needed"]
 
 
+def test_the_junk_folder_is_watched_a_client_email_caught_as_spam_still_waits(dovecot, tmp_path):
+    user = dovecot.new_user("alice")
+    with dovecot.client(user) as client:
+        client.create_folder("Junk")
+        flags = {name: flags for flags, _, name in client.list_folders()}
+
+    with open_mailbox(mailbox_settings(dovecot, user, tmp_path)) as mailbox:
+        watched = {folder.name for folder in mailbox.folders(None)}
+
+    assert b"\\Junk" in flags["Junk"] and b"\\Drafts" in flags["Drafts"]
+    assert "Junk" in watched and "Drafts" not in watched
+
+
 def test_configured_folders_are_exactly_the_ones_watched(dovecot, tmp_path):
     user = dovecot.new_user("alice")
     settings = mailbox_settings(dovecot, user, tmp_path, folders=("INBOX",))
