@@ -35,11 +35,11 @@ from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError, compo
 from mailwatch.claims import DIGEST, SKIPPED, digest_key, split_claim_key
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Policy, Request, Status
-from mailwatch.core.periods import Period, last_complete, previous
+from mailwatch.core.periods import Period, last_complete
 from mailwatch.core.stats import Summary, by_person, summarize
 from mailwatch.output import iso
 from mailwatch.requests_as_of import requests_as_of
-from mailwatch.revisions import digest_revisions, revisions_text, to_keep
+from mailwatch.revisions import digest_revisions, lookback, revisions_text, to_keep
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -110,18 +110,19 @@ def build_digests(
     settings: Settings, store: Store, now: datetime, period: Period, renderer: Renderer
 ) -> list[Digest]:
     policy = settings.policy
-    before = previous(period, policy.timezone)
+    earlier = lookback(period, policy.timezone)  # ends with the period before (the trend)
+    # this period and those before it (trend, revisions); the longest waits still open too
+    requests = requests_as_of(settings, store, now, since=earlier[0].start)
     facts = _Facts(
         renderer=renderer,
         settings=settings,
         period=period,
-        before=before,
-        # this period and the one before it (the trend); the longest waits still open too
-        requests=requests_as_of(settings, store, now, since=before.start),
+        before=earlier[-1],
+        requests=requests,
         skipped=[c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end],
         syncs=store.sync_states(),
         now=now,
-        revisions=digest_revisions(settings, store, now, period),
+        revisions=digest_revisions(settings, store, earlier, requests),
     )
     digests = [facts.digest(head, None) for head in policy.head_of_client_management]
     looked_after: dict[str, list[str]] = {}

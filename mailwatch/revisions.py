@@ -97,24 +97,25 @@ def first_agency_report(store: Store, period_key: str) -> ReportedFigures | None
     )
 
 
-def digest_revisions(
-    settings: Settings, store: Store, now: datetime, period: Period
-) -> list[dict[str, Any]]:
-    """The revisions to the `LOOKBACK` periods before `period`, oldest first."""
-    earlier = [previous(period, settings.policy.timezone)]
+def lookback(period: Period, timezone: str) -> list[Period]:
+    """The `LOOKBACK` periods of its kind before `period`, oldest first."""
+    earlier = [previous(period, timezone)]
     while len(earlier) < LOOKBACK:
-        earlier.insert(0, previous(earlier[0], settings.policy.timezone))
-    references = [first_agency_report(store, p.key) for p in earlier]
-    if not any(references):
-        return []
-    requests = requests_as_of(settings, store, now, since=earlier[0].start, until=period.start)
+        earlier.insert(0, previous(earlier[0], timezone))
+    return earlier
+
+
+def digest_revisions(
+    settings: Settings, store: Store, earlier: Sequence[Period], requests: Sequence[Request]
+) -> list[dict[str, Any]]:
+    """The revisions to the `earlier` periods, oldest first; `requests` as of today, those
+    received in them among others."""
     found = []
-    for reference in references:
+    for period in earlier:
+        reference = first_agency_report(store, period.key)
         if reference is None:
             continue
-        within = [
-            r for r in requests if reference.period_start <= r.received_at < reference.period_end
-        ]
+        within = [r for r in requests if period.start <= r.received_at < period.end]
         revision = compare(reference, within, settings)
         if revision["figures"]:
             found.append(revision)
