@@ -100,12 +100,30 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    if args.as_reported:
+        return _report_as_reported(args, settings)
     zone = settings.policy.timezone
     since = parse_instant(args.since, zone) if args.since else None
     until = parse_instant(args.until, zone) if args.until else None
     with _store(settings) as store:
         found = services.report(settings, store, _now(args, settings), since, until)
     _print_requests(args.format, found, settings)
+    return 0
+
+
+def _report_as_reported(args: argparse.Namespace, settings: Settings) -> int:
+    from mailwatch.revisions import as_reported, as_reported_table
+
+    if args.since or args.until or args.format == "csv":
+        raise UsageError("--as-reported shows one whole period, as a table or JSON")
+    with _store(settings) as store:
+        found = as_reported(settings, store, _now(args, settings), args.as_reported)
+    if not found.figures:
+        return _fail(f"{found.period.label} was never reported in an agency digest", EXIT_FAILURE)
+    if args.format == "json":
+        print(json.dumps(found.figures, indent=1, ensure_ascii=False))
+    else:
+        print(as_reported_table(found.figures))
     return 0
 
 
@@ -562,6 +580,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub.add_argument("--since", metavar="DATE")
     sub.add_argument("--until", metavar="DATE")
     sub.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    sub.add_argument(
+        "--as-reported",
+        choices=("week", "month", "quarter"),
+        help="the last complete period's figures as its digest first showed them, and today's",
+    )
     sub = command(
         "waive", cmd_waive, 'mark "no reply needed" the request of a client message', now=True
     )

@@ -11,6 +11,7 @@ Scheduled reports (`[[accounts]] client_report`) go to the account's manager and
 never to the client: they forward it.  Each (period and account, recipient) is claimed
 before sending (kind `claims.CLIENT_REPORT`), so a report is sent at most once, whichever
 process or run builds it; a temporary SMTP failure releases the claim for the next run.
+A sent report keeps the figures it showed (`revisions.py`), once per account and period.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mailwatch.core.periods import Period, last_complete, previous
 from mailwatch.core.stats import Summary, summarize
 from mailwatch.output import iso
 from mailwatch.requests_as_of import requests_as_of
+from mailwatch.revisions import to_keep
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -61,6 +63,7 @@ class ClientReport:
     months: tuple[Period, ...]  # the trend, oldest first, ending with the period's last month
     figures: dict[str, Any]  # the JSON of interface.md
     rendered: RenderedEmail  # html: the report; subject and text: the email that carries it
+    requests: tuple[Request, ...]  # of the period: their statuses are kept once sent
 
     @property
     def stem(self) -> str:
@@ -138,7 +141,7 @@ def build_client_report(
     }
     context = _context(settings, account, period, months, figures, in_period, now)
     rendered = renderer.render("client_report", context)
-    return ClientReport(account.name, period, tuple(months), figures, rendered)
+    return ClientReport(account.name, period, tuple(months), figures, rendered, tuple(in_period))
 
 
 def _trend_months(period: Period, timezone: str) -> list[Period]:
@@ -327,7 +330,7 @@ def send_client_reports(
         report = build_client_report(settings, store, now, account_name, kind, renderer)
         for recipient in recipients:
             if store.claim(CLIENT_REPORT, key, recipient, now):
-                _send(run, store, mailer, report, recipient, now)
+                _send(run, settings, store, mailer, report, recipient, now)
     return run
 
 
@@ -346,6 +349,7 @@ def _recipients(policy: Policy, account_name: str) -> list[str]:
 
 def _send(
     run: ClientReportRun,
+    settings: Settings,
     store: Store,
     mailer: Mailer,
     report: ClientReport,
@@ -367,5 +371,9 @@ def _send(
         run.lines.append(f"FAILED to send {key} to {recipient} ({kind}): {error}")
         return
     store.mark_sent(CLIENT_REPORT, key, recipient, now)
+    # one record per account and period: the figures are the same for every recipient
+    figures, requests = report.figures, report.requests
+    kept = to_keep(CLIENT_REPORT, report.period, report.account, figures, requests, settings, now)
+    store.record_figures(kept)
     run.sent.append((report.account, recipient))
     run.lines.append(f"sent {key} to {recipient}")

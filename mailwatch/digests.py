@@ -8,6 +8,9 @@ accounts).  Each (period, recipient) is claimed before sending (kind
 is sent at most once, whichever process or run builds it; a temporary SMTP
 failure releases the claim for the next run.
 
+A sent digest keeps the figures it showed (`revisions.py`): the agency digest lists what
+changed since for the periods before its own, old and new figure and why.
+
 Statuses are as of `now` (the send time), so a request received late in the
 period that is still unanswered counts as open or overdue.  The sync line is
 built from the latest state of each mailbox: the store keeps the last success
@@ -32,10 +35,11 @@ from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError, compo
 from mailwatch.claims import DIGEST, SKIPPED, digest_key, split_claim_key
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Policy, Request, Status
-from mailwatch.core.periods import Period, last_complete, previous
+from mailwatch.core.periods import Period, last_complete
 from mailwatch.core.stats import Summary, by_person, summarize
 from mailwatch.output import iso
 from mailwatch.requests_as_of import requests_as_of
+from mailwatch.revisions import digest_revisions, lookback, revisions_text, to_keep
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WORST_WAITS = 5
+# the figures a sent digest keeps for later revisions and `report --as-reported`
+KEPT_FIGURES = ("scope", "summary", "accounts", "managers", "people")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Digest:
     accounts: tuple[str, ...] | None  # None: the whole agency
     figures: dict[str, Any]  # what the .json holds
     rendered: RenderedEmail
+    requests: tuple[Request, ...]  # behind the figures: their statuses are kept once sent
 
 
 @dataclass
@@ -93,7 +100,7 @@ def send_digests(
         raise NotConfigured("digests are due but no [smtp] server is configured")
     for digest in run.digests:
         if store.claim(DIGEST, digest_key(chosen), digest.recipient, now):
-            _send(run, store, mailer, digest, now)
+            _send(run, settings, store, mailer, digest, now)
         else:
             run.lines.append(f"already sent to {digest.recipient} for {chosen.key}")
     return run
@@ -103,17 +110,19 @@ def build_digests(
     settings: Settings, store: Store, now: datetime, period: Period, renderer: Renderer
 ) -> list[Digest]:
     policy = settings.policy
-    before = previous(period, policy.timezone)
+    earlier = lookback(period, policy.timezone)  # ends with the period before (the trend)
+    # this period and those before it (trend, revisions); the longest waits still open too
+    requests = requests_as_of(settings, store, now, since=earlier[0].start)
     facts = _Facts(
         renderer=renderer,
         settings=settings,
         period=period,
-        before=before,
-        # this period and the one before it (the trend); the longest waits still open too
-        requests=requests_as_of(settings, store, now, since=before.start),
+        before=earlier[-1],
+        requests=requests,
         skipped=[c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end],
         syncs=store.sync_states(),
         now=now,
+        revisions=digest_revisions(settings, store, earlier, requests),
     )
     digests = [facts.digest(head, None) for head in policy.head_of_client_management]
     looked_after: dict[str, list[str]] = {}
@@ -138,11 +147,14 @@ class _Facts:
     skipped: list[Claim]
     syncs: list[SyncState]
     now: datetime
+    revisions: list[dict[str, Any]]  # to earlier periods, for the agency digest
 
     def digest(self, recipient: str, accounts: tuple[str, ...] | None) -> Digest:
         figures = self.figures(recipient, accounts)
         context = self.context(recipient, accounts, figures)
-        return Digest(recipient, accounts, figures, self.renderer.render("digest", context))
+        rendered = self.renderer.render("digest", context)
+        requests = tuple(self.received_in(self.period, accounts))
+        return Digest(recipient, accounts, figures, rendered, requests)
 
     @cached_property
     def by_opener(self) -> dict[str, Request]:
@@ -194,6 +206,7 @@ class _Facts:
             "waivers": [_waiver_json(r) for r in requests if r.status is Status.WAIVED],
             "skipped_nudges": self.skipped_json(accounts),
             "sync": self.sync_json(),
+            "revisions": self.revisions if accounts is None else [],
         }
 
     def skipped_json(self, accounts: tuple[str, ...] | None) -> list[dict[str, Any]]:
@@ -302,6 +315,7 @@ class _Facts:
                 for s in figures["skipped_nudges"]
             ],
             "sync_line": _sync_line(figures["sync"]),
+            "revisions": revisions_text(figures["revisions"], zone),
         }
 
 
@@ -393,7 +407,9 @@ def _local(instant: str, zone: ZoneInfo) -> str:
 # ---------------------------------------------------------------- sending and files
 
 
-def _send(run: DigestRun, store: Store, mailer: Mailer, digest: Digest, now: datetime) -> None:
+def _send(
+    run: DigestRun, settings: Settings, store: Store, mailer: Mailer, digest: Digest, now: datetime
+) -> None:
     key = digest_key(run.period)
     try:
         mailer.send([digest.recipient], digest.rendered, headers={"X-Mailwatch": "digest"})
@@ -405,6 +421,9 @@ def _send(run: DigestRun, store: Store, mailer: Mailer, digest: Digest, now: dat
         run.lines.append(f"FAILED to send to {digest.recipient} ({kind}): {error}")
         return
     store.mark_sent(DIGEST, key, digest.recipient, now)
+    shown = {name: digest.figures[name] for name in KEPT_FIGURES}
+    kept = to_keep(DIGEST, run.period, digest.recipient, shown, digest.requests, settings, now)
+    store.record_figures(kept)
     run.sent.append(digest.recipient)
     run.lines.append(f"sent to {digest.recipient}: {digest.rendered.subject}")
 

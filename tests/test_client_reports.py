@@ -312,6 +312,21 @@ def test_the_daemon_sends_the_report_to_the_manager_and_backups_once(agency, smt
     assert "ready to forward" in email.get_body(("plain",)).get_content()
 
 
+def test_a_sent_report_keeps_the_figures_it_showed_once_per_account(agency, smtp_server, capsys):
+    daemon = daemon_at(agency, smtp_server, "2026-12-01T08:00Z")
+    try:
+        daemon.client_report_job()
+        daemon.client_report_job()
+        (kept,) = daemon.store.reported_figures("client-report", ["month:2026-11"])
+    finally:
+        daemon.store.close()
+    shown = json.loads(client_report(capsys, "json", now="2026-12-01T08:00Z"))
+    assert (kept.recipient, kept.reported_at) == ("Acme Ltd", instant("2026-12-01T08:00Z"))
+    assert kept.figures == shown
+    assert kept.statuses["<newsletter@client.example>"] == "waived"
+    assert len(kept.statuses) == shown["summary"]["requests"]
+
+
 def test_a_client_report_the_smtp_server_refuses_makes_health_fail(agency, smtp_server):
     smtp_server.answer_next("554 5.7.1 Rejected", count=2)
     daemon = daemon_at(agency, smtp_server, "2026-12-01T08:00Z")

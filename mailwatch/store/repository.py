@@ -2,7 +2,8 @@
 
 `Store` gathers the store's parts, one concern each: the database itself (`db`), stored
 mail (`messages`), what the evaluation reads and writes (`evaluation`), coordination
-between processes (`coordination`) and privacy (`privacy`).  Callers import from here.
+between processes (`coordination`), privacy (`privacy`) and the figures sent digests and
+client reports showed (`figures`).  Callers import from here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from mailwatch.store.coordination import Claim, CoordinationStore, LoginRefusal, SyncState
 from mailwatch.store.db import CHUNK
 from mailwatch.store.evaluation import EvaluationStore
+from mailwatch.store.figures import FiguresStore, ReportedFigures
 from mailwatch.store.messages import MessageStore, QuarantinedMessage, StoredMessage
 from mailwatch.store.privacy import REDUCED_RAW, Forgotten, PrivacyStore, ReductionPolicy
 
@@ -21,11 +23,12 @@ __all__ = [
     "LoginRefusal",
     "QuarantinedMessage",
     "ReductionPolicy",
+    "ReportedFigures",
     "Store",
     "StoredMessage",
     "SyncState",
 ]
 
 
-class Store(MessageStore, EvaluationStore, CoordinationStore, PrivacyStore):
+class Store(MessageStore, EvaluationStore, CoordinationStore, PrivacyStore, FiguresStore):
     """One database of mailwatch's: every part of the store on the same engine."""

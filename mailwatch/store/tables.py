@@ -9,6 +9,7 @@ UTCDateTime: aware UTC in, aware UTC out, on SQLite too.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, LargeBinary, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
@@ -228,6 +229,25 @@ class ClaimRow(SQLModel, table=True):
     released: bool = False  # a temporary failure gave the claim back for a retry
 
 
+class ReportedFiguresRow(SQLModel, table=True):
+    """The figures a sent digest or client report showed, so a later change is told, not silent."""
+
+    __tablename__ = "reported_figures"
+    __table_args__ = (UniqueConstraint("kind", "period_key", "recipient"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # a claim kind: "digest" or "client-report"
+    period_key: str  # "week:2026-W47"
+    period_start: datetime
+    period_end: datetime
+    recipient: str  # a digest's recipient; a client report's account
+    figures: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    # the status of each request behind the figures, by the Message-ID that opened it
+    statuses: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    policy: str  # evaluation.policy_fingerprint when reported: a later one means a new config
+    reported_at: datetime
+
+
 class LeaseRow(SQLModel, table=True):
     __tablename__ = "lease"
     __table_args__ = (UniqueConstraint("name"),)
@@ -276,6 +296,7 @@ WAIVERS: Table = SQLModel.metadata.tables["waiver"]
 REQUESTS: Table = SQLModel.metadata.tables["request"]
 RETENTION: Table = SQLModel.metadata.tables["retention"]
 CLAIMS: Table = SQLModel.metadata.tables["claim"]
+REPORTED_FIGURES: Table = SQLModel.metadata.tables["reported_figures"]
 LEASES: Table = SQLModel.metadata.tables["lease"]
 SYNC_STATES: Table = SQLModel.metadata.tables["sync_state"]
 QUARANTINE: Table = SQLModel.metadata.tables["quarantine"]

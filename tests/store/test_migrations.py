@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from mailwatch.config import load_settings
 from mailwatch.core.model import Copy, Message
 from mailwatch.evaluation import refresh_requests
 from mailwatch.store.db import alembic_config, writing
-from mailwatch.store.repository import Store, StoredMessage
+from mailwatch.store.repository import ReportedFigures, Store, StoredMessage
 from mailwatch.store.tables import MESSAGES
 
 
@@ -219,3 +220,38 @@ def test_an_upgrade_times_mbox_mail_by_its_received_header_not_the_export_date(
     assert code == 0
     requests = json.loads(capsys.readouterr().out)["requests"]
     assert [r["opened_by"] for r in requests] == ["<from-mbox@acme.example>"]
+
+
+# ---------------------------------------------------------------- 0007: figures as reported
+
+
+def test_an_upgrade_from_0006_keeps_the_claims_and_then_keeps_each_reports_first_figures(
+    store_url: str,
+):
+    sent_at = WEEK + timedelta(days=7, hours=8)
+    first = ReportedFigures(
+        kind="digest",
+        period_key="week:2025-W10",
+        period_start=WEEK,
+        period_end=WEEK + timedelta(days=7),
+        recipient="head@rouge.example",
+        figures={"scope": "agency", "summary": {"met": 1, "compliance": 0.5}},
+        statuses={"<fine@acme.example>": "met", "<late@acme.example>": "overdue"},
+        policy="fingerprint-then",
+        reported_at=sent_at,
+    )
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0006")
+        assert store.claim("digest", "week:2025-W10", "head@rouge.example", sent_at)
+        store.upgrade()
+        store.record_figures(first)
+        resent = {"scope": "agency", "summary": {"met": 2, "compliance": 1.0}}
+        store.record_figures(replace(first, figures=resent, reported_at=sent_at + timedelta(1)))
+        kept = store.reported_figures("digest", ["week:2025-W10"])
+        claims = store.claims("digest")
+    finally:
+        store.close()
+
+    assert kept == [first]
+    assert [(c.key, c.recipient) for c in claims] == [("week:2025-W10", "head@rouge.example")]
