@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-packages
+.PHONY: demo test lint bench screenshots clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
+
+# The README's screenshots, made again (needs Debian's chromium).
+screenshots: $(STAMP)
+	$(BIN)/python docs/screenshots/client_report.py
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache
