@@ -34,7 +34,6 @@ from mailwatch.bootstrap import (
     utc_now,
 )
 from mailwatch.config import LOG_FORMATS, ConfigError, Settings, config_path, load_settings
-from mailwatch.core.durations import human_duration
 from mailwatch.logs import configure_logging
 from mailwatch.store.repository import QuarantinedMessage, Store
 
@@ -105,8 +104,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     zone = settings.policy.timezone
     since = parse_instant(args.since, zone) if args.since else None
     until = parse_instant(args.until, zone) if args.until else None
+    try:
+        only = services.request_filter(settings.policy, args.account, args.responsible, args.status)
+    except services.InvalidFilter as error:
+        raise UsageError(str(error)) from None
     with _store(settings) as store:
-        found = services.report(settings, store, _now(args, settings), since, until)
+        found = services.report(settings, store, _now(args, settings), since, until, only)
     _print_requests(args.format, found, settings)
     return 0
 
@@ -114,8 +117,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def _report_as_reported(args: argparse.Namespace, settings: Settings) -> int:
     from mailwatch.revisions import as_reported, as_reported_table
 
-    if args.since or args.until or args.format == "csv":
-        raise UsageError("--as-reported shows one whole period, as a table or JSON")
+    if args.since or args.until or args.account or args.responsible or args.status:
+        raise UsageError("--as-reported shows one whole period of the agency, unfiltered")
+    if args.format == "csv":
+        raise UsageError("--as-reported shows a table or JSON")
     with _store(settings) as store:
         found = as_reported(settings, store, _now(args, settings), args.as_reported)
     if not found.figures:
@@ -222,20 +227,20 @@ def cmd_waive(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     zone = ZoneInfo(settings.policy.timezone)
+    now = _now(args, settings)
     with _store(settings) as store:
-        found = services.explain(settings, store, args.message_id, _now(args, settings))
-    print(f"Thread {found.thread}")
-    for at, key, sender, role, verdict in found.lines:
-        when = at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "(no time)"
-        print(f"  {when}  {role:6}  {sender}  {key}\n      {verdict}")
-    for r in found.requests:
-        print(
-            f"Request opened by {r.opened_by} ({r.account}): {r.status.value}, tier {r.tier}, "
-            f"target {human_duration(r.target_seconds)}, deadline "
-            f"{r.deadline.astimezone(zone):%Y-%m-%d %H:%M}"
-        )
-        for note in r.notes:
-            print(f"  - {note}")
+        message_id = args.message_id
+        if message_id is None:
+            if not args.subject.strip():
+                raise UsageError("--subject: give some words of the subject")
+            try:
+                message_id = services.conversation_with_subject(settings, store, args.subject, now)
+            except services.SeveralConversations as several:
+                for match in several.matches:
+                    print(f"  {match.arrived_at.astimezone(zone):%Y-%m-%d %H:%M}  {match.key}")
+                return _fail(several, EXIT_FAILURE)
+        found = services.explain(settings, store, message_id, now)
+    print(output.explanation_text(found, settings.policy.timezone))
     return 0
 
 
@@ -526,6 +531,11 @@ def _store(settings: Settings) -> Iterator[Store]:
 
 Command = Callable[[argparse.Namespace, Settings], int]
 FORCE_LOGIN_HELP = "log in now even where a login was refused within the hour, same secret"
+REPORT_FILTERS = (
+    ("--account", "NAME", "only this account's requests (repeatable: any of them)"),
+    ("--responsible", "ADDRESS", "only requests this staff member answers for (repeatable)"),
+    ("--status", "STATUS", "only met, breached, open, overdue or waived requests (repeatable)"),
+)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
@@ -585,6 +595,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         choices=("week", "month", "quarter"),
         help="the last complete period's figures as its digest first showed them, and today's",
     )
+    for option, metavar, shows in REPORT_FILTERS:
+        sub.add_argument(option, metavar=metavar, action="append", default=[], help=shows)
     sub = command(
         "waive", cmd_waive, 'mark "no reply needed" the request of a client message', now=True
     )
@@ -593,7 +605,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub = command(
         "explain", cmd_explain, "show why: the thread of a message and what counted", now=True
     )
-    sub.add_argument("message_id", metavar="MESSAGE_ID")
+    which = sub.add_mutually_exclusive_group(required=True)
+    which.add_argument("message_id", metavar="MESSAGE_ID", nargs="?")
+    which.add_argument("--subject", metavar="TEXT", help="find the conversation by its subject")
     command("migrate", cmd_migrate, "apply database schema migrations")
     sub = command("nudge", cmd_nudge, "send the nudges that are due", now=True)
     sub.add_argument("--dry-run", action="store_true", help="print them; send and claim nothing")

@@ -20,6 +20,7 @@ from mailwatch.core.stats import by_account, by_person, summarize
 
 if TYPE_CHECKING:
     from mailwatch.health import MailboxSync
+    from mailwatch.services import ExplainedMessage, Explanation
 
 # C0 and C1 controls but tab and line feed: ESC, BEL or CSI in a stranger's Message-ID or a
 # file name must not drive the terminal (or the mail client) that shows it.
@@ -138,21 +139,24 @@ def _cell(text: str, width: int) -> str:
 
 
 def requests_table(requests: Sequence[Request], timezone: str) -> str:
+    """One line per request, then the totals of exactly these requests. "Responsible" is
+    who answers for a request, "Who" who answered it: never one standing in for the other."""
     zone = ZoneInfo(timezone)
+    responsible = [", ".join(r.responsible) or "-" for r in requests]
+    width = max([len("Responsible"), *map(len, responsible)])
     lines = [
         f"{'Received':16}  {'Account':14}  {'Subject':30}  {'Status':8}  {'Reply after':11}  "
-        f"{'Target':7}  Who"
+        f"{'Target':7}  {'Responsible':{width}}  Who"
     ]
-    for r in requests:
+    for r, answers_for in zip(requests, responsible, strict=True):
         if r.response_seconds is not None:
             taken = human_duration(r.response_seconds)
         else:
             taken = f"({human_duration(r.elapsed_seconds)})"
-        who = r.responder or ", ".join(r.responsible) or "-"
         lines.append(
             f"{r.received_at.astimezone(zone):%Y-%m-%d %H:%M}  {_cell(r.account, 14):14}  "
             f"{_cell(r.subject or '(no subject)', 30):30}  {r.status.value:8}  {taken:11}  "
-            f"{human_duration(r.target_seconds):7}  {who}"
+            f"{human_duration(r.target_seconds):7}  {answers_for:{width}}  {r.responder or '-'}"
         )
     lines.append("")
     lines.append(summary_line(requests))
@@ -197,3 +201,35 @@ def sync_problem_lines(syncs: Sequence[MailboxSync]) -> list[str]:
     return ["Sync problems (mail may be missing from what follows):"] + [
         f"  {problem}" for problem in problems
     ]
+
+
+def explanation_text(found: Explanation, timezone: str) -> str:
+    """`explain`: each message of the thread (who to, what it counted for), then each
+    request with its waiver and the reasons behind its decisions."""
+    zone = ZoneInfo(timezone)
+    lines = [f"Thread {found.thread}"]
+    for m in found.messages:
+        when = m.at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if m.at else "(no time)"
+        lines.append(f"  {when}  {m.role:6}  {m.sender}  {m.key}")
+        lines.append(f"      {_recipients(m)}")
+        lines.append(f"      {m.verdict}")
+    for r in found.requests:
+        lines.append(
+            f"Request opened by {r.opened_by} ({r.account}): {r.status.value}, tier {r.tier}, "
+            f"target {human_duration(r.target_seconds)}, deadline "
+            f"{r.deadline.astimezone(zone):%Y-%m-%d %H:%M}"
+        )
+        if r.waiver is not None:
+            lines.append(
+                f"  waived (no reply needed) by {r.waiver.by} on "
+                f"{r.waiver.seen_at.astimezone(zone):%Y-%m-%d %H:%M}, reason: "
+                f"{r.waiver.reason or '(none given)'}"
+            )
+        lines.extend(f"  - {note}" for note in r.notes)
+    return "\n".join(lines)
+
+
+def _recipients(message: ExplainedMessage) -> str:
+    fields = (("to", message.to), ("cc", message.cc), ("bcc", message.bcc))
+    named = [f"{name} {', '.join(addresses)}" for name, addresses in fields if addresses]
+    return "; ".join(named) or "no recipients"

@@ -22,7 +22,8 @@ from mailwatch.adapters.parse import (
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation
-from mailwatch.core.model import Copy, Request, Role, Waiver
+from mailwatch.core.conversations import normalise_subject
+from mailwatch.core.model import Copy, Message, Policy, Request, Role, Status, Waiver
 from mailwatch.core.times import trusted_times
 from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
 from mailwatch.requests_as_of import (
@@ -113,15 +114,66 @@ class Report:
     requests: tuple[Request, ...]
 
 
+class InvalidFilter(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """Which requests a report shows: each kind left empty admits all; within a kind any
+    value may match (OR), and every kind given must match (AND)."""
+
+    accounts: frozenset[str] = frozenset()
+    responsible: frozenset[str] = frozenset()
+    statuses: frozenset[Status] = frozenset()
+
+    def admits(self, request: Request) -> bool:
+        return (
+            (not self.accounts or request.account in self.accounts)
+            and (not self.responsible or not self.responsible.isdisjoint(request.responsible))
+            and (not self.statuses or request.status in self.statuses)
+        )
+
+
+def request_filter(
+    policy: Policy,
+    accounts: Sequence[str] = (),
+    responsible: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+) -> RequestFilter:
+    """The filter of `report --account/--responsible/--status`; an account or status that
+    does not exist is refused, naming the valid ones (a typo must not print an empty report)."""
+    configured = [account.name for account in policy.accounts]
+    for name in accounts:
+        if name not in configured:
+            raise InvalidFilter(
+                f"--account {name!r}: no such account; configured accounts: "
+                f"{', '.join(configured) or 'none'}"
+            )
+    valid = [status.value for status in Status]
+    for name in statuses:
+        if name not in valid:
+            raise InvalidFilter(f"--status {name!r}: not a status; one of {', '.join(valid)}")
+    directory = Directory(policy)  # an alias finds the requests of its [[staff]] email
+    return RequestFilter(
+        frozenset(accounts),
+        frozenset(directory.staff_main_address(address) for address in responsible),
+        frozenset(Status(name) for name in statuses),
+    )
+
+
 def report(
     settings: Settings,
     store: Store,
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
+    only: RequestFilter = RequestFilter(),
 ) -> Report:
-    """Every request received in [since, until), with its status as of `now`."""
-    return Report(now, tuple(requests_as_of(settings, store, now, since, until)))
+    """Every request received in [since, until) that `only` admits, with its status as of
+    `now` (the filter sees that status)."""
+    found = requests_as_of(settings, store, now, since, until)
+    return Report(now, tuple(r for r in found if only.admits(r)))
 
 
 def status(settings: Settings, store: Store, now: datetime) -> Report:
@@ -164,19 +216,59 @@ def waive(
     return waiver, request
 
 
-# at, key, from, role, verdict
-ExplanationLine = tuple[datetime | None, str, str, str, str]
+@dataclass(frozen=True)
+class ExplainedMessage:
+    at: datetime | None
+    key: str
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    role: str
+    verdict: str
 
 
 @dataclass(frozen=True)
 class Explanation:
     thread: str
-    lines: tuple[ExplanationLine, ...]
+    messages: tuple[ExplainedMessage, ...]
     requests: tuple[Request, ...]
 
 
+@dataclass(frozen=True)
+class SubjectMatch:
+    """A conversation with the subject asked for: its first such message."""
+
+    key: str
+    arrived_at: datetime
+
+
+class SeveralConversations(Exception):
+    def __init__(self, subject: str, matches: Sequence[SubjectMatch]) -> None:
+        super().__init__(
+            f"{len(matches)} conversations have the subject {subject!r}: "
+            "explain one of them by its Message-ID"
+        )
+        self.matches = tuple(matches)
+
+
+def conversation_with_subject(settings: Settings, store: Store, subject: str, now: datetime) -> str:
+    """The first Message-ID of the one conversation whose (normalised) subject is `subject`,
+    among the mail that had arrived by `now`."""
+    wanted = normalise_subject(subject)
+    first_of_thread: dict[str, SubjectMatch] = {}
+    for key, thread, arrived_at in store.messages_with_subject(wanted, arrived_by=now):
+        first_of_thread.setdefault(thread or key, SubjectMatch(key, arrived_at))
+    if not first_of_thread:
+        raise UnknownMessage(f"no stored message has the subject {subject!r}")
+    if len(first_of_thread) > 1:
+        raise SeveralConversations(subject, list(first_of_thread.values()))
+    return next(iter(first_of_thread.values())).key
+
+
 def explain(settings: Settings, store: Store, message_id: str, now: datetime) -> Explanation:
-    """The messages of a request's thread, which counted, which did not, and why."""
+    """The messages of a request's thread, who each went to, which counted, which did not,
+    and why."""
     key = normalise_message_id(message_id)
     keys = closure(store, {key}, settings.policy)
     messages = store.messages_by_keys(keys)
@@ -190,21 +282,34 @@ def explain(settings: Settings, store: Store, message_id: str, now: datetime) ->
         (m for m in messages if evaluation.thread_of.get(m.key) == thread),
         key=lambda m: (evaluation.classifications[m.key].at, m.key),
     )
-    lines = tuple(_explain_line(m.key, m.from_addr or "", evaluation) for m in members)
+    directory = Directory(settings.policy)
+    explained = tuple(_explained(m, evaluation, directory) for m in members)
     requests = tuple(r for r in evaluation.requests if r.thread == thread)
-    return Explanation(thread, lines, requests)
+    return Explanation(thread, explained, requests)
 
 
-def _explain_line(key: str, sender: str, evaluation: Evaluation) -> ExplanationLine:
-    c = evaluation.classifications[key]
+def _explained(message: Message, evaluation: Evaluation, directory: Directory) -> ExplainedMessage:
+    c = evaluation.classifications[message.key]
+    to_client = any(directory.role(address) is Role.CLIENT for address in message.recipients)
     if c.automated:
         verdict = f"automated ({c.automated}): does not count"
     elif c.role is Role.CLIENT:
         verdict = f"client of {c.account}: counts"
+    elif c.role is Role.STAFF and not to_client:
+        verdict = "internal: no client recipient, does not answer"
     elif c.role is Role.STAFF and not c.can_answer:
         verdict = f"{c.responder} is not a listed person: cannot answer"
     elif c.role is Role.STAFF:
         verdict = f"staff ({c.responder}): can answer when addressed to the client"
     else:
         verdict = "outside sender: not measured"
-    return (c.at, key, sender, c.role.value, f"{verdict}; time from {c.time_source}")
+    return ExplainedMessage(
+        at=c.at,
+        key=message.key,
+        sender=message.from_addr or "",
+        to=message.to,
+        cc=message.cc,
+        bcc=message.bcc,
+        role=c.role.value,
+        verdict=f"{verdict}; time from {c.time_source}",
+    )

@@ -90,6 +90,19 @@ class MessageStore(Database):
                 result += messages_with_copies(conn, rows, copies)
         return result
 
+    def messages_with_subject(
+        self, norm_subject: str, arrived_by: datetime
+    ) -> list[tuple[str, str | None, datetime]]:
+        """(key, thread, arrival) of the messages with this normalised subject that had
+        arrived by `arrived_by`, earliest first."""
+        query = (
+            select(MESSAGES.c.key, MESSAGES.c.thread_id, MESSAGES.c.arrived_at)
+            .where(MESSAGES.c.norm_subject == norm_subject, MESSAGES.c.arrived_at <= arrived_by)
+            .order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
+        )
+        with reading(self.engine) as conn:
+            return [(row.key, row.thread_id, row.arrived_at) for row in conn.execute(query)]
+
     # ------------------------------------------------------------ IMAP locations
 
     def checkpoint(self, mailbox: str, folder: str) -> Checkpoint | None:
