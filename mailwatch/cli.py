@@ -311,7 +311,7 @@ def _check_mailboxes(settings: Settings, store: Store | None) -> bool:
             print(f"{mailbox.name}: FAILED: {str(error).removeprefix(f'{mailbox.name}: ')}")
             continue
         for line in lines:
-            print(f"{mailbox.name}: {line}")
+            print(line)  # each line names its mailbox
     return failed
 
 

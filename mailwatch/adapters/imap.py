@@ -253,6 +253,16 @@ class ImapMailbox:
             for name in names
         ]
 
+    def folder_exists(self, name: str) -> bool:
+        """Whether the server lists a folder (on Gmail: a label) of exactly this name that
+        can hold mail."""
+        with mailbox_errors(self.settings):
+            listed = self._client.list_folders("", name)
+        return any(
+            found == name and not any(flag in UNSELECTABLE for flag in flags)
+            for flags, _, found in listed
+        )
+
     def status(self, folder: Folder) -> FolderStatus:
         """STATUS, asked while no folder is selected (RFC 3501 6.3.10)."""
         wanted = ["UIDVALIDITY", "UIDNEXT"] + (["HIGHESTMODSEQ"] if self.condstore else [])
@@ -541,7 +551,6 @@ def check_mailbox(settings: MailboxSettings, waive_folder: str | None) -> list[s
             if name.encode() in mailbox.capabilities
         ]
         sent = [folder.name for folder in folders if folder.sent]
-        waive = [folder.name for folder in folders if folder.waive]
         where = f"{settings.host}:{settings.port}"
         lines = [
             f"{settings.name}: login ok as {settings.username} on {where} "
@@ -560,13 +569,21 @@ def check_mailbox(settings: MailboxSettings, waive_folder: str | None) -> list[s
                 "are only seen where they reach another watched mailbox"
             )
         if waive_folder is not None:
-            found = (
-                f"found: {waive[0]}"
-                if waive
-                else "not found (create it to let people waive by moving mail there)"
+            lines.append(
+                f"{settings.name}: {describe_waive_folder(mailbox, folders, waive_folder)}"
             )
-            lines.append(f"{settings.name}: waive folder {waive_folder!r} {found}")
         return lines
+
+
+def describe_waive_folder(mailbox: ImapMailbox, watched: list[Folder], name: str) -> str:
+    """Whether people can waive by moving mail to the folder (or Gmail label) `name` here."""
+    exists = mailbox.folder_exists(name)
+    if exists and any(folder.waive or folder.waive_label for folder in watched):
+        how = "Gmail label" if mailbox.gmail else "folder"
+        return f"waive folder {name!r} found ({how}): moving or copying mail there waives it"
+    if exists:
+        return f"waive folder {name!r} found but not watched (add it to this mailbox's folders)"
+    return f"waive folder {name!r} not found (create it to let people waive by moving mail there)"
 
 
 def find_sent(folders: list[tuple[tuple[bytes, ...], str]]) -> str | None:
