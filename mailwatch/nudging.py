@@ -34,12 +34,12 @@ from mailwatch.claims import NUDGE, SKIPPED, nudge_key, split_claim_key
 from mailwatch.core.model import Request, Status
 from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
 from mailwatch.evaluation import store_absences
-from mailwatch.nudge_mail import nudge_context
+from mailwatch.nudge_mail import SentNudge, nudge_context
 from mailwatch.requests_as_of import waiting_as_of
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
-    from mailwatch.store.repository import Store
+    from mailwatch.store.repository import Claim, Store
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def send_due_nudges(
     """
     waiting = waiting_as_of(settings, store, now)
     absences = store_absences(store, settings.policy, now - settings.policy.absence_max, now)
-    plan = due_nudges(waiting, settings.policy, absences, _taken(store), now)
+    claims = store.claims(NUDGE)
+    plan = due_nudges(waiting, settings.policy, absences, _taken(claims), now)
     run = NudgeRun(plan, dry_run)
     _report_not_sent(run, store, now)
     batches = batch_by_recipient(plan.send)
@@ -87,7 +88,8 @@ def send_due_nudges(
         return run
     if mailer is None:
         raise NotConfigured("nudges are due but no [smtp] server is configured")
-    openers = {m.key: m for m in store.messages_by_keys(n.request.opened_by for n in plan.send)}
+    openers = {m.key: m for m in store.messages_by_keys(r.opened_by for r in waiting)}
+    sent_before = _sent_by_request(claims)
     for recipient, nudges in batches.items():
         claimed = [n for n in nudges if store.claim(NUDGE, claim_key(n), recipient, now)]
         if not claimed:
@@ -95,24 +97,36 @@ def send_due_nudges(
         context = nudge_context(
             recipient,
             claimed,
-            others_waiting=_others_waiting(recipient, claimed, waiting, settings, now),
             policy=settings.policy,
             messages=openers,
             now=now,
+            waiting=_others_waiting(recipient, claimed, waiting, settings, now),
+            sent_before=sent_before,
             waive_keyword=settings.sync.waive_keyword,
+            waive_folder=settings.sync.waive_folder,
         )
         _send(run, store, mailer, renderer, recipient, claimed, context, now)
     return run
 
 
-def _taken(store: Store) -> set[ClaimKey]:
+def _taken(claims: list[Claim]) -> set[ClaimKey]:
     """Sent, permanently failed, or claimed right now: everything but released claims."""
     taken = set()
-    for claim in store.claims(NUDGE):
+    for claim in claims:
         if not claim.released:
             opened_by, stage = split_claim_key(claim.key)
             taken.add((opened_by, stage, claim.recipient))
     return taken
+
+
+def _sent_by_request(claims: list[Claim]) -> dict[str, list[SentNudge]]:
+    """The nudges that went out before this pass, by request (its `opened_by`)."""
+    sent: dict[str, list[SentNudge]] = {}
+    for claim in claims:
+        if claim.sent_at is not None:
+            opened_by, stage = split_claim_key(claim.key)
+            sent.setdefault(opened_by, []).append(SentNudge(stage, claim.recipient, claim.sent_at))
+    return sent
 
 
 def _send(
@@ -171,23 +185,24 @@ def _report_not_sent(run: NudgeRun, store: Store, now: datetime) -> None:
 
 def _others_waiting(
     recipient: str, listed: list[Nudge], requests: list[Request], settings: Settings, now: datetime
-) -> int:
-    """The recipient's other requests still waiting: they manage or back up the account,
-    or were responsible when it opened."""
+) -> list[Request]:
+    """The recipient's other requests still waiting, most urgent first: they manage or back
+    up the account, or were responsible when it opened."""
     mine = {
         account.name
         for account in settings.policy.accounts
         if recipient == account.manager or recipient in account.backups
     }
     shown = {nudge.request.opened_by for nudge in listed}
-    return sum(
-        1
+    others = [
+        r
         for r in requests
         if r.status in (Status.OPEN, Status.OVERDUE)
         and (r.closed_at is None or r.closed_at > now)
         and r.opened_by not in shown
         and (r.account in mine or recipient in r.responsible)
-    )
+    ]
+    return sorted(others, key=lambda r: (r.deadline, r.received_at))
 
 
 def _describe(nudge: Nudge) -> str:

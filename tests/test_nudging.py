@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
+from html import unescape
 from pathlib import Path
 
 import pytest
 
 from mailwatch import nudging
 from mailwatch.bootstrap import make_mailer, make_renderer
-from mailwatch.config import Settings, SmtpSettings
+from mailwatch.config import Settings, SmtpSettings, SyncSettings
 from mailwatch.core.model import Account, Message
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy, staff
@@ -268,3 +270,73 @@ def test_a_dry_run_says_who_would_get_what_and_sends_and_claims_nothing(
     assert "would send to alice@rouge.example" in text
     assert "would send to bob@rouge.example" in text
     assert "warning: 7h 12m of 8h elapsed" in text
+
+
+def parts(mail) -> tuple[str, str]:
+    """The text part and the HTML part's visible words, each on one line per paragraph."""
+    message = mail.message
+    html = message.get_body(("html",)).get_content()
+    visible = re.sub(r"<[^>]+>", "", html).replace("&#34;", '"').replace("&#39;", "'")
+    return message.get_body(("plain",)).get_content(), unescape(visible)
+
+
+def test_the_nudge_says_how_to_mark_no_reply_needed_from_each_mail_client_with_the_folder_name(
+    smtp_server, standard_request
+):
+    settings = replace(settings_for(smtp_server), sync=SyncSettings(waive_folder="Sans réponse"))
+
+    send_due_nudges(settings, standard_request, at(0, 15))
+
+    (mail,) = smtp_server.messages
+    for part in parts(mail):
+        assert 'Move or copy the client\'s email to the "Sans réponse" folder' in part
+        assert (
+            'Gmail: open the email, click "Move to" (or "Labels") and choose "Sans réponse".'
+            in (part)
+        )
+        assert (
+            'Outlook / Microsoft 365: right-click the email, choose Move, then "Sans réponse".'
+            in (part)
+        )
+        assert 'Apple Mail: drag the email onto the "Sans réponse" mailbox in the sidebar.' in part
+        assert (
+            'Phone: open the email, tap Move (in the Gmail app: ⋮ then "Move to") and choose'
+            in (part)
+        )
+        assert "No reply needed" not in part.replace("No reply needed?", "")
+
+
+def test_every_request_waiting_for_the_recipient_is_listed_not_just_counted(smtp_server, store):
+    add(store, client("banner@acme.example", at(0, 9), "Homepage banner"))
+    add(store, client("prices@acme.example", at(0, 10), "Spring price list"))
+    add(store, client("logo@acme.example", at(0, 12), "Logo files"))
+
+    send_due_nudges(settings_for(smtp_server), store, at(0, 15))  # the banner's reminder
+
+    (mail,) = smtp_server.messages
+    for part in parts(mail):
+        assert "2 other client emails are still waiting for a reply:" in part
+        assert "Spring price list" in part and "Logo files" in part and "Homepage banner" in part
+        assert "received Mon 23 Nov 10:00, due Mon 23 Nov 18:00" in part
+        assert "not listed again" not in part
+
+
+def test_the_heads_copy_names_who_is_responsible_and_the_reminders_sent_and_asks_no_reply(
+    smtp_server, standard_request
+):
+    settings = settings_for(smtp_server)
+    for now in (at(0, 15), at(0, 16, 12), at(0, 17)):  # reminder, warning, breach
+        send_due_nudges(settings, standard_request, now)
+
+    (to_head,) = [m for m in smtp_server.messages if m.rcpt_tos == ("head@rouge.example",)]
+    (to_alice,) = [m for m in smtp_server.messages[3:] if m.rcpt_tos == ("alice@rouge.example",)]
+    for part in parts(to_head):
+        assert "Responsible: Alice (alice@rouge.example)" in part
+        assert (
+            "Reminders already sent: reminder to Alice, Mon 23 Nov 15:00; "
+            "warning to Alice, Bob, Mon 23 Nov 16:12"
+        ) in part
+        assert "check that the person responsible has it in hand" in part
+        assert "reply to the client" not in part
+    for part in parts(to_alice):
+        assert "reply to the client" in part and "Reminders already sent" not in part

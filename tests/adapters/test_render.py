@@ -68,10 +68,14 @@ MESSAGES = {
 
 
 def render(nudges, others_waiting=0):
+    waiting = [
+        replace(SOON.request, opened_by=f"<other{n}@acme>", subject=f"Other {n}")
+        for n in range(others_waiting)
+    ]
     context = nudge_context(
         ALICE,
         nudges,
-        others_waiting=others_waiting,
+        waiting=waiting,
         policy=POLICY,
         messages=MESSAGES,
         now=NOW,
@@ -226,3 +230,11 @@ def test_a_template_is_read_and_compiled_once_per_process(tmp_path, monkeypatch)
     for value in ("one", "two", "three"):
         assert Renderer(tmp_path).render("t", {"value": value}).text == value
     assert sorted(reads) == ["t.html", "t.subject.txt", "t.txt"]
+
+
+def test_a_nudge_at_the_deadline_itself_says_due_now_rather_than_less_than_a_minute_left():
+    at_deadline = nudge("Homepage banner", NOW - timedelta(hours=24), "<c@acme>", stage="breach")
+    rendered = render([at_deadline])
+    assert rendered.subject == "Reply needed: Acme — 'Homepage banner' due now"
+    for part in (rendered.text, Page(rendered.html).visible):
+        assert "Due now" in part and "<1m" not in part
