@@ -33,6 +33,7 @@ from mailwatch.bootstrap import (
     shown_url,
     utc_now,
 )
+from mailwatch.cli_records import add_record_commands
 from mailwatch.config import LOG_FORMATS, ConfigError, Settings, config_path, load_settings
 from mailwatch.logs import configure_logging
 from mailwatch.store.repository import QuarantinedMessage, Store
@@ -208,21 +209,6 @@ def _print_requests(fmt: str, found: services.Report, settings: Settings) -> Non
         sys.stdout.write(output.requests_csv(found.requests))
     else:
         print(output.requests_table(found.requests, settings.policy.timezone))
-
-
-def cmd_waive(args: argparse.Namespace, settings: Settings) -> int:
-    with _store(settings) as store:
-        waiver, request = services.waive(
-            settings, store, args.message_id, _now(args, settings), args.reason or ""
-        )
-    if request is None:
-        print(f"{waiver.message_key}: waived (no request holds it now)")
-    else:
-        print(
-            f"{waiver.message_key}: waived; request from {request.account} "
-            f"'{request.subject}' is now {request.status.value}"
-        )
-    return 0
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
@@ -597,11 +583,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     for option, metavar, shows in REPORT_FILTERS:
         sub.add_argument(option, metavar=metavar, action="append", default=[], help=shows)
-    sub = command(
-        "waive", cmd_waive, 'mark "no reply needed" the request of a client message', now=True
-    )
-    sub.add_argument("message_id", metavar="MESSAGE_ID")
-    sub.add_argument("--reason", metavar="TEXT")
+    add_record_commands(command, _now)
     sub = command(
         "explain", cmd_explain, "show why: the thread of a message and what counted", now=True
     )

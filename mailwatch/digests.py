@@ -37,7 +37,7 @@ from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Policy, Request, Status
 from mailwatch.core.periods import Period, last_complete
 from mailwatch.core.stats import Summary, by_person, summarize
-from mailwatch.output import iso
+from mailwatch.output import iso, waiver_warnings
 from mailwatch.requests_as_of import requests_as_of
 from mailwatch.revisions import digest_revisions, lookback, revisions_text, to_keep
 
@@ -204,10 +204,27 @@ class _Facts:
             },
             "worst_waits": [_wait_json(r) for r in _worst(requests)],
             "waivers": [_waiver_json(r) for r in requests if r.status is Status.WAIVED],
+            "waivers_to_check": [_waiver_json(r) for r in self.waivers_to_check(accounts)],
             "skipped_nudges": self.skipped_json(accounts),
             "sync": self.sync_json(),
             "revisions": self.revisions if accounts is None else [],
         }
+
+    def waivers_to_check(self, accounts: tuple[str, ...] | None) -> list[Request]:
+        """Waivers made in the period after the deadline or the answer, whenever the request
+        was received: a breach must not leave the figures unseen."""
+        return sorted(
+            (
+                r
+                for r in self.requests
+                if r.status is Status.WAIVED
+                and r.waiver is not None
+                and self.period.start <= r.waiver.seen_at < self.period.end
+                and (accounts is None or r.account in accounts)
+                and waiver_warnings(r)
+            ),
+            key=lambda r: (r.waiver.seen_at if r.waiver else r.received_at, r.opened_by),
+        )
 
     def skipped_json(self, accounts: tuple[str, ...] | None) -> list[dict[str, Any]]:
         found = []
@@ -304,6 +321,18 @@ class _Facts:
                 }
                 for w in figures["waivers"]
             ],
+            "waivers_to_check": [
+                {
+                    "account": w["account"],
+                    "subject": " ".join((w["subject"] or "").split()) or "(no subject)",
+                    "via": w["via"],
+                    "by": w["by"],
+                    "when": _local(w["seen_at"], zone),
+                    "reason": w["reason"] or "no reason given",
+                    "warnings": ", ".join(w["warnings"]),
+                }
+                for w in figures["waivers_to_check"]
+            ],
             "skipped": [
                 {
                     "account": s["account"] or "?",
@@ -355,9 +384,11 @@ def _waiver_json(request: Request) -> dict[str, Any]:
         "account": request.account,
         "subject": request.subject,
         "opened_by": request.opened_by,
+        "via": waiver.via.value if waiver else None,
         "by": waiver.by if waiver else "unknown",
         "reason": waiver.reason if waiver else "",
         "seen_at": iso(waiver.seen_at) if waiver else None,
+        "warnings": list(waiver_warnings(request)),
     }
 
 

@@ -93,7 +93,26 @@ def request_json(request: Request) -> dict[str, object]:
 
 
 def _waiver_json(waiver: Waiver) -> dict[str, object]:
-    return {"by": waiver.by, "seen_at": iso(waiver.seen_at), "reason": waiver.reason}
+    return {
+        "via": waiver.via.value,
+        "by": waiver.by,
+        "seen_at": iso(waiver.seen_at),
+        "reason": waiver.reason,
+    }
+
+
+def waiver_warnings(request: Request) -> tuple[str, ...]:
+    """Why a waiver deserves a second look: made after the answer (only `waive --force`
+    does that) or after the deadline. The digests list such waivers."""
+    waiver = request.waiver
+    if waiver is None:
+        return ()
+    warnings = []
+    if request.answered_at is not None and waiver.seen_at > request.answered_at:
+        warnings.append("forced")
+    if waiver.seen_at > request.deadline:
+        warnings.append("after the deadline")
+    return tuple(warnings)
 
 
 def figures_json(requests: Sequence[Request]) -> dict[str, object]:
@@ -220,9 +239,10 @@ def explanation_text(found: Explanation, timezone: str) -> str:
             f"{r.deadline.astimezone(zone):%Y-%m-%d %H:%M}"
         )
         if r.waiver is not None:
+            warnings = "".join(f" ({warning})" for warning in waiver_warnings(r))
             lines.append(
-                f"  waived (no reply needed) by {r.waiver.by} on "
-                f"{r.waiver.seen_at.astimezone(zone):%Y-%m-%d %H:%M}, reason: "
+                f"  waived (no reply needed) via {r.waiver.via} by {r.waiver.by} on "
+                f"{r.waiver.seen_at.astimezone(zone):%Y-%m-%d %H:%M}{warnings}, reason: "
                 f"{r.waiver.reason or '(none given)'}"
             )
         lines.extend(f"  - {note}" for note in r.notes)

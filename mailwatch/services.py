@@ -7,6 +7,7 @@ and talks to the world only through the store and adapters it is given.
 from __future__ import annotations
 
 import getpass
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation
 from mailwatch.core.conversations import normalise_subject
-from mailwatch.core.model import Copy, Message, Policy, Request, Role, Status, Waiver
+from mailwatch.core.model import Copy, Message, Policy, Request, Role, Status, Waiver, WaiverVia
 from mailwatch.core.times import trusted_times
 from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
 from mailwatch.requests_as_of import (
@@ -33,6 +34,8 @@ from mailwatch.requests_as_of import (
     waiting_as_of,
 )
 from mailwatch.store.repository import Store, StoredMessage
+
+log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 500
 DEFAULT_IMPORT_MAILBOX = "import"
@@ -196,10 +199,74 @@ def normalise_message_id(text: str) -> str:
     return f"<{local}@{domain.lower()}>" if local else text
 
 
+class Refused(Exception):
+    """A command that would hide or take back what it must not: one line, exit 1."""
+
+
 def waive(
-    settings: Settings, store: Store, message_id: str, now: datetime, reason: str = ""
+    settings: Settings,
+    store: Store,
+    message_id: str,
+    now: datetime,
+    reason: str = "",
+    *,
+    by: str | None = None,
+    force: bool = False,
 ) -> tuple[Waiver, Request | None]:
-    """Mark "no reply needed" the request this client message belongs to."""
+    """Mark "no reply needed" the request this client message belongs to; a request already
+    answered only with `force` (waiving it takes a met or breached request out of the figures)."""
+    key = _client_message_key(settings, store, message_id)
+    request = _request_holding(settings, store, key, now)
+    if request is not None and request.status in (Status.MET, Status.BREACHED) and not force:
+        raise Refused(
+            f"{key}: its request was already answered ({request.status.value}); waiving it "
+            "would take it out of the figures: add --force to waive it anyway "
+            "(the digests will list it)"
+        )
+    waiver = Waiver(key, by=by or getpass.getuser(), seen_at=now, reason=reason)
+    store.add_waiver(waiver)
+    return waiver, _evaluated(settings, store, key, now)
+
+
+def unwaive(
+    settings: Settings,
+    store: Store,
+    message_id: str,
+    now: datetime,
+    reason: str = "",
+    *,
+    by: str | None = None,
+) -> Request | None:
+    """Take back the command waiver of the request this client message belongs to."""
+    key = _client_message_key(settings, store, message_id)
+    request = _request_holding(settings, store, key, now)
+    waiver = request.waiver if request is not None else None
+    if request is None or waiver is None:
+        raise Refused(f"{key}: its request is not waived")
+    if waiver.via is WaiverVia.COURTESY:
+        raise Refused(
+            f"{key}: waived by mailwatch as a courtesy message (automation.courtesy); "
+            "there is no waiver to take back"
+        )
+    if waiver.via is not WaiverVia.COMMAND:
+        raise Refused(
+            f"{key}: waived by the waive {waiver.via} in mailbox {waiver.by}; a {waiver.via} "
+            "waiver lasts while the mail carries it: take the keyword off, or the copy out "
+            "of the folder"
+        )
+    store.remove_waivers(set(request.messages))
+    # no table keeps taken-back waivers: the log is the record of who took it back, and why
+    log.info(
+        "waiver of %s taken back by %s at %s: %s",
+        request.opened_by,
+        by or getpass.getuser(),
+        now.isoformat(),
+        reason or "no reason given",
+    )
+    return _evaluated(settings, store, key, now)
+
+
+def _client_message_key(settings: Settings, store: Store, message_id: str) -> str:
     key = normalise_message_id(message_id)
     found = store.messages_by_keys([key])
     if not found:
@@ -207,13 +274,20 @@ def waive(
     role = Directory(settings.policy).role(found[0].from_addr)
     if role is not Role.CLIENT:
         raise UnknownMessage(f"{key} is not a client message (it is {role.value} mail)")
-    waiver = Waiver(key, by=f"command line ({getpass.getuser()})", seen_at=now, reason=reason)
-    store.add_waiver(waiver)
+    return key
+
+
+def _request_holding(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
     evaluation = evaluate_subset(settings, store, closure(store, {key}, settings.policy), now)
+    return next((r for r in evaluation.requests if key in r.messages), None)
+
+
+def _evaluated(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
+    """The request of `key` after a change to its waivers, stored unless `now` is past."""
+    request = _request_holding(settings, store, key, now)
     if not is_historical(store, now):
         refresh_requests(settings, store, now)
-    request = next((r for r in evaluation.requests if key in r.messages), None)
-    return waiver, request
+    return request
 
 
 @dataclass(frozen=True)

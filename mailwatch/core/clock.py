@@ -31,6 +31,7 @@ from mailwatch.core.model import (
     Status,
     Tier,
     Waiver,
+    WaiverVia,
 )
 from mailwatch.core.responsibility import AbsenceIndex, infer_absences, responsible_for
 from mailwatch.core.times import arrival, copy_arrival, sent_at
@@ -231,10 +232,17 @@ class _Open:
     responsible: tuple[str, ...]
     messages: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    waiver: Waiver | None = None  # the earliest waiver of any of its client messages
+    waived_at: datetime | None = None  # from then on it is closed: later mail is not its own
 
     @property
     def deadline(self) -> datetime:
         return self.proposal.deadline
+
+    def ends_at(self, policy: Policy) -> datetime:
+        """When it closes unless answered first: waived, or expired unanswered."""
+        expiry = self.deadline + policy.request_expiry
+        return min(expiry, self.waived_at) if self.waived_at else expiry
 
 
 def _ordered(thread: list[Message], classes: dict[str, Classification]) -> list[Message]:
@@ -277,11 +285,11 @@ def _waiver_for(message: Message, waivers: dict[str, Waiver]) -> Waiver | None:
     if not flagged:
         return None
     first = min(flagged, key=lambda c: (c.waive_seen_at is None, c.waive_seen_at))
-    how = "keyword" if first.waive_keyword else "waive folder"
+    via = WaiverVia.KEYWORD if first.waive_keyword else WaiverVia.FOLDER
     arrived = arrival(message)
     seen = first.waive_seen_at or (arrived[0] if arrived else None)
     assert seen is not None  # only timed messages reach the request walk
-    return Waiver(message.key, by=f"{how} in {first.mailbox}/{first.folder}", seen_at=seen)
+    return Waiver(message.key, by=first.mailbox, seen_at=seen, via=via)
 
 
 @dataclass
@@ -338,7 +346,7 @@ def _finish(
         message, c = answer
         assert c.at is not None
         response = on_clock(proposal.clock, proposal.hours, request.received_at, c.at)
-        return replace(
+        answered = replace(
             unanswered,
             status=Status.MET if response <= target else Status.BREACHED,
             answered_by=message.key,
@@ -347,6 +355,10 @@ def _finish(
             response_seconds=response,
             elapsed_seconds=response,
             closed_at=c.at,
+        )
+        # a forced waiver: the answer stays visible, the figures leave it out
+        return (
+            answered if waiver is None else replace(answered, status=Status.WAIVED, waiver=waiver)
         )
     end = min(now, closed_at) if closed_at else now
     elapsed = on_clock(proposal.clock, proposal.hours, request.received_at, end)
@@ -383,8 +395,9 @@ def _requests_of_thread(thread_id: str, thread: list[Message], ctx: _Context) ->
         for message in ordered:
             _step(chain, message, thread_id, ctx)
         if chain.open is not None:
-            expiry = chain.open.deadline + ctx.policy.request_expiry
-            _close(chain, now=ctx.now, closed_at=expiry if expiry <= ctx.now else None)
+            ends = chain.open.ends_at(ctx.policy)
+            closed_at = ends if ends <= ctx.now else None
+            _close(chain, now=ctx.now, waiver=chain.open.waiver, closed_at=closed_at)
         results.extend(chain.done)
     return results
 
@@ -392,11 +405,10 @@ def _requests_of_thread(thread_id: str, thread: list[Message], ctx: _Context) ->
 def _step(chain: _Chain, message: Message, thread_id: str, ctx: _Context) -> None:
     c = ctx.classes[message.key]
     assert c.at is not None
-    if chain.open is not None:
-        expiry = chain.open.deadline + ctx.policy.request_expiry
-        if expiry <= c.at:
-            chain.open.notes.append(f"closed unanswered at {expiry:%Y-%m-%d %H:%M}Z (expiry)")
-            _close(chain, now=ctx.now, closed_at=expiry)
+    if chain.open is not None and (ends := chain.open.ends_at(ctx.policy)) <= c.at:
+        if ends != chain.open.waived_at:
+            chain.open.notes.append(f"closed unanswered at {ends:%Y-%m-%d %H:%M}Z (expiry)")
+        _close(chain, now=ctx.now, waiver=chain.open.waiver, closed_at=ends)
     if c.automated is not None:
         return
     if c.role is Role.CLIENT and c.account == chain.account:
@@ -432,6 +444,7 @@ def _client_message(
                 by="mailwatch (courtesy)",
                 seen_at=c.at,
                 reason="only thanks or acknowledges an answer",
+                via=WaiverVia.COURTESY,
             )
             _close(chain, now=now, waiver=courtesy, closed_at=c.at)
             return
@@ -447,8 +460,15 @@ def _client_message(
     chain.open.messages.append(message.key)
     waiver = _waiver_for(message, ctx.waivers)
     if waiver is not None:
-        chain.open.notes.append(f"waived by {waiver.by}")
-        _close(chain, now=now, waiver=waiver, closed_at=c.at)
+        _waive(chain.open, waiver, max(waiver.seen_at, c.at))
+
+
+def _waive(request: _Open, waiver: Waiver, waived_at: datetime) -> None:
+    """The request is waived: every client message of it up to `waived_at`, whichever was
+    marked; the earliest waiver of its messages is the one that counts."""
+    request.notes.append(f"{waiver.message_key} waived ({waiver.via}) by {waiver.by}")
+    if request.waived_at is None or waived_at < request.waived_at:
+        request.waiver, request.waived_at = waiver, waived_at
 
 
 def _staff_message(
@@ -467,7 +487,17 @@ def _staff_message(
     if c.at >= request.received_at or quotes & set(request.messages):
         request.notes.append(f"answered by {c.responder} with {message.key}")
         chain.answered_before = True
-        _close(chain, now=now, answer=(message, c))
+        _close(chain, now=now, answer=(message, c), waiver=_after_the_answer(request))
+
+
+def _after_the_answer(request: _Open) -> Waiver | None:
+    """A waiver made after the answer counts only from `waive --force` (the command refuses
+    otherwise): a keyword or folder copy on old mail must not hide how it was answered."""
+    waiver = request.waiver
+    if waiver is None or waiver.via is WaiverVia.COMMAND:
+        return waiver
+    request.notes.append(f"the {waiver.via} waiver came after the answer: the answer stands")
+    return None
 
 
 def status_as_of(request: Request, policy: Policy, now: datetime) -> Request:

@@ -104,14 +104,25 @@ class Message:
         return frozenset(people)
 
 
+class WaiverVia(StrEnum):
+    """How a waiver was made: the waive keyword or folder (IMAP), `waive`, or courtesy."""
+
+    KEYWORD = "keyword"
+    FOLDER = "folder"
+    COMMAND = "command"
+    COURTESY = "courtesy"
+
+
 @dataclass(frozen=True)
 class Waiver:
-    """A person's "no reply needed" on one client message (command line or IMAP)."""
+    """A "no reply needed" on one client message; it covers the whole request of that
+    message, up to `seen_at` (response-clock.md, Decisions 1)."""
 
     message_key: str
-    by: str  # who or what made it: "keyword $NoReplyNeeded in alice/INBOX", "cli: root"
-    seen_at: datetime
+    by: str  # who made it: the `--by` or login name; for a keyword or folder the mailbox
+    seen_at: datetime  # when it was made, or first seen by a poll
     reason: str = ""
+    via: WaiverVia = WaiverVia.COMMAND
 
 
 # ---------------------------------------------------------------- the agency

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, case, delete, func, select, update
 
 from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Waiver
@@ -212,6 +212,13 @@ class MessageStore(Database):
                 )
             )
             _mark_dirty(conn, MESSAGES.c.key == waiver.message_key)
+
+    def remove_waivers(self, keys: set[str]) -> int:
+        """Take back the command waivers of these messages (`unwaive`); how many there were."""
+        with writing(self.engine) as conn:
+            removed = conn.execute(delete(WAIVERS).where(WAIVERS.c.message_key.in_(keys)))
+            _mark_dirty(conn, MESSAGES.c.key.in_(keys))
+        return removed.rowcount
 
     def waivers(self) -> list[Waiver]:
         query = select(WAIVERS).order_by(WAIVERS.c.seen_at, WAIVERS.c.id)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, RowMapping, Select, Text, cast
 
-from mailwatch.core.model import ClockKind, Copy, Message, Request, Status, Waiver
+from mailwatch.core.model import ClockKind, Copy, Message, Request, Status, Waiver, WaiverVia
 from mailwatch.store.tables import COPIES, REQUESTS
 
 # ---------------------------------------------------------------- messages
@@ -104,6 +104,7 @@ def request_row(request: Request, evaluated_at: datetime) -> dict[str, Any]:
             "by": waiver.by,
             "seen_at": waiver.seen_at.astimezone(UTC).isoformat(),
             "reason": waiver.reason,
+            "via": waiver.via.value,
         },
         "notes": list(request.notes),
         "evaluated_at": evaluated_at,
@@ -153,6 +154,16 @@ def _request(row: RowMapping, repeated: Callable[[str], Any]) -> Request:
             by=waiver["by"],
             seen_at=datetime.fromisoformat(waiver["seen_at"]),
             reason=waiver["reason"],
+            via=WaiverVia(waiver["via"]) if "via" in waiver else _via_from_by(waiver["by"]),
         ),
         notes=tuple(json.loads(row["notes"])),
     )
+
+
+def _via_from_by(by: str) -> WaiverVia:
+    """How a waiver stored before `via` was kept was made: its `by` said it."""
+    if by.startswith("keyword"):
+        return WaiverVia.KEYWORD
+    if by.startswith("waive folder"):
+        return WaiverVia.FOLDER
+    return WaiverVia.COURTESY if by == "mailwatch (courtesy)" else WaiverVia.COMMAND

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from mailwatch.core.clock import evaluate
-from mailwatch.core.model import ClockKind, Copy, Status, Waiver
+from mailwatch.core.model import ClockKind, Copy, Status, Waiver, WaiverVia
 from tests.core.factory import at, business_policy, client, leave, policy, staff
 
 H = 3600
@@ -226,7 +226,8 @@ def test_the_waive_keyword_on_a_copy_waives_and_the_next_client_message_opens_a_
         client("c2", at(1, 9), subject="Re: Homepage banner", refs=("<c1>",)),
     ]
     first, second = evaluate(messages, policy(), now=at(1, 10)).requests
-    assert first.status is Status.WAIVED and "keyword" in first.waiver.by
+    assert first.status is Status.WAIVED
+    assert (first.waiver.via, first.waiver.by) == (WaiverVia.KEYWORD, "alice")
     assert (second.opened_by, second.status) == ("<c2>", Status.OPEN)
 
 

@@ -222,10 +222,9 @@ def test_explain_shows_who_waived_a_request_how_when_and_why(agency, capsys):
     assert waived[0] == 0
     code, out, _ = explain(capsys, "<g2@globex.example>")
     assert code == 0
-    assert (
-        f"waived (no reply needed) by command line ({getpass.getuser()}) on 2026-11-20 09:00, "
-        "reason: they phoned"
-    ) in out
+    waiver_line = next(line for line in out.splitlines() if "waived (no reply needed)" in line)
+    assert f"via command by {getpass.getuser()} on 2026-11-20 09:00" in waiver_line
+    assert waiver_line.endswith("reason: they phoned")
 
 
 def test_explain_finds_a_conversation_by_its_subject_in_any_case(agency, capsys):

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from mailwatch.config import Settings
-from mailwatch.core.model import Account, Policy, StaffMember, Status
+from mailwatch.core.model import Account, Policy, StaffMember, Status, WaiverVia
 from mailwatch.requests_as_of import current_requests
 from mailwatch.sync import poll_all
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
@@ -80,4 +80,7 @@ def test_the_waive_keyword_set_by_a_person_waives_the_request(dovecot, store, tm
     (request,) = current_requests(settings, store, NOW)
 
     assert request.status is Status.WAIVED
-    assert "keyword" in request.waiver.by
+    assert (request.waiver.via, request.waiver.by) == (
+        WaiverVia.KEYWORD,
+        settings.mailboxes[0].name,
+    )
