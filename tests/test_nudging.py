@@ -268,3 +268,24 @@ def test_a_dry_run_says_who_would_get_what_and_sends_and_claims_nothing(
     assert "would send to alice@rouge.example" in text
     assert "would send to bob@rouge.example" in text
     assert "warning: 7h 12m of 8h elapsed" in text
+
+
+def test_a_nudge_for_a_client_citing_a_reply_never_seen_says_how_to_record_it(smtp_server, store):
+    add(
+        store,
+        client(STANDARD[1:-1], at(0, 9), "Homepage banner"),
+        client(
+            "chaser@acme.example",
+            at(0, 11),
+            "Re: Homepage banner",
+            refs=(STANDARD, "<r@rouge.example>"),
+        ),
+        client("other@acme.example", at(0, 9), "Logo files"),
+    )
+    send_due_nudges(settings_for(smtp_server), store, at(0, 15))
+    (mail,) = smtp_server.messages
+    text = mail.message.get_body(("plain",)).get_content()
+    html = mail.message.get_body(("html",)).get_content()
+    hint = "A reply may have been sent from another mailbox: record it with"
+    assert text.count(hint) == 1 and html.count(hint) == 1
+    assert f"mailwatch answered '{STANDARD}' --at DATE" in text

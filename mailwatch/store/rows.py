@@ -107,6 +107,8 @@ def request_row(request: Request, evaluated_at: datetime) -> dict[str, Any]:
         },
         "notes": list(request.notes),
         "evaluated_at": evaluated_at,
+        "answered_via": request.answered_via,
+        "reply_possibly_unseen": request.reply_possibly_unseen,
     }
 
 
@@ -155,4 +157,6 @@ def _request(row: RowMapping, repeated: Callable[[str], Any]) -> Request:
             reason=waiver["reason"],
         ),
         notes=tuple(json.loads(row["notes"])),
+        answered_via=row["answered_via"],
+        reply_possibly_unseen=row["reply_possibly_unseen"],
     )
