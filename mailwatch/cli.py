@@ -15,13 +15,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, time
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import DBAPIError
 
-from mailwatch import __version__, evaluation, output, services
+from mailwatch import __version__, cli_answers, evaluation, output, services
+from mailwatch.arguments import UsageError, parse_instant
 from mailwatch.bootstrap import (
     DatabaseProblem,
     SchemaMismatch,
@@ -40,29 +41,6 @@ from mailwatch.store.repository import QuarantinedMessage, Store
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- argument types
-
-
-def parse_instant(text: str, timezone: str) -> datetime:
-    """`YYYY-MM-DD` is midnight in the agency's timezone; an ISO instant without zone is too."""
-    try:
-        if len(text) == 10:
-            day = datetime.strptime(text, "%Y-%m-%d").date()
-            return datetime.combine(day, time(0), ZoneInfo(timezone)).astimezone(UTC)
-        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 instant (2026-11-27T09:00Z)"
-        ) from None
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=ZoneInfo(timezone))
-    return instant.astimezone(UTC)
 
 
 def _now(args: argparse.Namespace, settings: Settings) -> datetime:
@@ -584,6 +562,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     for option, metavar, shows in REPORT_FILTERS:
         sub.add_argument(option, metavar=metavar, action="append", default=[], help=shows)
     add_record_commands(command, _now)
+    cli_answers.add_commands(command)
     sub = command(
         "explain", cmd_explain, "show why: the thread of a message and what counted", now=True
     )

@@ -24,7 +24,15 @@ from mailwatch.core.addresses import Directory
 from mailwatch.core.automated import is_out_of_office
 from mailwatch.core.clock import Evaluation, classify, evaluate, people_seen_sending, threads_of
 from mailwatch.core.conversations import is_generic_subject
-from mailwatch.core.model import Absence, Classification, Message, Policy, Role, Waiver
+from mailwatch.core.model import (
+    Absence,
+    Classification,
+    Message,
+    Policy,
+    RecordedAnswer,
+    Role,
+    Waiver,
+)
 from mailwatch.privacy_policy import UNRELATED_MAIL
 from mailwatch.store.repository import Store
 
@@ -293,11 +301,14 @@ class MailContext:
     people: frozenset[str]  # staff seen sending human mail from a Sent folder
     absences: list[Absence]
     waivers: list[Waiver]
+    recorded_answers: list[RecordedAnswer]
 
 
 def mail_context(settings: Settings, store: Store, now: datetime) -> MailContext:
     absences = store_absences(store, settings.policy, datetime.min.replace(tzinfo=UTC), now)
-    return MailContext(frozenset(store.people()), absences, store.waivers())
+    return MailContext(
+        frozenset(store.people()), absences, store.waivers(), store.recorded_answers()
+    )
 
 
 def evaluate_subset(
@@ -317,6 +328,7 @@ def evaluate_subset(
         context.waivers,
         known_people=context.people,
         absences=context.absences,
+        recorded_answers=context.recorded_answers,
     )
 
 

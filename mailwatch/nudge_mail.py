@@ -97,6 +97,8 @@ def _item(nudge: Nudge, opener: Message | None, zone: ZoneInfo, now: datetime) -
         "reasons": list(nudge.reasons),
         "message_id": request.opened_by,
         "waive_command": f"mailwatch waive {shlex.quote(request.opened_by)}",
+        "reply_possibly_unseen": request.reply_possibly_unseen,
+        "answered_command": f"mailwatch answered {shlex.quote(request.opened_by)} --at DATE",
     }
 
 

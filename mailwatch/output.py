@@ -89,6 +89,8 @@ def request_json(request: Request) -> dict[str, object]:
         "clock": request.clock.value,
         "elapsed_seconds": request.elapsed_seconds,
         "waiver": None if request.waiver is None else _waiver_json(request.waiver),
+        "answered_via": request.answered_via,
+        "reply_possibly_unseen": request.reply_possibly_unseen,
     }
 
 
@@ -135,8 +137,14 @@ def requests_document(generated_at: datetime, requests: Sequence[Request], **ext
 
 CSV_FIELDS = (
     "account thread subject opened_by received_at answered_by answered_at responder "
-    "response_seconds tier target_seconds deadline responsible status"
+    "response_seconds tier target_seconds deadline responsible status answered_via"
 ).split()
+# In the Status column of a table, then explained under it.
+POSSIBLY_UNSEEN_MARK = "*"
+POSSIBLY_UNSEEN_HINT = (
+    f"{POSSIBLY_UNSEEN_MARK} the client cites a staff email mailwatch has not seen. A reply may "
+    "have been sent from another mailbox: record it with `mailwatch answered MESSAGE_ID --at DATE`"
+)
 
 
 def requests_csv(requests: Sequence[Request]) -> str:
@@ -172,14 +180,25 @@ def requests_table(requests: Sequence[Request], timezone: str) -> str:
             taken = human_duration(r.response_seconds)
         else:
             taken = f"({human_duration(r.elapsed_seconds)})"
+        status = r.status.value + (POSSIBLY_UNSEEN_MARK if r.reply_possibly_unseen else "")
         lines.append(
             f"{r.received_at.astimezone(zone):%Y-%m-%d %H:%M}  {_cell(r.account, 14):14}  "
-            f"{_cell(r.subject or '(no subject)', 30):30}  {r.status.value:8}  {taken:11}  "
-            f"{human_duration(r.target_seconds):7}  {answers_for:{width}}  {r.responder or '-'}"
+            f"{_cell(r.subject or '(no subject)', 30):30}  {status:8}  {taken:11}  "
+            f"{human_duration(r.target_seconds):7}  {answers_for:{width}}  {_who(r)}"
         )
     lines.append("")
     lines.append(summary_line(requests))
+    if any(r.reply_possibly_unseen for r in requests):
+        lines.append(POSSIBLY_UNSEEN_HINT)
     return "\n".join(lines)
+
+
+def _who(request: Request) -> str:
+    """Who answered; how, when it was not by email."""
+    via = request.answered_via
+    if via is None or via == "email":
+        return request.responder or "-"
+    return f"{request.responder or '?'} ({via})"
 
 
 def summary_line(requests: Sequence[Request]) -> str:
@@ -245,6 +264,8 @@ def explanation_text(found: Explanation, timezone: str) -> str:
                 f"{r.waiver.seen_at.astimezone(zone):%Y-%m-%d %H:%M}{warnings}, reason: "
                 f"{r.waiver.reason or '(none given)'}"
             )
+        if r.reply_possibly_unseen:
+            lines.append(f"  {POSSIBLY_UNSEEN_HINT.removeprefix(POSSIBLY_UNSEEN_MARK).strip()}")
         lines.extend(f"  - {note}" for note in r.notes)
     return "\n".join(lines)
 

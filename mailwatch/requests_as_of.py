@@ -96,6 +96,7 @@ def _as_known_at(request: Request, now: datetime) -> Request:
             request,
             answered_at=None,
             answered_by=None,
+            answered_via=None,
             responder=None,
             response_seconds=None,
             status=Status.OPEN,
@@ -109,4 +110,6 @@ def evaluate_store(settings: Settings, store: Store, now: datetime) -> Evaluatio
     """The clock over all mail that had arrived at `now`, from scratch: the exact answer
     for an instant in the past (`--now` before the last evaluation)."""
     arrived = store.load_messages(arrived_before=now + timedelta(seconds=1))
-    return evaluate(arrived, settings.policy, now, store.waivers())
+    return evaluate(
+        arrived, settings.policy, now, store.waivers(), recorded_answers=store.recorded_answers()
+    )

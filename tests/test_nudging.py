@@ -340,3 +340,24 @@ def test_the_heads_copy_names_who_is_responsible_and_the_reminders_sent_and_asks
         assert "reply to the client" not in part
     for part in parts(to_alice):
         assert "reply to the client" in part and "Reminders already sent" not in part
+
+
+def test_a_nudge_for_a_client_citing_a_reply_never_seen_says_how_to_record_it(smtp_server, store):
+    add(
+        store,
+        client(STANDARD[1:-1], at(0, 9), "Homepage banner"),
+        client(
+            "chaser@acme.example",
+            at(0, 11),
+            "Re: Homepage banner",
+            refs=(STANDARD, "<r@rouge.example>"),
+        ),
+        client("other@acme.example", at(0, 9), "Logo files"),
+    )
+    send_due_nudges(settings_for(smtp_server), store, at(0, 15))
+    (mail,) = smtp_server.messages
+    text = mail.message.get_body(("plain",)).get_content()
+    html = mail.message.get_body(("html",)).get_content()
+    hint = "A reply may have been sent from another mailbox: record it with"
+    assert text.count(hint) == 1 and html.count(hint) == 1
+    assert f"mailwatch answered '{STANDARD}' --at DATE" in text

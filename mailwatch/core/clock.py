@@ -18,6 +18,7 @@ from mailwatch.core.addresses import Directory
 from mailwatch.core.automated import automation_reason
 from mailwatch.core.calendar import business_seconds, instant_after
 from mailwatch.core.conversations import thread_messages
+from mailwatch.core.correspondents import unknown_correspondents, unlisted_senders
 from mailwatch.core.model import (
     Absence,
     BusinessHours,
@@ -26,6 +27,7 @@ from mailwatch.core.model import (
     Copy,
     Message,
     Policy,
+    RecordedAnswer,
     Request,
     Role,
     Status,
@@ -35,6 +37,7 @@ from mailwatch.core.model import (
 )
 from mailwatch.core.responsibility import AbsenceIndex, infer_absences, responsible_for
 from mailwatch.core.times import arrival, copy_arrival, sent_at
+from mailwatch.core.unseen import with_unseen_replies
 
 STANDARD_TIER = "standard"
 
@@ -234,6 +237,7 @@ class _Open:
     notes: list[str] = field(default_factory=list)
     waiver: Waiver | None = None  # the earliest waiver of any of its client messages
     waived_at: datetime | None = None  # from then on it is closed: later mail is not its own
+    recorded_answer: RecordedAnswer | None = None  # given outside email, not yet reached
 
     @property
     def deadline(self) -> datetime:
@@ -351,6 +355,7 @@ def _finish(
             status=Status.MET if response <= target else Status.BREACHED,
             answered_by=message.key,
             answered_at=c.at,
+            answered_via="email",
             responder=c.responder,
             response_seconds=response,
             elapsed_seconds=response,
@@ -378,6 +383,7 @@ class _Context:
     waivers: dict[str, Waiver]
     absences: AbsenceIndex
     now: datetime
+    recorded_answers: dict[str, RecordedAnswer] = field(default_factory=dict)
 
 
 def _requests_of_thread(thread_id: str, thread: list[Message], ctx: _Context) -> list[Request]:
@@ -394,6 +400,7 @@ def _requests_of_thread(thread_id: str, thread: list[Message], ctx: _Context) ->
         chain = _Chain(account)
         for message in ordered:
             _step(chain, message, thread_id, ctx)
+        _answer_recorded_by(chain, ctx.now, ctx)
         if chain.open is not None:
             ends = chain.open.ends_at(ctx.policy)
             closed_at = ends if ends <= ctx.now else None
@@ -405,6 +412,7 @@ def _requests_of_thread(thread_id: str, thread: list[Message], ctx: _Context) ->
 def _step(chain: _Chain, message: Message, thread_id: str, ctx: _Context) -> None:
     c = ctx.classes[message.key]
     assert c.at is not None
+    _answer_recorded_by(chain, c.at, ctx)
     if chain.open is not None and (ends := chain.open.ends_at(ctx.policy)) <= c.at:
         if ends != chain.open.waived_at:
             chain.open.notes.append(f"closed unanswered at {ends:%Y-%m-%d %H:%M}Z (expiry)")
@@ -413,6 +421,7 @@ def _step(chain: _Chain, message: Message, thread_id: str, ctx: _Context) -> Non
         return
     if c.role is Role.CLIENT and c.account == chain.account:
         _client_message(chain, message, c, thread_id, ctx)
+        _take_recorded_answer(chain, message.key, ctx)
     elif c.role is Role.STAFF and chain.open is not None:
         _staff_message(chain, message, c, ctx.directory, ctx.now)
 
@@ -500,6 +509,55 @@ def _after_the_answer(request: _Open) -> Waiver | None:
     return None
 
 
+def _take_recorded_answer(chain: _Chain, key: str, ctx: _Context) -> None:
+    """A recorded answer on this client message answers its request, when it was given
+    after the request opened; the earliest of several counts."""
+    request, answer = chain.open, ctx.recorded_answers.get(key)
+    if request is None or answer is None:
+        return
+    if answer.at < request.received_at:
+        request.notes.append(f"answer recorded on {key} predates this request: ignored")
+    elif request.recorded_answer is None or answer.at < request.recorded_answer.at:
+        request.recorded_answer = answer
+
+
+def _answer_recorded_by(chain: _Chain, until: datetime, ctx: _Context) -> None:
+    """Close the open request with its recorded answer if that was given by `until` (and
+    before the request expired: then it had closed unanswered already)."""
+    request = chain.open
+    answer = request.recorded_answer if request is not None else None
+    if request is None or answer is None or answer.at > until:
+        return
+    if answer.at >= request.ends_at(ctx.policy):  # it had closed: expired, or waived
+        return
+    who = f" by {answer.responder}" if answer.responder else ""
+    note = f": {answer.note}" if answer.note else ""
+    request.notes.append(
+        f"answered{who} by {answer.via} at {answer.at:%Y-%m-%d %H:%M}Z, recorded by "
+        f"{answer.recorded_by} on {answer.recorded_at:%Y-%m-%d %H:%M}Z{note}"
+    )
+    chain.answered_before = True
+    chain.done.append(_answered_outside_email(request, answer, ctx.now))
+    chain.open = None
+
+
+def _answered_outside_email(request: _Open, answer: RecordedAnswer, now: datetime) -> Request:
+    """The request measured to a recorded answer, as to a staff email sent at that instant."""
+    proposal = request.proposal
+    unanswered = _finish(request, now=now)
+    response = on_clock(proposal.clock, proposal.hours, request.received_at, answer.at)
+    return replace(
+        unanswered,
+        status=Status.MET if response <= unanswered.target_seconds else Status.BREACHED,
+        answered_at=answer.at,
+        answered_via=answer.via,
+        responder=answer.responder,
+        response_seconds=response,
+        elapsed_seconds=response,
+        closed_at=answer.at,
+    )
+
+
 def status_as_of(request: Request, policy: Policy, now: datetime) -> Request:
     """A stored request's status at a later `now`: time passes for unanswered requests.
 
@@ -536,12 +594,14 @@ def evaluate(
     *,
     known_people: frozenset[str] = frozenset(),
     absences: Sequence[Absence] | None = None,
+    recorded_answers: Iterable[RecordedAnswer] = (),
 ) -> Evaluation:
     """Every request in these messages, with its status as of `now`.
 
     Given whole threads (every message linked to them), the result for those threads
     is the same as over all mail, provided `known_people` and `absences` describe the
     rest of the mail: that is how the store re-evaluates only what new mail touches.
+    `recorded_answers` made, or given, after `now` are not known yet.
     """
     directory = Directory(policy)
     known = [m for m in (_as_of(m, now) for m in merge_copies(messages)) if m is not None]
@@ -561,9 +621,13 @@ def evaluate(
         threads.setdefault(threading.thread_of[message.key], []).append(message)
     current_waivers = {w.message_key: w for w in waivers if w.seen_at <= now}
     requests = []
-    ctx = _Context(policy, directory, classes, current_waivers, AbsenceIndex(absences), now)
+    known_answers = {a.message_key: a for a in recorded_answers if a.known_at(now) and a.at <= now}
+    ctx = _Context(
+        policy, directory, classes, current_waivers, AbsenceIndex(absences), now, known_answers
+    )
     for thread_id in sorted(threads):
         requests.extend(_requests_of_thread(thread_id, threads[thread_id], ctx))
+    requests = with_unseen_replies(requests, timed, policy.agency_domains)
     requests.sort(key=lambda r: (r.received_at, r.opened_by, r.account))
     return Evaluation(
         now=now,
@@ -573,8 +637,8 @@ def evaluate(
         absences=tuple(absences),
         people=people,
         untimed=untimed,
-        unlisted_senders=_unlisted_senders(timed, classes, directory),
-        unknown_correspondents=_unknown_correspondents(timed, classes, directory),
+        unlisted_senders=unlisted_senders(timed, classes, directory),
+        unknown_correspondents=unknown_correspondents(timed, classes, directory),
     )
 
 
@@ -604,37 +668,3 @@ def threads_of(messages: Iterable[Message], policy: Policy, now: datetime) -> li
 
 def _accounts_of(directory: Directory) -> Callable[[Message], frozenset[str]]:
     return lambda m: frozenset(directory.accounts_addressed(tuple(m.participants)))
-
-
-def _unlisted_senders(
-    messages: Sequence[Message], classes: dict[str, Classification], directory: Directory
-) -> tuple[str, ...]:
-    found = set()
-    for message in messages:
-        c = classes[message.key]
-        if (
-            c.role is Role.STAFF
-            and c.automated is None
-            and not c.can_answer
-            and c.responder
-            and directory.accounts_addressed(message.recipients)
-        ):
-            found.add(c.responder)
-    return tuple(sorted(found))
-
-
-def _unknown_correspondents(
-    messages: Sequence[Message], classes: dict[str, Classification], directory: Directory
-) -> tuple[str, ...]:
-    by_key = {m.key: m for m in messages}
-    found = set()
-    for message in messages:
-        c = classes[message.key]
-        if c.role is not Role.STAFF or c.automated is not None:
-            continue
-        for ref in message.in_reply_to:
-            parent = by_key.get(ref)
-            if parent and classes[ref].role is Role.OTHER and classes[ref].automated is None:
-                if parent.from_addr:
-                    found.add(parent.from_addr)
-    return tuple(sorted(found))

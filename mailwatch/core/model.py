@@ -125,6 +125,29 @@ class Waiver:
     via: WaiverVia = WaiverVia.COMMAND
 
 
+ANSWER_CHANNELS = ("phone", "meeting", "chat", "other")
+
+
+@dataclass(frozen=True)
+class RecordedAnswer:
+    """An answer given outside email (`mailwatch answered`): it answers the request of
+    `message_key`, a client message, at `at`, like a staff email sent then."""
+
+    message_key: str
+    at: datetime
+    via: str  # one of ANSWER_CHANNELS
+    responder: str | None  # the staff member who answered (`--by`), when named
+    recorded_by: str  # `--by`, else the login name of who ran the command
+    recorded_at: datetime
+    note: str = ""
+    withdrawn_at: datetime | None = None  # taken back (`mailwatch unanswered`) then
+    withdrawn_by: str | None = None
+
+    def known_at(self, now: datetime) -> bool:
+        """Recorded, and not yet taken back, as of `now`."""
+        return self.recorded_at <= now and (self.withdrawn_at is None or self.withdrawn_at > now)
+
+
 # ---------------------------------------------------------------- the agency
 
 
@@ -281,6 +304,8 @@ class Request:
     closed_at: datetime | None = None  # answered, waived, or expired unanswered
     waiver: Waiver | None = None
     notes: tuple[str, ...] = ()  # the reasons behind the decisions, for `explain`
+    answered_via: str | None = None  # "email", or an ANSWER_CHANNELS value of a RecordedAnswer
+    reply_possibly_unseen: bool = False  # a client message cites staff-looking mail never seen
 
 
 @dataclass(frozen=True)

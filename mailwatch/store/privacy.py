@@ -37,6 +37,7 @@ from mailwatch.store.tables import (
     MESSAGES,
     PEOPLE,
     QUARANTINE,
+    RECORDED_ANSWERS,
     REFERENCES,
     REQUESTS,
     RETENTION,
@@ -315,13 +316,15 @@ def _quarantine_naming(conn: Connection, address: str) -> list[Row[Any]]:
 
 
 def _delete_messages(conn: Connection, doomed: dict[int, str]) -> None:
-    """Delete these messages (row id -> key) with their references, copies and waivers."""
+    """Delete these messages (row id -> key) with their references, copies, waivers and
+    recorded answers."""
     for chunk in chunks(sorted(doomed)):
         conn.execute(delete(REFERENCES).where(REFERENCES.c.message_id.in_(chunk)))
         conn.execute(delete(COPIES).where(COPIES.c.message_id.in_(chunk)))
         conn.execute(delete(MESSAGES).where(MESSAGES.c.id.in_(chunk)))
     for keys in chunks(sorted(doomed.values())):
         conn.execute(delete(WAIVERS).where(WAIVERS.c.message_key.in_(keys)))
+        conn.execute(delete(RECORDED_ANSWERS).where(RECORDED_ANSWERS.c.message_key.in_(keys)))
 
 
 def _forget_claims(conn: Connection, address: str, tokens: dict[str, str]) -> int:

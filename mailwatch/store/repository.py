@@ -1,13 +1,14 @@
 """The store: core dataclasses in and out of SQLite or PostgreSQL.
 
 `Store` gathers the store's parts, one concern each: the database itself (`db`), stored
-mail (`messages`), what the evaluation reads and writes (`evaluation`), coordination
-between processes (`coordination`), privacy (`privacy`) and the figures sent digests and
-client reports showed (`figures`).  Callers import from here.
+mail (`messages`), answers given outside email (`answers`), what the evaluation reads and
+writes (`evaluation`), coordination between processes (`coordination`), privacy (`privacy`)
+and the figures sent digests and client reports showed (`figures`).  Callers import from here.
 """
 
 from __future__ import annotations
 
+from mailwatch.store.answers import AnswerStore
 from mailwatch.store.coordination import Claim, CoordinationStore, LoginRefusal, SyncState
 from mailwatch.store.db import CHUNK
 from mailwatch.store.evaluation import EvaluationStore
@@ -30,5 +31,7 @@ __all__ = [
 ]
 
 
-class Store(MessageStore, EvaluationStore, CoordinationStore, PrivacyStore, FiguresStore):
+class Store(
+    MessageStore, AnswerStore, EvaluationStore, CoordinationStore, PrivacyStore, FiguresStore
+):
     """One database of mailwatch's: every part of the store on the same engine."""

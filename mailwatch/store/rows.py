@@ -108,6 +108,8 @@ def request_row(request: Request, evaluated_at: datetime) -> dict[str, Any]:
         },
         "notes": list(request.notes),
         "evaluated_at": evaluated_at,
+        "answered_via": request.answered_via,
+        "reply_possibly_unseen": request.reply_possibly_unseen,
     }
 
 
@@ -157,6 +159,8 @@ def _request(row: RowMapping, repeated: Callable[[str], Any]) -> Request:
             via=WaiverVia(waiver["via"]) if "via" in waiver else _via_from_by(waiver["by"]),
         ),
         notes=tuple(json.loads(row["notes"])),
+        answered_via=row["answered_via"],
+        reply_possibly_unseen=row["reply_possibly_unseen"],
     )
 
 

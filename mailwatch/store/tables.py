@@ -173,6 +173,24 @@ class WaiverRow(SQLModel, table=True):
     reason: str = ""
 
 
+class RecordedAnswerRow(SQLModel, table=True):
+    """An answer given outside email (`mailwatch answered`), one per client message."""
+
+    __tablename__ = "recorded_answer"
+    __table_args__ = (UniqueConstraint("message_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_key: str
+    answered_at: datetime
+    via: str
+    responder: str | None = None
+    recorded_by: str
+    recorded_at: datetime
+    note: str = ""
+    withdrawn_at: datetime | None = None
+    withdrawn_by: str | None = None
+
+
 class RequestRow(SQLModel, table=True):
     """A computed request; kept when retention deletes the messages behind it."""
 
@@ -200,6 +218,8 @@ class RequestRow(SQLModel, table=True):
     waiver: dict[str, str] | None = Field(default=None, sa_type=JSON)
     notes: list[str] = Field(default_factory=list, sa_type=JSON)
     evaluated_at: datetime
+    answered_via: str | None = None
+    reply_possibly_unseen: bool = False
 
 
 class RetentionRow(SQLModel, table=True):
@@ -293,6 +313,7 @@ STATE: Table = SQLModel.metadata.tables["mailwatch_state"]
 COPIES: Table = SQLModel.metadata.tables["message_copy"]
 CHECKPOINTS: Table = SQLModel.metadata.tables["checkpoint"]
 WAIVERS: Table = SQLModel.metadata.tables["waiver"]
+RECORDED_ANSWERS: Table = SQLModel.metadata.tables["recorded_answer"]
 REQUESTS: Table = SQLModel.metadata.tables["request"]
 RETENTION: Table = SQLModel.metadata.tables["retention"]
 CLAIMS: Table = SQLModel.metadata.tables["claim"]

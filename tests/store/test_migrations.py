@@ -10,16 +10,17 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, update
+from sqlalchemy import column, insert, select, table, update
 from sqlmodel import SQLModel
 
 from mailwatch.cli import main
 from mailwatch.config import load_settings
 from mailwatch.core.model import Copy, Message
 from mailwatch.evaluation import refresh_requests
-from mailwatch.store.db import alembic_config, writing
+from mailwatch.store.db import alembic_config, reading, writing
 from mailwatch.store.repository import ReportedFigures, Store, StoredMessage
-from mailwatch.store.tables import MESSAGES
+from mailwatch.store.rows import REQUEST_COLUMNS, read_requests
+from mailwatch.store.tables import MESSAGES, REQUESTS
 
 
 def test_an_empty_database_is_not_current_until_upgraded(store_url: str):
@@ -109,6 +110,17 @@ def upgrade_to(store: Store, revision: str) -> None:
         command.upgrade(config, revision)
 
 
+def refresh_at(revision: str, config: Path, store: Store, now: datetime) -> None:
+    """Requests evaluated into a database at an earlier `revision`: this code evaluates on
+    the current schema only, so there, and then the schema goes back to `revision`."""
+    store.upgrade()
+    refresh_requests(load_settings(config), store, now)
+    alembic = alembic_config()
+    with writing(store.engine) as conn:
+        alembic.attributes["connection"] = conn
+        command.downgrade(alembic, revision)
+
+
 def agency_config(tmp_path: Path, url: str) -> Path:
     config = tmp_path / "mailwatch.toml"
     config.write_text(
@@ -129,7 +141,7 @@ def test_an_upgrade_clears_times_that_cannot_be_true_and_measures_from_the_next_
     try:
         upgrade_to(store, "0005")
         store.add_messages([FINE])
-        refresh_requests(load_settings(config), store, now)
+        refresh_at("0005", config, store, now)
         store.add_messages(stored_before_times_were_checked())
         # the earlier mailwatch evaluated these and left them out (not arrived until
         # 2038); every evaluation that reached the year 9999 overflowed
@@ -204,7 +216,7 @@ def test_an_upgrade_times_mbox_mail_by_its_received_header_not_the_export_date(
     try:
         upgrade_to(store, "0005")
         store.add_messages([imported])
-        refresh_requests(load_settings(config), store, exported + timedelta(days=1))
+        refresh_at("0005", config, store, exported + timedelta(days=1))
         # as an earlier mailwatch stored it: the `From ` line's time won over Received
         with writing(store.engine) as conn:
             conn.execute(update(MESSAGES).values(arrived_at=exported, dirty=0))
@@ -255,3 +267,58 @@ def test_an_upgrade_from_0006_keeps_the_claims_and_then_keeps_each_reports_first
 
     assert kept == [first]
     assert [(c.key, c.recipient) for c in claims] == [("week:2025-W10", "head@rouge.example")]
+
+
+# ---------------------------------------------------------------- 0008: recorded answers
+
+
+def stored_request(subject: str, answered_at: datetime | None) -> dict[str, object]:
+    """A request row as revision 0007 stored it."""
+    received_at = WEEK + timedelta(hours=9)
+    return {
+        "account": "Acme",
+        "thread": f"<{subject}@acme.example>",
+        "subject": subject,
+        "opened_by": f"<{subject}@acme.example>",
+        "received_at": received_at,
+        "messages": [f"<{subject}@acme.example>"],
+        "tier": "standard",
+        "clock": "calendar",
+        "target_seconds": 86400,
+        "deadline": received_at + timedelta(days=1),
+        "responsible": ["alice@rouge.example"],
+        "status": "met" if answered_at else "overdue",
+        "answered_at": answered_at,
+        "elapsed_seconds": 0,
+        "waiver": None,
+        "notes": [],
+        "evaluated_at": received_at,
+    }
+
+
+def test_an_upgrade_from_0007_says_earlier_answers_were_emails(store_url: str):
+    before_0008 = table(
+        "request",
+        *(column(name, REQUESTS.c[name].type) for name in stored_request("x", None)),
+    )
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0007")
+        with writing(store.engine) as conn:
+            conn.execute(
+                insert(before_0008),
+                [
+                    stored_request("answered", WEEK + timedelta(hours=10)),
+                    stored_request("waiting", None),
+                ],
+            )
+        store.upgrade()
+        with reading(store.engine) as conn:
+            requests = read_requests(conn, select(*REQUEST_COLUMNS).order_by(REQUESTS.c.subject))
+    finally:
+        store.close()
+
+    assert [(r.subject, r.answered_via, r.reply_possibly_unseen) for r in requests] == [
+        ("answered", "email", False),
+        ("waiting", None, False),
+    ]
