@@ -309,6 +309,8 @@ class _Facts:
                     "status": w["status"],
                     "who": w["responder"] or ", ".join(w["responsible"]) or "nobody",
                     "received": _local(w["received_at"], zone),
+                    "unseen_reply": w["reply_possibly_unseen"],
+                    "answered_command": f"mailwatch answered '{w['opened_by']}' --at DATE",
                 }
                 for w in figures["worst_waits"]
             ],
@@ -375,6 +377,7 @@ def _wait_json(request: Request) -> dict[str, Any]:
         "status": request.status.value,
         "responder": request.responder,
         "responsible": list(request.responsible),
+        "reply_possibly_unseen": request.reply_possibly_unseen,
     }
 
 

@@ -237,3 +237,25 @@ def test_a_monthly_digest_covers_the_calendar_month(smtp_server, week):
     assert run.period.key == "month:2026-11"
     head = next(d for d in run.digests if d.recipient == HEAD)
     assert head.figures["summary"]["requests"] == 7  # this week's six and last week's one
+
+
+def test_a_long_wait_whose_client_cites_a_reply_never_seen_says_how_to_record_it(
+    smtp_server, store
+):
+    cited = client(
+        "g@acme.example", at(0, 9), "Re: Hosting renewal", refs=("<lost-reply@rouge.example>",)
+    )
+    plain = client("h@acme.example", at(0, 10), "Logo files")
+    store.add_messages(
+        [StoredMessage(m, b"Subject: x\r\n\r\n", location=f"test:{m.key}") for m in (cited, plain)]
+    )
+
+    send_digests(settings_for(smtp_server), store, NOW)
+
+    head = by_recipient(smtp_server)[HEAD]
+    text = head.get_body(("plain",)).get_content()
+    html = head.get_body(("html",)).get_content()
+    hint = "a reply may have been sent from a mailbox mailwatch does not watch"
+    worst = text.split("Longest waits")[1]
+    assert worst.count(hint) == 1 and html.count(hint) == 1
+    assert "mailwatch answered '<g@acme.example>' --at DATE" in worst
