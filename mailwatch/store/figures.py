@@ -3,7 +3,7 @@ silently (a later digest lists the revisions; `report --as-reported` shows both)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -30,17 +30,7 @@ class FiguresStore(Database):
     def record_figures(self, reported: ReportedFigures) -> None:
         """Keep the first figures sent for (kind, period, recipient): a re-send adds nothing."""
         with writing(self.engine) as conn:
-            row = dialect_insert(conn, REPORTED_FIGURES).values(
-                kind=reported.kind,
-                period_key=reported.period_key,
-                period_start=reported.period_start,
-                period_end=reported.period_end,
-                recipient=reported.recipient,
-                figures=reported.figures,
-                statuses=reported.statuses,
-                policy=reported.policy,
-                reported_at=reported.reported_at,
-            )
+            row = dialect_insert(conn, REPORTED_FIGURES).values(**asdict(reported))
             conn.execute(row.on_conflict_do_nothing())
 
     def reported_figures(self, kind: str, period_keys: list[str]) -> list[ReportedFigures]:
@@ -53,17 +43,5 @@ class FiguresStore(Database):
         )
         with reading(self.engine) as conn:
             rows = conn.execute(query).all()
-        return [
-            ReportedFigures(
-                kind=row.kind,
-                period_key=row.period_key,
-                period_start=row.period_start,
-                period_end=row.period_end,
-                recipient=row.recipient,
-                figures=row.figures,
-                statuses=row.statuses,
-                policy=row.policy,
-                reported_at=row.reported_at,
-            )
-            for row in rows
-        ]
+        names = [field.name for field in fields(ReportedFigures)]
+        return [ReportedFigures(**{name: getattr(row, name) for name in names}) for row in rows]
