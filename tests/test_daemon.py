@@ -429,14 +429,18 @@ def start_daemon(config: Path) -> subprocess.Popen:
 
 def wait_for(process: subprocess.Popen, needle: str, seconds: float = 20) -> str:
     """Read the daemon's log until `needle` appears; fail when it does not in time."""
+    # Read the pipe's descriptor, not the text wrapper: a readline() leaves the rest of a
+    # chunk in the wrapper's buffer, where select() cannot see it waiting.
+    assert process.stderr is not None
+    descriptor = process.stderr.fileno()
     seen = ""
     deadline = time.monotonic() + seconds
     while needle not in seen:
         left = deadline - time.monotonic()
         assert left > 0 and process.poll() is None, f"no {needle!r} in: {seen}"
-        ready, _, _ = select.select([process.stderr], [], [], left)
+        ready, _, _ = select.select([descriptor], [], [], left)
         if ready:
-            seen += process.stderr.readline()
+            seen += os.read(descriptor, 65536).decode(errors="replace")
     return seen
 
 
