@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import DBAPIError
 
-from mailwatch import __version__, cli_answers, evaluation, output, services
+from mailwatch import __version__, cli_answers, cli_lessons, evaluation, output, services
 from mailwatch.arguments import UsageError, parse_instant
 from mailwatch.bootstrap import (
     DatabaseProblem,
@@ -135,7 +135,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             "mailboxes": [output.mailbox_sync_json(sync) for sync in syncs],
             "no_mailbox_synced": unsynced,
         }
-        print(output.requests_document(found.generated_at, found.requests, **extra))
+        print(output.requests_document(found.generated_at, found.requests, found.lessons, **extra))
         return EXIT_FAILURE if unsynced else 0
     for line in output.sync_problem_lines(syncs):
         print(line)
@@ -182,9 +182,9 @@ def _attention_lines(
 
 def _print_requests(fmt: str, found: services.Report, settings: Settings) -> None:
     if fmt == "json":
-        print(output.requests_document(found.generated_at, found.requests))
+        print(output.requests_document(found.generated_at, found.requests, found.lessons))
     elif fmt == "csv":
-        sys.stdout.write(output.requests_csv(found.requests))
+        sys.stdout.write(output.requests_csv(found.requests, found.lessons))
     else:
         print(output.requests_table(found.requests, settings.policy.timezone))
 
@@ -563,6 +563,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         sub.add_argument(option, metavar=metavar, action="append", default=[], help=shows)
     add_record_commands(command, _now)
     cli_answers.add_commands(command)
+    cli_lessons.add_commands(command)
     sub = command(
         "explain", cmd_explain, "show why: the thread of a message and what counted", now=True
     )

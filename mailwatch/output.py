@@ -8,13 +8,14 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
 from mailwatch.core.durations import human_duration
+from mailwatch.core.lessons import Lesson, LessonRecord, lesson_history, lesson_of, lessons_from
 from mailwatch.core.model import Request, Waiver
 from mailwatch.core.stats import by_account, by_person, summarize
 
@@ -69,7 +70,7 @@ def iso(instant: datetime | None) -> str | None:
     return instant.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def request_json(request: Request) -> dict[str, object]:
+def request_json(request: Request, lesson: Lesson | None = None) -> dict[str, object]:
     responsible = list(request.responsible)
     return {
         "account": request.account,
@@ -91,6 +92,8 @@ def request_json(request: Request) -> dict[str, object]:
         "waiver": None if request.waiver is None else _waiver_json(request.waiver),
         "answered_via": request.answered_via,
         "reply_possibly_unseen": request.reply_possibly_unseen,
+        "reason": lesson.reason if lesson else None,
+        "reason_category": lesson.category if lesson else None,
     }
 
 
@@ -125,10 +128,16 @@ def figures_json(requests: Sequence[Request]) -> dict[str, object]:
     }
 
 
-def requests_document(generated_at: datetime, requests: Sequence[Request], **extra: object) -> str:
+def requests_document(
+    generated_at: datetime,
+    requests: Sequence[Request],
+    lessons: Mapping[str, Lesson] | None = None,
+    **extra: object,
+) -> str:
+    """`lessons`: the lessons-learnt entries as known at `generated_at`, by message key."""
     document = {
         "generated_at": iso(generated_at),
-        "requests": [request_json(r) for r in requests],
+        "requests": [request_json(r, lesson_of(r, lessons or {})) for r in requests],
         **figures_json(requests),
         **extra,
     }
@@ -137,7 +146,8 @@ def requests_document(generated_at: datetime, requests: Sequence[Request], **ext
 
 CSV_FIELDS = (
     "account thread subject opened_by received_at answered_by answered_at responder "
-    "response_seconds tier target_seconds deadline responsible status answered_via"
+    "response_seconds tier target_seconds deadline responsible status reason reason_category "
+    "answered_via"
 ).split()
 # In the Status column of a table, then explained under it.
 POSSIBLY_UNSEEN_MARK = "*"
@@ -147,12 +157,12 @@ POSSIBLY_UNSEEN_HINT = (
 )
 
 
-def requests_csv(requests: Sequence[Request]) -> str:
+def requests_csv(requests: Sequence[Request], lessons: Mapping[str, Lesson] | None = None) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for request in requests:
-        row = request_json(request)
+        row = request_json(request, lesson_of(request, lessons or {}))
         row["responsible"] = " ".join(request.responsible)
         writer.writerow(
             {k: spreadsheet_safe(v) if isinstance(v, str) else v for k, v in row.items()}
@@ -267,7 +277,41 @@ def explanation_text(found: Explanation, timezone: str) -> str:
         if r.reply_possibly_unseen:
             lines.append(f"  {POSSIBLY_UNSEEN_HINT.removeprefix(POSSIBLY_UNSEEN_MARK).strip()}")
         lines.extend(f"  - {note}" for note in r.notes)
+        lines.extend(_lesson_lines(r, found.lesson_records, zone))
     return "\n".join(lines)
+
+
+def _lesson_lines(request: Request, records: Sequence[LessonRecord], zone: ZoneInfo) -> list[str]:
+    """The request's lessons-learnt entry as it stands, then every recording made on it."""
+    history = lesson_history(request, records)
+    lesson = lesson_of(request, lessons_from(history))
+    if lesson is None:
+        return []
+    state = "open" if lesson.is_open else "resolved"
+    lines = [f"  lesson ({state}): [{lesson.category}] {lesson.reason}"]
+    if lesson.action or lesson.owner:
+        lines.append(f"    action: {lesson.action or '(none yet)'}; owner: {lesson.owner or '-'}")
+    lines.append("    history:")
+    for record in history:
+        lines.append(
+            f"      {record.made_at.astimezone(zone):%Y-%m-%d %H:%M}  {record.made_by}: "
+            f"{lesson_change(record)}"
+        )
+    return lines
+
+
+def lesson_change(record: LessonRecord) -> str:
+    """What one `annotate` did, in words."""
+    if record.resolved:
+        return "resolved" + (f": {record.note}" if record.note else "")
+    said = []
+    if record.reason is not None:
+        said.append(f"reason [{record.category}] {record.reason}")
+    if record.action is not None:
+        said.append(f"action {record.action}")
+    if record.owner is not None:
+        said.append(f"owner {record.owner}")
+    return "; ".join(said)
 
 
 def _recipients(message: ExplainedMessage) -> str:

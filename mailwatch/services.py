@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import getpass
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation
 from mailwatch.core.conversations import normalise_subject
+from mailwatch.core.lessons import Lesson, LessonRecord, lessons_from
 from mailwatch.core.model import Copy, Message, Policy, Request, Role, Status, Waiver, WaiverVia
 from mailwatch.core.times import trusted_times
 from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
@@ -115,6 +116,7 @@ def _stored(
 class Report:
     generated_at: datetime
     requests: tuple[Request, ...]
+    lessons: Mapping[str, Lesson] = field(default_factory=dict)  # as known at generated_at
 
 
 class InvalidFilter(Exception):
@@ -176,12 +178,14 @@ def report(
     """Every request received in [since, until) that `only` admits, with its status as of
     `now` (the filter sees that status)."""
     found = requests_as_of(settings, store, now, since, until)
-    return Report(now, tuple(r for r in found if only.admits(r)))
+    lessons = lessons_from(store.lesson_records(now))
+    return Report(now, tuple(r for r in found if only.admits(r)), lessons)
 
 
 def status(settings: Settings, store: Store, now: datetime) -> Report:
     """Requests open or overdue now, oldest first."""
-    return Report(now, tuple(waiting_as_of(settings, store, now)))
+    waiting = tuple(waiting_as_of(settings, store, now))
+    return Report(now, waiting, lessons_from(store.lesson_records(now)))
 
 
 # ---------------------------------------------------------------- waive and explain
@@ -215,7 +219,7 @@ def waive(
 ) -> tuple[Waiver, Request | None]:
     """Mark "no reply needed" the request this client message belongs to; a request already
     answered only with `force` (waiving it takes a met or breached request out of the figures)."""
-    key = _client_message_key(settings, store, message_id)
+    key = client_message_key(settings, store, message_id)
     request = _request_holding(settings, store, key, now)
     if request is not None and request.status in (Status.MET, Status.BREACHED) and not force:
         raise Refused(
@@ -238,7 +242,7 @@ def unwaive(
     by: str | None = None,
 ) -> Request | None:
     """Take back the command waiver of the request this client message belongs to."""
-    key = _client_message_key(settings, store, message_id)
+    key = client_message_key(settings, store, message_id)
     request = _request_holding(settings, store, key, now)
     waiver = request.waiver if request is not None else None
     if request is None or waiver is None:
@@ -266,7 +270,7 @@ def unwaive(
     return _evaluated(settings, store, key, now)
 
 
-def _client_message_key(settings: Settings, store: Store, message_id: str) -> str:
+def client_message_key(settings: Settings, store: Store, message_id: str) -> str:
     key = normalise_message_id(message_id)
     found = store.messages_by_keys([key])
     if not found:
@@ -307,6 +311,7 @@ class Explanation:
     thread: str
     messages: tuple[ExplainedMessage, ...]
     requests: tuple[Request, ...]
+    lesson_records: tuple[LessonRecord, ...] = ()  # made by `now` on the requests' messages
 
 
 @dataclass(frozen=True)
@@ -359,7 +364,9 @@ def explain(settings: Settings, store: Store, message_id: str, now: datetime) ->
     directory = Directory(settings.policy)
     explained = tuple(_explained(m, evaluation, directory) for m in members)
     requests = tuple(r for r in evaluation.requests if r.thread == thread)
-    return Explanation(thread, explained, requests)
+    theirs = {key for request in requests for key in request.messages}
+    records = tuple(r for r in store.lesson_records(now) if r.message_key in theirs)
+    return Explanation(thread, explained, requests, records)
 
 
 def _explained(message: Message, evaluation: Evaluation, directory: Directory) -> ExplainedMessage:

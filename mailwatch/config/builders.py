@@ -39,6 +39,7 @@ from mailwatch.config.settings import (
     DigestSettings,
     GoogleServiceAccount,
     HealthSettings,
+    LessonSettings,
     MailboxSettings,
     MicrosoftApp,
     OAuth2App,
@@ -87,6 +88,7 @@ def _settings(root: Reader, path: Path) -> Settings:
         health=_health(root.table("health")),
         alerts=_alerts(root.table("alerts"), policy),
         client_reports=_client_reports(root),
+        lessons=_lessons(root.table("lessons")),
     )
 
 
@@ -357,6 +359,17 @@ def _client_reports(root: Reader) -> ClientReportSettings:
         periods[entry.text("name")] = _REPORT_SCHEDULES[schedule]
     day = root.table("client_reports").integer("day", ClientReportSettings.day, 1, 28)
     return ClientReportSettings(day=day, periods=periods)
+
+
+def _lessons(lessons: Reader) -> LessonSettings:
+    categories = lessons.texts("categories", LessonSettings.categories)
+    if not categories:
+        raise lessons.error("categories", "name at least one category")
+    folded = [category.casefold() for category in categories]
+    for index, category in enumerate(folded):
+        if category in folded[:index]:
+            raise lessons.error(f"categories[{index}]", f"listed twice: {categories[index]!r}")
+    return LessonSettings(categories=categories)
 
 
 def _warn_when_commands_are_exposed(path: Path, settings: Settings) -> None:

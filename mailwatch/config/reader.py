@@ -115,6 +115,7 @@ SCHEMA: dict[str, Any] = {
     "health": dict.fromkeys(["ping_url", "stale_after"]),
     "alerts": dict.fromkeys(["to"]),
     "client_reports": dict.fromkeys(["day"]),
+    "lessons": dict.fromkeys(["categories"]),
 }
 
 

@@ -8,6 +8,7 @@ from datetime import time, timedelta
 from pathlib import Path
 
 from mailwatch.config.secrets import Secret
+from mailwatch.core.lessons import DEFAULT_CATEGORIES
 from mailwatch.core.model import Policy
 
 DEFAULT_DATABASE_URL = "sqlite:///mailwatch.db"
@@ -131,6 +132,14 @@ class ClientReportSettings:
 
 
 @dataclass(frozen=True)
+class LessonSettings:
+    """The categories a lessons-learnt reason may take; the last is used when `annotate`
+    names none."""
+
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     agency_name: str
@@ -145,3 +154,4 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     client_reports: ClientReportSettings = field(default_factory=ClientReportSettings)
+    lessons: LessonSettings = field(default_factory=LessonSettings)

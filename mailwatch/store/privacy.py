@@ -34,6 +34,7 @@ from mailwatch.store.rows import messages_with_copies
 from mailwatch.store.tables import (
     CLAIMS,
     COPIES,
+    LESSON_RECORDS,
     MESSAGES,
     PEOPLE,
     QUARANTINE,
@@ -147,7 +148,7 @@ class PrivacyStore(Database):
         record and the set-aside mail naming it.  The requests of those conversations stay
         for the figures, without subject, with message ids replaced by tokens (so no
         re-evaluation replaces them: nothing carries their thread any more), and with the
-        address taken out of responder and responsible."""
+        address taken out of responder and responsible; their lessons stay with them."""
         with writing(self.engine) as conn:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(REQUESTS_LOCK)))
@@ -160,6 +161,7 @@ class PrivacyStore(Database):
             tokens = {key: _token() for key in {*doomed.values(), *threads}}
             requests = _forget_in_requests(conn, address, tokens)
             _delete_messages(conn, doomed)
+            _forget_in_lessons(conn, address, tokens)
             claims = _forget_claims(conn, address, tokens)
             conn.execute(delete(PEOPLE).where(PEOPLE.c.address == address))
             set_aside = [row.id for row in _quarantine_naming(conn, address)]
@@ -325,6 +327,24 @@ def _delete_messages(conn: Connection, doomed: dict[int, str]) -> None:
     for keys in chunks(sorted(doomed.values())):
         conn.execute(delete(WAIVERS).where(WAIVERS.c.message_key.in_(keys)))
         conn.execute(delete(RECORDED_ANSWERS).where(RECORDED_ANSWERS.c.message_key.in_(keys)))
+
+
+def _forget_in_lessons(conn: Connection, address: str, tokens: dict[str, str]) -> None:
+    """A lesson of a forgotten conversation stays with its anonymous request (under the
+    token that replaced its message id), like the request's waiver; the address goes from
+    who made and owns lessons."""
+    for row in conn.execute(select(LESSON_RECORDS)).mappings().all():
+        values = {
+            column: FORGOTTEN
+            for column in ("made_by", "owner")
+            if (row[column] or "").lower() == address
+        }
+        if row["message_key"] in tokens:
+            values["message_key"] = tokens[row["message_key"]]
+        if values:
+            conn.execute(
+                update(LESSON_RECORDS).where(LESSON_RECORDS.c.id == row["id"]).values(values)
+            )
 
 
 def _forget_claims(conn: Connection, address: str, tokens: dict[str, str]) -> int:

@@ -1,9 +1,10 @@
 """The store: core dataclasses in and out of SQLite or PostgreSQL.
 
 `Store` gathers the store's parts, one concern each: the database itself (`db`), stored
-mail (`messages`), answers given outside email (`answers`), what the evaluation reads and
-writes (`evaluation`), coordination between processes (`coordination`), privacy (`privacy`)
-and the figures sent digests and client reports showed (`figures`).  Callers import from here.
+mail (`messages`), answers given outside email (`answers`), the lessons-learnt log
+(`lessons`), what the evaluation reads and writes (`evaluation`), coordination between
+processes (`coordination`), privacy (`privacy`) and the figures sent digests and client
+reports showed (`figures`).  Callers import from here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from mailwatch.store.coordination import Claim, CoordinationStore, LoginRefusal,
 from mailwatch.store.db import CHUNK
 from mailwatch.store.evaluation import EvaluationStore
 from mailwatch.store.figures import FiguresStore, ReportedFigures
+from mailwatch.store.lessons import LessonStore
 from mailwatch.store.messages import MessageStore, QuarantinedMessage, StoredMessage
 from mailwatch.store.privacy import REDUCED_RAW, Forgotten, PrivacyStore, ReductionPolicy
 
@@ -32,6 +34,12 @@ __all__ = [
 
 
 class Store(
-    MessageStore, AnswerStore, EvaluationStore, CoordinationStore, PrivacyStore, FiguresStore
+    MessageStore,
+    AnswerStore,
+    LessonStore,
+    EvaluationStore,
+    CoordinationStore,
+    PrivacyStore,
+    FiguresStore,
 ):
     """One database of mailwatch's: every part of the store on the same engine."""

@@ -191,6 +191,24 @@ class RecordedAnswerRow(SQLModel, table=True):
     withdrawn_by: str | None = None
 
 
+class LessonRecordRow(SQLModel, table=True):
+    """One `mailwatch annotate`, kept for good: the lessons-learnt log is every recording,
+    and a lesson as of an instant is what those made by then leave."""
+
+    __tablename__ = "lesson_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_key: str
+    made_by: str
+    made_at: datetime
+    reason: str | None = None
+    category: str | None = None
+    action: str | None = None
+    owner: str | None = None
+    resolved: bool = False
+    note: str | None = None
+
+
 class RequestRow(SQLModel, table=True):
     """A computed request; kept when retention deletes the messages behind it."""
 
@@ -314,6 +332,7 @@ COPIES: Table = SQLModel.metadata.tables["message_copy"]
 CHECKPOINTS: Table = SQLModel.metadata.tables["checkpoint"]
 WAIVERS: Table = SQLModel.metadata.tables["waiver"]
 RECORDED_ANSWERS: Table = SQLModel.metadata.tables["recorded_answer"]
+LESSON_RECORDS: Table = SQLModel.metadata.tables["lesson_record"]
 REQUESTS: Table = SQLModel.metadata.tables["request"]
 RETENTION: Table = SQLModel.metadata.tables["retention"]
 CLAIMS: Table = SQLModel.metadata.tables["claim"]

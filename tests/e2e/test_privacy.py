@@ -152,6 +152,19 @@ def test_forget_deletes_the_address_and_keeps_its_requests_in_the_figures_anonym
     assert document["messages"] == [] and document["requests"] == []
 
 
+def test_a_forgotten_conversation_keeps_its_lesson_under_the_anonymous_request(agency, capsys):
+    imported(agency, capsys)
+    run(capsys, "annotate", "<c2@acme.example>", "--reason", "Sent to the wrong inbox",
+        "--now", "2026-11-20T10:00Z")  # fmt: skip
+
+    run(capsys, "forget", JANE, "--yes")
+
+    code, out, _ = run(capsys, "lessons", "--format", "json", "--now", "2026-11-27T09:00Z")
+    site_down = next(e for e in json.loads(out)["lessons"] if e["tier"] == "critical")
+    assert (site_down["reason"], site_down["status"]) == ("Sent to the wrong inbox", "open")
+    assert "acme.example" not in out
+
+
 def test_a_report_as_of_an_earlier_instant_still_counts_a_forgotten_addresses_requests(
     agency, capsys
 ):
