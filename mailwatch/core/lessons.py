@@ -81,33 +81,25 @@ def applied(lesson: Lesson | None, record: LessonRecord) -> Lesson | None:
     """`lesson` after `record`. A lesson starts with a reason (an action, an owner or a
     resolution without one has nothing to attach to); any change after it was resolved
     opens it again, since what was closed is no longer what stands."""
+    if record.reason is not None:
+        lesson = Lesson(
+            message_key=record.message_key,
+            reason=record.reason,
+            category=record.category or (lesson.category if lesson else DEFAULT_CATEGORIES[-1]),
+            recorded_by=record.made_by,
+            recorded_at=record.made_at,
+            action=lesson.action if lesson else None,
+            owner=lesson.owner if lesson else None,
+        )
+    if lesson is None:
+        return None
     if record.resolved:
-        if lesson is None:
-            return None
         return replace(
             lesson,
             resolved_at=record.made_at,
             resolved_by=record.made_by,
             resolution_note=record.note,
         )
-    if record.reason is not None:
-        category = record.category or (lesson.category if lesson else DEFAULT_CATEGORIES[-1])
-        started = Lesson(
-            record.message_key, record.reason, category, record.made_by, record.made_at
-        )
-        lesson = (
-            started
-            if lesson is None
-            else replace(
-                lesson,
-                reason=started.reason,
-                category=category,
-                recorded_by=started.recorded_by,
-                recorded_at=started.recorded_at,
-            )
-        )
-    if lesson is None:
-        return None
     return replace(
         lesson,
         action=record.action or lesson.action,
