@@ -1,0 +1,197 @@
+"""What a digest shows, as figures: the `.json` that `digest --output` writes and that a
+sent digest keeps (`digests.KEPT_FIGURES`).  Words and local times are `digest_text.py`'s.
+
+Statuses are as of `now` (the send time), so a request received late in the period that
+is still unanswered counts as open or overdue.  The sync figure is built from the latest
+state of each mailbox: the store keeps the last success and the last error, not a full
+history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from mailwatch.claims import split_claim_key
+from mailwatch.core.model import Request, Status
+from mailwatch.core.periods import Period
+from mailwatch.core.stats import by_person, summarize, wait_seconds
+from mailwatch.output import iso, waiver_warnings
+
+if TYPE_CHECKING:
+    from mailwatch.config import Settings
+    from mailwatch.store.repository import Claim, SyncState
+
+WORST_WAITS = 5
+
+
+@dataclass(frozen=True)
+class PeriodFacts:
+    """What every digest of one period is built from, read from the store once."""
+
+    settings: Settings
+    period: Period
+    before: Period  # the period before it (the trend)
+    requests: Sequence[Request]  # as of `now`: this period's and those before it
+    skipped: list[Claim]  # nudges skipped in the period
+    syncs: list[SyncState]
+    now: datetime
+    revisions: list[dict[str, Any]]  # to earlier periods, for the agency digest
+
+    @cached_property
+    def by_opener(self) -> dict[str, Request]:
+        return {r.opened_by: r for r in self.requests}
+
+    def received_in(self, period: Period, accounts: tuple[str, ...] | None) -> list[Request]:
+        """In the stored order (received, then stored first)."""
+        wanted = None if accounts is None else set(accounts)
+        return [
+            r
+            for r in self.requests
+            if (wanted is None or r.account in wanted)
+            and period.start <= r.received_at < period.end
+        ]
+
+    def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
+        """The digest of `recipient` over `accounts` (None: the whole agency)."""
+        policy = self.settings.policy
+        requests = self.received_in(self.period, accounts)
+        names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)
+        of_account: dict[str, list[Request]] = {name: [] for name in names}
+        for request in requests:
+            of_account.setdefault(request.account, []).append(request)
+        managers: dict[str, list[Request]] = {}
+        for account in policy.accounts:
+            if account.manager and account.name in names:
+                managers.setdefault(account.manager, []).extend(of_account[account.name])
+        return {
+            "period": {
+                "kind": self.period.kind,
+                "key": self.period.key,
+                "label": self.period.label,
+                "start": iso(self.period.start),
+                "end": iso(self.period.end),
+            },
+            "generated_at": iso(self.now),
+            "recipient": recipient,
+            "scope": "agency" if accounts is None else list(accounts),
+            "summary": summarize(requests).as_dict(),
+            "accounts": {
+                name: summarize(of_account[name]).as_dict() for name in sorted(of_account)
+            },
+            "managers": {who: summarize(rs).as_dict() for who, rs in sorted(managers.items())},
+            "people": {who: s.as_dict() for who, s in by_person(requests).items()},
+            "previous": {
+                "key": self.before.key,
+                "summary": summarize(self.received_in(self.before, accounts)).as_dict(),
+            },
+            "worst_waits": [_wait_json(r) for r in _worst(requests)],
+            "waivers": [_waiver_json(r) for r in requests if r.status is Status.WAIVED],
+            "waivers_to_check": [_waiver_json(r) for r in self.waivers_to_check(accounts)],
+            "skipped_nudges": self.skipped_json(accounts),
+            "sync": self.sync_json(),
+            "revisions": self.revisions if accounts is None else [],
+        }
+
+    def waivers_to_check(self, accounts: tuple[str, ...] | None) -> list[Request]:
+        """Waivers made in the period after the deadline or the answer, whenever the request
+        was received: a breach must not leave the figures unseen."""
+        return sorted(
+            (
+                r
+                for r in self.requests
+                if r.status is Status.WAIVED
+                and r.waiver is not None
+                and self.period.start <= r.waiver.seen_at < self.period.end
+                and (accounts is None or r.account in accounts)
+                and waiver_warnings(r)
+            ),
+            key=lambda r: (r.waiver.seen_at if r.waiver else r.received_at, r.opened_by),
+        )
+
+    def skipped_json(self, accounts: tuple[str, ...] | None) -> list[dict[str, Any]]:
+        found = []
+        for claim in self.skipped:
+            opened_by, stage = split_claim_key(claim.key)
+            request = self.by_opener.get(opened_by)
+            if accounts is not None and (request is None or request.account not in accounts):
+                continue
+            found.append(
+                {
+                    "opened_by": opened_by,
+                    "account": request.account if request else None,
+                    "subject": request.subject if request else None,
+                    "stage": stage,
+                    "recipient": claim.recipient,
+                    "at": iso(claim.claimed_at),
+                    "reason": claim.error,
+                }
+            )
+        return found
+
+    def sync_json(self) -> dict[str, Any]:
+        """Mailboxes that did not sync cleanly during the period or have not synced since."""
+        stale_after = self.settings.health.stale_after
+        states = {(s.mailbox, s.folder): s for s in self.syncs}
+        gaps = []
+        for mailbox in self.settings.mailboxes:
+            state = states.get((mailbox.name, None))
+            folder_errors = [
+                s
+                for s in self.syncs
+                if s.mailbox == mailbox.name
+                and s.folder is not None
+                and s.last_error_at
+                and self.period.start <= s.last_error_at < self.period.end
+            ]
+            problem = None
+            if state is None or state.last_ok_at is None:
+                problem = "never synced"
+            elif state.last_ok_at < self.period.end - stale_after:
+                problem = f"no successful sync since {iso(state.last_ok_at)}"
+            elif state.last_error_at and self.period.start <= state.last_error_at:
+                problem = f"errors in the period (last at {iso(state.last_error_at)})"
+            elif folder_errors:
+                folders = ", ".join(sorted(s.folder or "" for s in folder_errors))
+                problem = f"folder errors in the period: {folders}"
+            if problem:
+                error = state.last_error if state and state.last_error else None
+                gaps.append({"mailbox": mailbox.name, "problem": problem, "last_error": error})
+        return {"mailboxes": len(self.settings.mailboxes), "gaps": gaps}
+
+
+def _worst(requests: Sequence[Request]) -> list[Request]:
+    waiting = [r for r in requests if r.status is not Status.WAIVED]
+    return sorted(waiting, key=lambda r: (-wait_seconds(r), r.received_at))[:WORST_WAITS]
+
+
+def _wait_json(request: Request) -> dict[str, Any]:
+    return {
+        "account": request.account,
+        "subject": request.subject,
+        "opened_by": request.opened_by,
+        "received_at": iso(request.received_at),
+        "wait_seconds": wait_seconds(request),
+        "answered": request.response_seconds is not None,
+        "status": request.status.value,
+        "responder": request.responder,
+        "responsible": list(request.responsible),
+        "reply_possibly_unseen": request.reply_possibly_unseen,
+    }
+
+
+def _waiver_json(request: Request) -> dict[str, Any]:
+    waiver = request.waiver
+    return {
+        "account": request.account,
+        "subject": request.subject,
+        "opened_by": request.opened_by,
+        "via": waiver.via.value if waiver else None,
+        "by": waiver.by if waiver else "unknown",
+        "reason": waiver.reason if waiver else "",
+        "seen_at": iso(waiver.seen_at) if waiver else None,
+        "warnings": list(waiver_warnings(request)),
+    }
