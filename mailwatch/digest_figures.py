@@ -9,16 +9,18 @@ history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mailwatch.claims import split_claim_key
+from mailwatch.core.lessons import Lesson, lesson_of
 from mailwatch.core.model import Request, Status
 from mailwatch.core.periods import Period
-from mailwatch.core.stats import by_person, summarize, wait_seconds
+from mailwatch.core.stats import by_person, late_seconds, summarize, wait_seconds
+from mailwatch.core.trends import periods_with_data, trends
 from mailwatch.output import iso, waiver_warnings
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from mailwatch.store.repository import Claim, SyncState
 
 WORST_WAITS = 5
+BREACHES = (Status.BREACHED, Status.OVERDUE)
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,17 @@ class PeriodFacts:
 
     settings: Settings
     period: Period
-    before: Period  # the period before it (the trend)
+    earlier: Sequence[Period]  # the periods of its kind before it, oldest first (the trend)
     requests: Sequence[Request]  # as of `now`: this period's and those before it
     skipped: list[Claim]  # nudges skipped in the period
     syncs: list[SyncState]
     now: datetime
     revisions: list[dict[str, Any]]  # to earlier periods, for the agency digest
+    lessons: Mapping[str, Lesson]  # as of `now`, by client message
+
+    @property
+    def before(self) -> Period:
+        return self.earlier[-1]
 
     @cached_property
     def by_opener(self) -> dict[str, Request]:
@@ -59,6 +67,7 @@ class PeriodFacts:
         """The digest of `recipient` over `accounts` (None: the whole agency)."""
         policy = self.settings.policy
         requests = self.received_in(self.period, accounts)
+        breaches = _worst_breaches(requests)
         names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)
         of_account: dict[str, list[Request]] = {name: [] for name in names}
         for request in requests:
@@ -86,15 +95,48 @@ class PeriodFacts:
             "people": {who: s.as_dict() for who, s in by_person(requests).items()},
             "previous": {
                 "key": self.before.key,
+                "label": self.before.label,
                 "summary": summarize(self.received_in(self.before, accounts)).as_dict(),
             },
+            "trend": self.trend_json(requests, accounts),
+            "no_data": not requests and not self.synced_since(self.period.start),
             "worst_waits": [_wait_json(r) for r in _worst(requests)],
+            "breaches": [_breach_json(r, lesson_of(r, self.lessons)) for r in breaches],
+            "breaches_without_reason": self.without_reason(breaches),
             "waivers": [_waiver_json(r) for r in requests if r.status is Status.WAIVED],
             "waivers_to_check": [_waiver_json(r) for r in self.waivers_to_check(accounts)],
             "skipped_nudges": self.skipped_json(accounts),
             "sync": self.sync_json(),
             "revisions": self.revisions if accounts is None else [],
+            # a new section: its figures here, its words in digest_text.digest_context,
+            # its block in templates/digest.{html,txt}
         }
+
+    def trend_json(
+        self, requests: Sequence[Request], accounts: tuple[str, ...] | None
+    ) -> dict[str, Any]:
+        """Compliance, volume and median reply against the period before and the average
+        of the periods before (those that received requests)."""
+        earlier = [summarize(self.received_in(p, accounts)) for p in self.earlier]
+        found = trends(summarize(requests), earlier)
+        return {
+            "previous": {"key": self.before.key, "label": self.before.label},
+            "periods": [p.key for p in self.earlier],
+            "periods_with_data": periods_with_data(earlier),
+            **{figure: trend.as_dict() for figure, trend in found.items()},
+        }
+
+    def without_reason(self, breaches: Sequence[Request]) -> dict[str, int]:
+        """Breaches with no lesson recorded, per person responsible (shared: each counted)."""
+        counts: dict[str, int] = {}
+        for request in breaches:
+            if lesson_of(request, self.lessons) is None:
+                for person in request.responsible:
+                    counts[person] = counts.get(person, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def synced_since(self, instant: datetime) -> bool:
+        return any(s.last_ok_at is not None and s.last_ok_at >= instant for s in self.syncs)
 
     def waivers_to_check(self, accounts: tuple[str, ...] | None) -> list[Request]:
         """Waivers made in the period after the deadline or the answer, whenever the request
@@ -147,25 +189,62 @@ class PeriodFacts:
                 and s.last_error_at
                 and self.period.start <= s.last_error_at < self.period.end
             ]
-            problem = None
+            folders = sorted(s.folder or "" for s in folder_errors)
+            condition, at, problem = None, None, None
             if state is None or state.last_ok_at is None:
-                problem = "never synced"
+                condition, problem = "never_synced", "never synced"
             elif state.last_ok_at < self.period.end - stale_after:
-                problem = f"no successful sync since {iso(state.last_ok_at)}"
+                condition, at = "stale", state.last_ok_at
+                problem = f"no successful sync since {iso(at)}"
             elif state.last_error_at and self.period.start <= state.last_error_at:
-                problem = f"errors in the period (last at {iso(state.last_error_at)})"
+                condition, at = "errors", state.last_error_at
+                problem = f"errors in the period (last at {iso(at)})"
             elif folder_errors:
-                folders = ", ".join(sorted(s.folder or "" for s in folder_errors))
-                problem = f"folder errors in the period: {folders}"
+                condition = "folder_errors"
+                problem = f"folder errors in the period: {', '.join(folders)}"
             if problem:
-                error = state.last_error if state and state.last_error else None
-                gaps.append({"mailbox": mailbox.name, "problem": problem, "last_error": error})
+                gaps.append(
+                    {
+                        "mailbox": mailbox.name,
+                        "problem": problem,
+                        "last_error": state.last_error if state and state.last_error else None,
+                        "condition": condition,
+                        "at": iso(at),
+                        "folders": folders if condition == "folder_errors" else [],
+                    }
+                )
         return {"mailboxes": len(self.settings.mailboxes), "gaps": gaps}
 
 
 def _worst(requests: Sequence[Request]) -> list[Request]:
     waiting = [r for r in requests if r.status is not Status.WAIVED]
     return sorted(waiting, key=lambda r: (-wait_seconds(r), r.received_at))[:WORST_WAITS]
+
+
+def _worst_breaches(requests: Sequence[Request]) -> list[Request]:
+    """Breached and overdue (as of now), latest first."""
+    breaches = [r for r in requests if r.status in BREACHES]
+    return sorted(breaches, key=lambda r: (-late_seconds(r), r.received_at, r.opened_by))
+
+
+def _breach_json(request: Request, lesson: Lesson | None) -> dict[str, Any]:
+    return {
+        "account": request.account,
+        "subject": request.subject,
+        "opened_by": request.opened_by,
+        "received_at": iso(request.received_at),
+        "status": request.status.value,
+        "answered_at": iso(request.answered_at),
+        "responder": request.responder,
+        "answered_via": request.answered_via,
+        "late_seconds": late_seconds(request),
+        "tier": request.tier,
+        "target_seconds": request.target_seconds,
+        "deadline": iso(request.deadline),
+        "responsible": list(request.responsible),
+        "reason": lesson.reason if lesson else None,
+        "reason_category": lesson.category if lesson else None,
+    }
 
 
 def _wait_json(request: Request) -> dict[str, Any]:

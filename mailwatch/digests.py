@@ -32,6 +32,7 @@ from mailwatch.core.model import Policy, Request
 from mailwatch.core.periods import Period, last_complete
 from mailwatch.digest_figures import PeriodFacts
 from mailwatch.digest_text import digest_context
+from mailwatch.lessons import lessons_as_of
 from mailwatch.requests_as_of import requests_as_of
 from mailwatch.revisions import digest_revisions, lookback, to_keep
 
@@ -106,18 +107,19 @@ def build_digests(
 
 
 def period_facts(settings: Settings, store: Store, now: datetime, period: Period) -> PeriodFacts:
-    earlier = lookback(period, settings.policy.timezone)  # ends with the period before
+    earlier = lookback(period, settings.policy.timezone)
     # this period and those before it (trend, revisions); the longest waits still open too
     requests = requests_as_of(settings, store, now, since=earlier[0].start)
     return PeriodFacts(
         settings=settings,
         period=period,
-        before=earlier[-1],
+        earlier=earlier,
         requests=requests,
         skipped=[c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end],
         syncs=store.sync_states(),
         now=now,
         revisions=digest_revisions(settings, store, earlier, requests),
+        lessons=lessons_as_of(store, now),
     )
 
 
@@ -145,7 +147,7 @@ def _digest(
     facts: PeriodFacts, renderer: Renderer, recipient: str, accounts: tuple[str, ...] | None
 ) -> Digest:
     figures = facts.figures(recipient, accounts)
-    context = digest_context(facts.settings, recipient, accounts, figures, facts.before)
+    context = digest_context(facts.settings, recipient, accounts, figures)
     rendered = renderer.render("digest", context)
     requests = tuple(facts.received_in(facts.period, accounts))
     return Digest(recipient, accounts, figures, rendered, requests)
