@@ -9,6 +9,7 @@ history.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,7 @@ from mailwatch.claims import split_claim_key
 from mailwatch.core.lessons import Lesson, lesson_of
 from mailwatch.core.model import Request, Status
 from mailwatch.core.periods import Period
-from mailwatch.core.stats import by_person, late_seconds, summarize, wait_seconds
+from mailwatch.core.stats import Summary, by_person, late_seconds, summarize, wait_seconds
 from mailwatch.core.trends import periods_with_data, trends
 from mailwatch.output import iso, waiver_warnings
 
@@ -63,10 +64,28 @@ class PeriodFacts:
             and period.start <= r.received_at < period.end
         ]
 
+    def received_by_period(self, accounts: tuple[str, ...] | None) -> list[list[Request]]:
+        """The requests of `accounts` received in each of `earlier`, then in `period`, in
+        one pass over them all (stored order within each)."""
+        periods = [*self.earlier, self.period]
+        starts = [p.start for p in periods]
+        groups: list[list[Request]] = [[] for _ in periods]
+        wanted = None if accounts is None else set(accounts)
+        for request in self.requests:
+            index = bisect_right(starts, request.received_at) - 1
+            if (
+                index >= 0
+                and request.received_at < periods[index].end
+                and (wanted is None or request.account in wanted)
+            ):
+                groups[index].append(request)
+        return groups
+
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
         """The digest of `recipient` over `accounts` (None: the whole agency)."""
         policy = self.settings.policy
-        requests = self.received_in(self.period, accounts)
+        *earlier, requests = self.received_by_period(accounts)
+        earlier_summaries = [summarize(group) for group in earlier]
         breaches = _worst_breaches(requests)
         names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)
         of_account: dict[str, list[Request]] = {name: [] for name in names}
@@ -96,9 +115,9 @@ class PeriodFacts:
             "previous": {
                 "key": self.before.key,
                 "label": self.before.label,
-                "summary": summarize(self.received_in(self.before, accounts)).as_dict(),
+                "summary": earlier_summaries[-1].as_dict(),
             },
-            "trend": self.trend_json(requests, accounts),
+            "trend": self.trend_json(summarize(requests), earlier_summaries),
             "no_data": not requests and not self.synced_since(self.period.start),
             "worst_waits": [_wait_json(r) for r in _worst(requests)],
             "breaches": [_breach_json(r, lesson_of(r, self.lessons)) for r in breaches],
@@ -112,13 +131,10 @@ class PeriodFacts:
             # its block in templates/digest.{html,txt}
         }
 
-    def trend_json(
-        self, requests: Sequence[Request], accounts: tuple[str, ...] | None
-    ) -> dict[str, Any]:
+    def trend_json(self, current: Summary, earlier: Sequence[Summary]) -> dict[str, Any]:
         """Compliance, volume and median reply against the period before and the average
         of the periods before (those that received requests)."""
-        earlier = [summarize(self.received_in(p, accounts)) for p in self.earlier]
-        found = trends(summarize(requests), earlier)
+        found = trends(current, earlier)
         return {
             "previous": {"key": self.before.key, "label": self.before.label},
             "periods": [p.key for p in self.earlier],
