@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from mailwatch.core.durations import human_duration
 from mailwatch.core.lessons import Lesson, LessonRecord, lesson_history, lesson_of, lessons_from
 from mailwatch.core.model import Request, Waiver
-from mailwatch.core.stats import by_account, by_person, summarize
+from mailwatch.core.stats import Summary, by_account, by_person, summarize
 
 if TYPE_CHECKING:
     from mailwatch.health import MailboxSync
@@ -216,10 +216,14 @@ def summary_line(requests: Sequence[Request]) -> str:
     compliance = "n/a" if s.compliance is None else f"{s.compliance:.0%}"
     median = _duration_or_na(s.median_response_seconds)
     p90 = _duration_or_na(s.p90_response_seconds)
+    return f"{counts_text(s)}. Compliance {compliance}; median reply {median}, p90 {p90}."
+
+
+def counts_text(s: Summary) -> str:
+    """Every status counted, so the line adds up: report's summary and the digests' lines."""
     return (
         f"{s.requests} requests: {s.met} met, {s.breached} breached, {s.overdue} overdue, "
-        f"{s.open} open, {s.waived} waived. Compliance {compliance}; median reply {median}, "
-        f"p90 {p90}."
+        f"{s.open} open, {s.waived} waived"
     )
 
 

@@ -73,6 +73,10 @@ def settings_for(sink: SmtpSink, store_url: str = "sqlite://") -> Settings:
 
 @pytest.fixture
 def week(store: Store) -> Store:
+    return add_week(store)
+
+
+def add_week(store: Store) -> Store:
     """A week with known figures (24h target): 2 met, 1 breached, 1 overdue, 1 open, 1 waived."""
     messages = [
         client("a@acme.example", at(0, 9), "Banner"),

@@ -69,6 +69,19 @@ def summarize(requests: Iterable[Request]) -> Summary:
     )
 
 
+def wait_seconds(request: Request) -> int:
+    """How long the client waited on the request's clock: to the answer, else so far."""
+    if request.response_seconds is not None:
+        return request.response_seconds
+    return request.elapsed_seconds
+
+
+def late_seconds(request: Request) -> int:
+    """How far past its target the client waited (or has waited so far), on its clock;
+    zero or less for a request still in time."""
+    return wait_seconds(request) - request.target_seconds
+
+
 def by_account(requests: Iterable[Request]) -> dict[str, Summary]:
     groups: dict[str, list[Request]] = {}
     for request in requests:
