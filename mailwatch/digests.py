@@ -37,6 +37,9 @@ from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Policy, Request, Status
 from mailwatch.core.periods import Period, last_complete
 from mailwatch.core.stats import Summary, by_person, summarize
+from mailwatch.digest_sections import DigestSections
+from mailwatch.digest_sections import context as sections_context
+from mailwatch.lessons import lessons_as_of
 from mailwatch.output import iso, waiver_warnings
 from mailwatch.requests_as_of import requests_as_of
 from mailwatch.revisions import digest_revisions, lookback, revisions_text, to_keep
@@ -123,6 +126,9 @@ def build_digests(
         syncs=store.sync_states(),
         now=now,
         revisions=digest_revisions(settings, store, earlier, requests),
+        sections=DigestSections.gather(
+            settings, store, period, requests, lessons_as_of(store, now), now
+        ),
     )
     digests = [facts.digest(head, None) for head in policy.head_of_client_management]
     looked_after: dict[str, list[str]] = {}
@@ -148,6 +154,7 @@ class _Facts:
     syncs: list[SyncState]
     now: datetime
     revisions: list[dict[str, Any]]  # to earlier periods, for the agency digest
+    sections: DigestSections
 
     def digest(self, recipient: str, accounts: tuple[str, ...] | None) -> Digest:
         figures = self.figures(recipient, accounts)
@@ -208,6 +215,7 @@ class _Facts:
             "skipped_nudges": self.skipped_json(accounts),
             "sync": self.sync_json(),
             "revisions": self.revisions if accounts is None else [],
+            **self.sections.figures(recipient, accounts, requests),
         }
 
     def waivers_to_check(self, accounts: tuple[str, ...] | None) -> list[Request]:
@@ -347,6 +355,7 @@ class _Facts:
             ],
             "sync_line": _sync_line(figures["sync"]),
             "revisions": revisions_text(figures["revisions"], zone),
+            "sections": sections_context(figures, zone),
         }
 
 

@@ -21,6 +21,7 @@ from mailwatch.config.secrets import Secret
 from mailwatch.config.settings import (
     LOG_FORMATS,
     AlertSettings,
+    CheckInSettings,
     ClientReportSettings,
     DaemonSettings,
     DigestSettings,
@@ -36,6 +37,7 @@ from mailwatch.config.settings import (
 
 __all__ = [
     "AlertSettings",
+    "CheckInSettings",
     "ClientReportSettings",
     "LOG_FORMATS",
     "ConfigError",

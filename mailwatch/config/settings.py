@@ -131,6 +131,18 @@ class ClientReportSettings:
 
 
 @dataclass(frozen=True)
+class CheckInSettings:
+    """How long an account may go without contact before digests suggest a check-in:
+    `[agency] check_in_after`, or an `[[accounts]]` entry's own; None: never."""
+
+    after: timedelta | None = timedelta(days=28)
+    accounts: Mapping[str, timedelta | None] = field(default_factory=dict)  # their own
+
+    def after_for(self, account: str) -> timedelta | None:
+        return self.accounts.get(account, self.after)
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     agency_name: str
@@ -145,3 +157,4 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     client_reports: ClientReportSettings = field(default_factory=ClientReportSettings)
+    check_ins: CheckInSettings = field(default_factory=CheckInSettings)
