@@ -20,7 +20,7 @@ from mailwatch.core.busiest import DAYS, HOURS, hour_of_week
 from mailwatch.core.check_ins import QuietAccount, quiet_accounts, silence_text
 from mailwatch.core.durations import human_duration
 from mailwatch.core.lessons import Lesson, lesson_of
-from mailwatch.core.model import Request
+from mailwatch.core.model import Policy, Request
 from mailwatch.core.periods import Period
 from mailwatch.output import iso
 from mailwatch.unconfigured import unconfigured_json
@@ -121,8 +121,9 @@ class DigestSections:
         }
 
 
-def context(figures: Mapping[str, Any], zone: ZoneInfo) -> dict[str, Any]:
-    """What `templates/digest_sections.*` show, from a digest's figures; times in `zone`."""
+def context(figures: Mapping[str, Any], zone: ZoneInfo, policy: Policy) -> dict[str, Any]:
+    """What `templates/digest_sections.*` show, from a digest's figures; times in `zone`,
+    staff by name."""
     busiest = figures.get("busiest_hours")
     if busiest and not any(any(row) for row in busiest["requests"]):
         busiest = None  # no grid of zeros
@@ -139,14 +140,14 @@ def context(figures: Mapping[str, Any], zone: ZoneInfo) -> dict[str, Any]:
         "quiet": [
             {
                 "text": quiet["text"],
-                "manager": quiet["manager"] or "no manager",
+                "manager": _named(quiet["manager"], policy) if quiet["manager"] else "no manager",
                 "last_contact": _local(quiet["last_contact"], zone)
                 if quiet["last_contact"]
                 else "never",
             }
             for quiet in figures["quiet_accounts"]
         ],
-        "lessons": _lessons_by_owner(figures["open_lessons"], zone),
+        "lessons": _lessons_by_owner(figures["open_lessons"], zone, policy),
     }
 
 
@@ -229,11 +230,14 @@ def _open_lessons(known: Sequence[Request], lessons: Mapping[str, Lesson]) -> li
     return sorted(found, key=lambda o: (o.lesson.recorded_at, o.lesson.message_key))
 
 
-def _lessons_by_owner(lessons: Sequence[Mapping[str, Any]], zone: ZoneInfo) -> list[dict[str, Any]]:
+def _lessons_by_owner(
+    lessons: Sequence[Mapping[str, Any]], zone: ZoneInfo, policy: Policy
+) -> list[dict[str, Any]]:
     owners: dict[str, list[dict[str, Any]]] = {}
     for lesson in lessons:
         subject = " ".join((lesson["subject"] or "").split()) or lesson["message_key"]
-        owners.setdefault(lesson["owner"] or NO_OWNER, []).append(
+        owner = _named(lesson["owner"], policy) if lesson["owner"] else NO_OWNER
+        owners.setdefault(owner, []).append(
             {
                 "account": lesson["account"] or "?",
                 "subject": subject,
@@ -247,6 +251,11 @@ def _lessons_by_owner(lessons: Sequence[Mapping[str, Any]], zone: ZoneInfo) -> l
 
 
 # ---------------------------------------------------------------- shared
+
+
+def _named(address: str, policy: Policy) -> str:
+    member = next((s for s in policy.staff if s.email == address), None)
+    return f"{member.name} ({address})" if member and member.name else address
 
 
 def _seconds(duration: timedelta | None) -> int | None:

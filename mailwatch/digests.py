@@ -355,7 +355,7 @@ class _Facts:
             ],
             "sync_line": _sync_line(figures["sync"]),
             "revisions": revisions_text(figures["revisions"], zone),
-            "sections": sections_context(figures, zone),
+            "sections": sections_context(figures, zone, policy),
         }
 
 

@@ -257,7 +257,7 @@ def test_an_account_silent_longer_than_check_in_after_is_in_its_managers_and_the
 
     line = "No contact with Acme Ltd for 5 weeks — time for a check-in?"
     assert line in text_of(found[HEAD]) and line in found[HEAD].rendered.html
-    assert f"(manager {ALICE}; last contact Sat 24 Oct 2026 10:00)" in text_of(found[HEAD])
+    assert f"(manager Alice ({ALICE}); last contact Sat 24 Oct 2026 10:00)" in text_of(found[HEAD])
     assert line in text_of(found[ALICE])
     assert "check-in" not in text_of(found[CAROL]) + text_of(found["bob@rouge.example"])
     assert found[HEAD].figures["quiet_accounts"] == [
