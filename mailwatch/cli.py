@@ -177,11 +177,6 @@ def _attention_lines(
             "Agency addresses that wrote to clients but are not listed as [[staff]] "
             "(their replies do not count): " + ", ".join(notice.unlisted_senders)
         )
-    if notice.unknown_correspondents:
-        lines.append(
-            "Outside senders that staff replied to (missing [[accounts]]?): "
-            + ", ".join(notice.unknown_correspondents[:10])
-        )
     return lines
 
 
