@@ -9,6 +9,7 @@ and the open lessons they own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from mailwatch.core.addresses import Directory
-from mailwatch.core.busiest import DAYS, HOURS, hour_of_week
+from mailwatch.core.busiest import DAYS, HOURS, HourOfWeek, hour_of_week
 from mailwatch.core.check_ins import QuietAccount, quiet_accounts, silence_text
 from mailwatch.core.durations import human_duration
 from mailwatch.core.lessons import Lesson, lesson_of
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from mailwatch.config import Settings
     from mailwatch.store.repository import Store, UnconfiguredSender
 
-BUSIEST_LISTED = 8  # hours named in the plain text; the HTML and JSON have the whole grid
+BUSIEST_LISTED = 8  # hours named (the text, `busiest` in the JSON); the HTML and JSON have the grid
 NO_OWNER = "no owner yet"
 # cell shades by a cell's share of the busiest hour's requests: light enough for dark text
 _SHADES = ("#ffffff", "#e0f2fe", "#bae6fd", "#7dd3fc", "#38bdf8")
@@ -161,44 +162,50 @@ def _busiest_json(received: Sequence[Request], timezone: str) -> dict[str, Any]:
         "days": list(DAYS),
         "requests": [list(row) for row in grid.requests],  # [day][hour], Monday first
         "breaches": [list(row) for row in grid.breaches],
-        "busiest": [_cell_json(grid.requests, grid.breaches, c) for c in grid.busiest(10)],
-        "breaches_started": [
-            _cell_json(grid.requests, grid.breaches, c) for c in grid.breach_cells()
-        ],
+        "busiest": [_cell_json(grid, cell) for cell in grid.busiest(BUSIEST_LISTED)],
+        "breaches_started": [_cell_json(grid, cell) for cell in grid.breach_cells()],
     }
 
 
-def _cell_json(requests: Any, breaches: Any, cell: tuple[int, int]) -> dict[str, Any]:
+def _cell_json(grid: HourOfWeek, cell: tuple[int, int]) -> dict[str, Any]:
     day, hour = cell
     return {
         "day": DAYS[day],
         "hour": hour,
-        "requests": requests[day][hour],
-        "breaches": breaches[day][hour],
+        "requests": grid.requests[day][hour],
+        "breaches": grid.breaches[day][hour],
     }
 
 
 def _busiest_rows(busiest: Mapping[str, Any]) -> list[dict[str, Any]]:
     """24 rows of 7 cells, each with its counts and shade."""
-    top = max((max(row) for row in busiest["requests"]), default=0) or 1
-    rows = []
-    for hour in range(HOURS):
-        cells = []
-        for day in range(len(DAYS)):
-            count = busiest["requests"][day][hour]
-            shade = _SHADES[min(len(_SHADES) - 1, -(-count * (len(_SHADES) - 1) // top))]
-            cells.append(
-                {"requests": count, "breaches": busiest["breaches"][day][hour], "shade": shade}
-            )
-        rows.append({"hour": f"{hour:02d}", "cells": cells})
-    return rows
+    top = max(max(row) for row in busiest["requests"])
+    return [
+        {
+            "hour": f"{hour:02d}",
+            "cells": [
+                {
+                    "requests": busiest["requests"][day][hour],
+                    "breaches": busiest["breaches"][day][hour],
+                    "shade": _shade(busiest["requests"][day][hour], top),
+                }
+                for day in range(len(DAYS))
+            ],
+        }
+        for hour in range(HOURS)
+    ]
+
+
+def _shade(count: int, top: int) -> str:
+    """White for none; the busiest hour darkest; any other hour at least the lightest tint."""
+    return _SHADES[math.ceil(count * (len(_SHADES) - 1) / top)]
 
 
 def _busiest_lines(busiest: Mapping[str, Any]) -> list[str]:
     return [
         f"{cell['day']} {cell['hour']:02d}:00: {cell['requests']} received"
         + (f", {cell['breaches']} breached or overdue" if cell["breaches"] else "")
-        for cell in busiest["busiest"][:BUSIEST_LISTED]
+        for cell in busiest["busiest"]
     ]
 
 
