@@ -115,9 +115,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 1 when mailboxes are configured and none has synced yet: "nothing is
     waiting" would be a guess, and a cron job should hear about it."""
     from mailwatch.health import mailbox_syncs, none_synced
+    from mailwatch.unconfigured import recent_unconfigured, unconfigured_json, unconfigured_lines
 
     with _store(settings) as store:
         found = services.status(settings, store, _now(args, settings))
+        unconfigured = recent_unconfigured(store, found.generated_at)
         notice = evaluation.attention(store)
         quarantined = store.quarantined()
         syncs = mailbox_syncs(settings, store.sync_states(), found.generated_at)
@@ -134,6 +136,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             "unknown_correspondents": list(notice.unknown_correspondents),
             "mailboxes": [output.mailbox_sync_json(sync) for sync in syncs],
             "no_mailbox_synced": unsynced,
+            "unconfigured": unconfigured_json(unconfigured),
         }
         print(output.requests_document(found.generated_at, found.requests, found.lessons, **extra))
         return EXIT_FAILURE if unsynced else 0
@@ -145,6 +148,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print("Nothing is waiting for a reply.")
     if found.requests:  # imported mail is measured before any mailbox syncs
         print(output.requests_table(found.requests, settings.policy.timezone))
+    for line in unconfigured_lines(unconfigured, settings.policy.timezone):
+        print(line)
     for line in _attention_lines(notice, quarantined):
         print(line)
     return EXIT_FAILURE if unsynced else 0
@@ -171,11 +176,6 @@ def _attention_lines(
         lines.append(
             "Agency addresses that wrote to clients but are not listed as [[staff]] "
             "(their replies do not count): " + ", ".join(notice.unlisted_senders)
-        )
-    if notice.unknown_correspondents:
-        lines.append(
-            "Outside senders that staff replied to (missing [[accounts]]?): "
-            + ", ".join(notice.unknown_correspondents[:10])
         )
     return lines
 

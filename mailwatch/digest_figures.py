@@ -22,6 +22,7 @@ from mailwatch.core.model import Request, Status
 from mailwatch.core.periods import Period
 from mailwatch.core.stats import Summary, by_person, late_seconds, summarize, wait_seconds
 from mailwatch.core.trends import periods_with_data, trends
+from mailwatch.digest_sections import DigestSections
 from mailwatch.output import iso, waiver_warnings
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class PeriodFacts:
     now: datetime
     revisions: list[dict[str, Any]]  # to earlier periods, for the agency digest
     lessons: Mapping[str, Lesson]  # as of `now`, by client message
+    sections: DigestSections  # busiest hours, unconfigured senders, quiet accounts, lessons
 
     @property
     def before(self) -> Period:
@@ -127,8 +129,9 @@ class PeriodFacts:
             "skipped_nudges": self.skipped_json(accounts),
             "sync": self.sync_json(),
             "revisions": self.revisions if accounts is None else [],
-            # a new section: its figures here, its words in digest_text.digest_context,
-            # its block in templates/digest.{html,txt}
+            # a new section: its figures here or in digest_sections.py, its words in
+            # digest_text.digest_context, its block in templates/digest*.{html,txt}
+            **self.sections.figures(recipient, accounts, requests),
         }
 
     def trend_json(self, current: Summary, earlier: Sequence[Summary]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Policy
 from mailwatch.core.stats import Summary
+from mailwatch.digest_sections import context as sections_context
 from mailwatch.output import counts_text
 from mailwatch.revisions import revisions_text
 
@@ -114,6 +115,7 @@ def digest_context(
         "sync_line": _sync_line(figures["sync"], figures["no_data"], zone),
         "revisions": revisions_text(figures["revisions"], zone),
         # a new section's words go here, beside its figures' key
+        "sections": sections_context(figures, zone, policy),
     }
 
 

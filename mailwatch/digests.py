@@ -31,6 +31,7 @@ from mailwatch.claims import DIGEST, SKIPPED, digest_key
 from mailwatch.core.model import Policy, Request
 from mailwatch.core.periods import Period, last_complete
 from mailwatch.digest_figures import PeriodFacts
+from mailwatch.digest_sections import DigestSections
 from mailwatch.digest_text import digest_context
 from mailwatch.lessons import lessons_as_of
 from mailwatch.requests_as_of import requests_as_of
@@ -110,6 +111,7 @@ def period_facts(settings: Settings, store: Store, now: datetime, period: Period
     earlier = lookback(period, settings.policy.timezone)
     # this period and those before it (trend, revisions); the longest waits still open too
     requests = requests_as_of(settings, store, now, since=earlier[0].start)
+    lessons = lessons_as_of(store, now)
     return PeriodFacts(
         settings=settings,
         period=period,
@@ -119,7 +121,8 @@ def period_facts(settings: Settings, store: Store, now: datetime, period: Period
         syncs=store.sync_states(),
         now=now,
         revisions=digest_revisions(settings, store, earlier, requests),
-        lessons=lessons_as_of(store, now),
+        lessons=lessons,
+        sections=DigestSections.gather(settings, store, period, requests, lessons, now),
     )
 
 

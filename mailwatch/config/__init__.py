@@ -21,6 +21,7 @@ from mailwatch.config.secrets import Secret
 from mailwatch.config.settings import (
     LOG_FORMATS,
     AlertSettings,
+    CheckInSettings,
     ClientReportSettings,
     DaemonSettings,
     DigestSettings,
@@ -37,6 +38,7 @@ from mailwatch.config.settings import (
 
 __all__ = [
     "AlertSettings",
+    "CheckInSettings",
     "ClientReportSettings",
     "LOG_FORMATS",
     "ConfigError",

@@ -34,6 +34,7 @@ from mailwatch.config.settings import (
     DEFAULT_DATABASE_URL,
     LOG_FORMATS,
     AlertSettings,
+    CheckInSettings,
     ClientReportSettings,
     DaemonSettings,
     DigestSettings,
@@ -89,6 +90,7 @@ def _settings(root: Reader, path: Path) -> Settings:
         alerts=_alerts(root.table("alerts"), policy),
         client_reports=_client_reports(root),
         lessons=_lessons(root.table("lessons")),
+        check_ins=_check_ins(root),
     )
 
 
@@ -346,6 +348,26 @@ def _alerts(alerts: Reader, policy: Policy) -> AlertSettings:
 
 
 _REPORT_SCHEDULES = {"monthly": "month", "quarterly": "quarter"}
+
+
+def _check_ins(root: Reader) -> CheckInSettings:
+    after = _check_in_after(root.table("agency"), CheckInSettings.after)
+    own = {
+        entry.text("name"): _check_in_after(entry, after)
+        for entry in root.tables("accounts")
+        if entry.has("check_in_after")
+    }
+    return CheckInSettings(after=after, accounts=own)
+
+
+def _check_in_after(reader: Reader, default: timedelta | None) -> timedelta | None:
+    """A duration, or false: no check-in prompts."""
+    if reader.data.get("check_in_after") is False:
+        return None
+    if reader.data.get("check_in_after") is True:
+        raise reader.error("check_in_after", 'expected a duration like "28d", or false')
+    duration: timedelta | None = reader.duration("check_in_after", default)
+    return duration
 
 
 def _client_reports(root: Reader) -> ClientReportSettings:

@@ -73,7 +73,9 @@ def parse_duration(text: str) -> timedelta:
 _HOURS_KEYS = dict.fromkeys(["timezone", "days", "start", "end", "holidays", "closed"])
 # A dict is a table, a one-element list an array of tables, None a value.
 SCHEMA: dict[str, Any] = {
-    "agency": dict.fromkeys(["name", "domains", "timezone", "head_of_client_management"]),
+    "agency": dict.fromkeys(
+        ["name", "domains", "timezone", "head_of_client_management", "check_in_after"]
+    ),
     "database": dict.fromkeys(["url", "retention_days"]),
     "sla": {
         **dict.fromkeys(["target", "request_expiry", "clock"]),
@@ -92,7 +94,7 @@ SCHEMA: dict[str, Any] = {
         {
             **dict.fromkeys(
                 ["name", "domains", "addresses", "manager", "backups", "target", "clock"]
-                + ["client_report"]
+                + ["client_report", "check_in_after"]
             ),
             "business_hours": _HOURS_KEYS,
         }

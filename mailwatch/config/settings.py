@@ -140,6 +140,18 @@ class LessonSettings:
 
 
 @dataclass(frozen=True)
+class CheckInSettings:
+    """How long an account may go without contact before digests suggest a check-in:
+    `[agency] check_in_after`, or an `[[accounts]]` entry's own; None: never."""
+
+    after: timedelta | None = timedelta(days=28)
+    accounts: Mapping[str, timedelta | None] = field(default_factory=dict)  # their own
+
+    def after_for(self, account: str) -> timedelta | None:
+        return self.accounts.get(account, self.after)
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     agency_name: str
@@ -155,3 +167,4 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     client_reports: ClientReportSettings = field(default_factory=ClientReportSettings)
     lessons: LessonSettings = field(default_factory=LessonSettings)
+    check_ins: CheckInSettings = field(default_factory=CheckInSettings)

@@ -3,13 +3,14 @@
 `Store` gathers the store's parts, one concern each: the database itself (`db`), stored
 mail (`messages`), answers given outside email (`answers`), the lessons-learnt log
 (`lessons`), what the evaluation reads and writes (`evaluation`), coordination between
-processes (`coordination`), privacy (`privacy`) and the figures sent digests and client
-reports showed (`figures`).  Callers import from here.
+processes (`coordination`), privacy (`privacy`), who mail was exchanged with (`contacts`)
+and the figures sent digests and client reports showed (`figures`).  Callers import from here.
 """
 
 from __future__ import annotations
 
 from mailwatch.store.answers import AnswerStore
+from mailwatch.store.contacts import ContactStore, UnconfiguredSender
 from mailwatch.store.coordination import Claim, CoordinationStore, LoginRefusal, SyncState
 from mailwatch.store.db import CHUNK
 from mailwatch.store.evaluation import EvaluationStore
@@ -30,6 +31,7 @@ __all__ = [
     "Store",
     "StoredMessage",
     "SyncState",
+    "UnconfiguredSender",
 ]
 
 
@@ -41,5 +43,6 @@ class Store(
     CoordinationStore,
     PrivacyStore,
     FiguresStore,
+    ContactStore,
 ):
     """One database of mailwatch's: every part of the store on the same engine."""
