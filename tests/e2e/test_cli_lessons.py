@@ -252,3 +252,17 @@ def test_categories_come_from_the_configuration(imported, capsys):
     document = lessons_json(capsys)
     assert [e["category"] for e in document["lessons"]] == ["people", "process"]  # the last
     assert code == 2 and "one of: process, people ([lessons] categories)" in err
+
+
+def test_status_shows_the_reason_of_an_overdue_request(imported, capsys):
+    annotate(
+        capsys, INVOICE, "--reason", "Billing questions have no owner", "--category", "capacity"
+    )
+
+    code, out, _ = run(capsys, "status", "--format", "json", "--now", NOW)
+
+    invoice = next(r for r in json.loads(out)["requests"] if r["opened_by"] == INVOICE)
+    assert (invoice["reason"], invoice["reason_category"]) == (
+        "Billing questions have no owner",
+        "capacity",
+    )
