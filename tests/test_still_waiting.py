@@ -8,6 +8,7 @@ from datetime import date
 
 from mailwatch.cli import main
 from mailwatch.core.model import Leave
+from mailwatch.health import send_problems
 from mailwatch.store.repository import Store
 from tests.core.factory import at, client, policy, staff
 from tests.test_nudging import add, parts, send_due_nudges, settings_for
@@ -225,3 +226,29 @@ sender = "mailwatch@rouge.example"
     assert main(["nudge", "--now", tuesday, "--config", str(config)]) == 0
 
     assert lists_to(smtp_server) == [ALICE]
+
+
+def test_a_request_that_breaches_after_the_morning_list_is_on_the_next_mornings(smtp_server, store):
+    add(store, client("banner@acme.example", at(0, 9), "Homepage banner"))  # due Mon 17:00
+    settings = settings_for(smtp_server)
+
+    send_due_nudges(settings, store, at(0, 17, 30))  # the breach nudge, no list
+    assert lists(smtp_server) == []
+    send_due_nudges(settings, store, at(1, 9))
+
+    assert lists_to(smtp_server) == [ALICE]
+
+
+def test_a_list_the_smtp_server_refuses_for_good_is_a_health_problem(smtp_server, store):
+    add(store, client("banner@acme.example", at(0, 9), "Homepage banner"))
+    smtp_server.answer_next("550 5.1.1 No such user")
+
+    run = send_due_nudges(settings_for(smtp_server), store, at(1, 9))
+
+    assert run.failures == 1
+    assert send_problems(store) == [
+        "the last still-waiting to alice@rouge.example failed: "
+        + store.claims("still-waiting")[0].error
+    ]
+    send_due_nudges(settings_for(smtp_server), store, at(1, 10))  # not retried that day
+    assert lists(smtp_server) == []
