@@ -9,24 +9,36 @@ digests, privacy).
 
 from __future__ import annotations
 
+from datetime import date
+
 from mailwatch.core.periods import Period
 
 NUDGE = "nudge"
 DIGEST = "digest"
 CLIENT_REPORT = "client-report"
-# A nudge skipped for lateness, recorded once (the reason in `error`) for the next digest.
+# The daily list of overdue requests, one a day per person (key: their local date).
+STILL_WAITING = "still-waiting"
+# A request escalated to the Directors (key: `nudge_key(opened_by, "directors")`).
+DIRECTORS = "directors"
+# A nudge (or an escalation) skipped for lateness, recorded once (the reason in `error`)
+# for the next digest.
 SKIPPED = "nudge-skipped"
 # An alert that a problem started, and the email that says it ended (alerts.py).
 ALERT = "alert"
 ALERT_RECOVERED = "alert-recovered"
 # The mail sent on behalf of the agency's promise: a send of any of these that fails is a
 # health problem and an alert (an alert that fails is logged: it cannot alert itself).
-PROMISED_MAIL = (NUDGE, DIGEST, CLIENT_REPORT)
+PROMISED_MAIL = (NUDGE, STILL_WAITING, DIRECTORS, DIGEST, CLIENT_REPORT)
 
 
 def nudge_key(opened_by: str, stage: str) -> str:
     """The key of a nudge (and of a skipped one): the request's first message and the stage."""
     return f"{opened_by}|{stage}"
+
+
+def still_waiting_key(day: date) -> str:
+    """The key of a still-waiting list: the recipient's local date, "2026-11-24"."""
+    return day.isoformat()
 
 
 def split_claim_key(key: str) -> tuple[str, str]:

@@ -314,7 +314,7 @@ def cmd_nudge(args: argparse.Namespace, settings: Settings) -> int:
         print(line)
     for line in alerts.lines if alerts else []:
         print(line)
-    return EXIT_FAILURE if run.failed or (alerts and alerts.failed) else 0
+    return EXIT_FAILURE if run.failures or (alerts and alerts.failed) else 0
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:

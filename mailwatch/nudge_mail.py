@@ -1,8 +1,9 @@
-"""What a nudge email says: the template context for one recipient's batch of nudges.
+"""What a nudge email says: the template context for one recipient's batch of nudges, and
+for the nudges' relatives: the daily still-waiting list and the Directors' escalation.
 
-The templates (templates/nudge.*) only lay this out; every number and time
-is worked out here, in the recipient's timezone, so the text and HTML parts
-say exactly the same thing.
+The templates (templates/nudge.*, still_waiting.*, directors.*) only lay this out;
+every number and time is worked out here, in the recipient's timezone, so the text
+and HTML parts say exactly the same thing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from mailwatch.core.addresses import normalise_address
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Message, Policy, Request, StaffMember
 from mailwatch.core.nudges import Nudge
+from mailwatch.core.still_waiting import StillWaitingList
+from mailwatch.core.times import arrival
 
 DEFAULT_WAIVE_KEYWORD = "$NoReplyNeeded"
 DEFAULT_WAIVE_FOLDER = "No reply needed"
@@ -54,7 +57,7 @@ def nudge_context(
     """
     people = {normalise_address(s.email): s for s in policy.staff}
     member = people.get(normalise_address(recipient))
-    zone = ZoneInfo(member.timezone if member and member.timezone else policy.timezone)
+    zone = _zone_of(member, policy)
     earlier = sent_before or {}
     items = [
         _item(nudge, messages.get(nudge.request.opened_by), zone, now)
@@ -168,3 +171,124 @@ def _name(address: str, people: Mapping[str, StaffMember]) -> str:
 def _local(instant: datetime, zone: ZoneInfo) -> str:
     local = instant.astimezone(zone)
     return f"{local:%a} {local.day} {local:%b} {local:%H:%M}"
+
+
+# ---------------------------------------------------------------- the daily still-waiting list
+
+
+def still_waiting_context(
+    entry: StillWaitingList,
+    *,
+    policy: Policy,
+    messages: Mapping[str, Message],
+    now: datetime,
+    waive_keyword: str = DEFAULT_WAIVE_KEYWORD,
+    waive_folder: str = DEFAULT_WAIVE_FOLDER,
+) -> dict[str, Any]:
+    """Context for `still_waiting.*`: the recipient's own overdue requests, then (for a
+    Head) every request overdue by more than `head_overdue_after`, most overdue first."""
+    people = {normalise_address(s.email): s for s in policy.staff}
+    member = people.get(entry.recipient)
+    zone = _zone_of(member, policy)
+
+    def item(request: Request, why: str) -> dict[str, Any]:
+        team = [a for a in _answering(request, policy) if a != entry.recipient]
+        return _overdue_item(request, messages.get(request.opened_by), zone, now) | {
+            "why": why,
+            "others_responsible": [_person(a, people) for a in team],
+        }
+
+    mine = [item(r.request, r.why) for r in entry.mine]
+    for_head = [item(request, "") for request in entry.for_head]
+    return {
+        "recipient": entry.recipient,
+        "recipient_name": member.name if member and member.name else entry.recipient,
+        "timezone": zone.key,
+        "day": f"{entry.day:%A} {entry.day.day} {entry.day:%B}",
+        "mine": mine,
+        "for_head": for_head,
+        "head_overdue_after": human_duration(policy.nudges.head_overdue_after.total_seconds()),
+        "count": len(mine) + len(for_head),
+        "waive_keyword": waive_keyword,
+        "waive_folder": waive_folder,
+    }
+
+
+# ---------------------------------------------------------------- the Directors' stage
+
+
+def directors_context(
+    recipient: str,
+    nudges: Sequence[Nudge],
+    *,
+    policy: Policy,
+    messages: Mapping[str, Message],
+    now: datetime,
+    sent_before: Mapping[str, Sequence[SentNudge]],
+) -> dict[str, Any]:
+    """Context for `directors.*`: each escalated request with its whole story: who answers
+    for it, which reminders went to whom and when, and every client message of it.
+    `messages` holds every client message of these requests, by key."""
+    people = {normalise_address(s.email): s for s in policy.staff}
+    member = people.get(normalise_address(recipient))
+    zone = _zone_of(member, policy)
+    items = []
+    for nudge in nudges:
+        request = nudge.request
+        story = [messages[key] for key in request.messages if key in messages]
+        items.append(
+            _overdue_item(request, messages.get(request.opened_by), zone, now)
+            | _for_head(nudge, policy, people, sent_before.get(request.opened_by, ()), zone)
+            | {
+                "reasons": list(nudge.reasons),
+                "answering": [_person(a, people) for a in _answering(request, policy)],
+                "client_messages": [_client_message(m, zone) for m in story],
+            }
+        )
+    return {
+        "recipient": recipient,
+        "recipient_name": member.name if member and member.name else recipient,
+        "timezone": zone.key,
+        "count": len(items),
+        "items": items,
+        "first": items[0],
+    }
+
+
+def _overdue_item(
+    request: Request, opener: Message | None, zone: ZoneInfo, now: datetime
+) -> dict[str, Any]:
+    return {
+        "account": request.account,
+        "subject": _one_line(request.subject),
+        "sender": _sender(opener),
+        "received": _local(request.received_at, zone),
+        "deadline": _local(request.deadline, zone),
+        "overdue_by": human_duration((request.deadline - now).total_seconds()),  # "overdue by 2h"
+        "tier": request.tier,
+        "message_id": request.opened_by,
+        "waive_command": f"mailwatch waive {shlex.quote(request.opened_by)}",
+        "reply_possibly_unseen": request.reply_possibly_unseen,
+        "answered_command": f"mailwatch answered {shlex.quote(request.opened_by)} --at DATE",
+    }
+
+
+def _answering(request: Request, policy: Policy) -> list[str]:
+    """Everyone who answers for a request: those responsible when it opened, then the
+    account's manager and backups, once each."""
+    account = next((a for a in policy.accounts if a.name == request.account), None)
+    team = [*request.responsible, *((account.manager, *account.backups) if account else ())]
+    return list(dict.fromkeys(normalise_address(a) for a in team if a))
+
+
+def _client_message(message: Message, zone: ZoneInfo) -> dict[str, str]:
+    arrived = arrival(message)
+    return {
+        "subject": _one_line(message.subject),
+        "sender": _sender(message),
+        "received": _local(arrived[0], zone) if arrived else "time unknown",
+    }
+
+
+def _zone_of(member: StaffMember | None, policy: Policy) -> ZoneInfo:
+    return ZoneInfo(member.timezone if member and member.timezone else policy.timezone)

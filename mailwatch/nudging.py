@@ -19,6 +19,10 @@ a duplicate storm after a crash loop, and the digest still reports the breach.
 
 Nudges skipped for lateness are recorded once each as claims of kind
 `claims.SKIPPED` (the reason in `error`), so the next digest can list them.
+
+The Directors' stage (`core.nudges.due_escalations`) goes the same way, in its own
+email (`templates/directors.*`) under claims of kind `claims.DIRECTORS`; then the
+daily still-waiting lists (`still_waiting.py`).
 """
 
 from __future__ import annotations
@@ -30,12 +34,20 @@ from typing import TYPE_CHECKING, Any
 
 from mailwatch.adapters.render import Renderer
 from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError
-from mailwatch.claims import NUDGE, SKIPPED, nudge_key, split_claim_key
+from mailwatch.claims import DIRECTORS, NUDGE, SKIPPED, nudge_key, split_claim_key
 from mailwatch.core.model import Request, Status
-from mailwatch.core.nudges import ClaimKey, Nudge, NudgePlan, batch_by_recipient, due_nudges
+from mailwatch.core.nudges import (
+    ClaimKey,
+    Nudge,
+    NudgePlan,
+    batch_by_recipient,
+    due_escalations,
+    due_nudges,
+)
 from mailwatch.evaluation import store_absences
-from mailwatch.nudge_mail import SentNudge, nudge_context
+from mailwatch.nudge_mail import SentNudge, directors_context, nudge_context
 from mailwatch.requests_as_of import waiting_as_of
+from mailwatch.still_waiting import ListsRun, send_still_waiting
 
 if TYPE_CHECKING:
     from mailwatch.config import Settings
@@ -48,10 +60,17 @@ log = logging.getLogger(__name__)
 class NudgeRun:
     plan: NudgePlan
     dry_run: bool
-    emails: int = 0  # emails accepted by the SMTP server
-    sent: list[Nudge] = field(default_factory=list)
+    escalations: NudgePlan = field(default_factory=NudgePlan)  # the Directors' stage
+    lists: ListsRun | None = None  # the daily still-waiting lists
+    emails: int = 0  # nudge and escalation emails accepted by the SMTP server
+    sent: list[Nudge] = field(default_factory=list)  # nudges and escalations
     failed: list[tuple[Nudge, str, bool]] = field(default_factory=list)  # nudge, error, permanent
     lines: list[str] = field(default_factory=list)  # what happened (or would), for people
+
+    @property
+    def failures(self) -> int:
+        """Emails of this pass that failed: nudges, escalations and still-waiting lists."""
+        return len(self.failed) + (len(self.lists.failed) if self.lists else 0)
 
 
 def claim_key(nudge: Nudge) -> str:
@@ -67,8 +86,9 @@ def send_due_nudges(
     renderer: Renderer,
     dry_run: bool = False,
 ) -> NudgeRun:
-    """`mailer` is None when no [smtp] server is configured: NotConfigured once one is due.
+    """The ladder's nudges, then the Directors' escalations, then the still-waiting lists.
 
+    `mailer` is None when no [smtp] server is configured: NotConfigured once one is due.
     A dry run sends and claims nothing; it does bring the stored requests up to date,
     unless `now` is before the last evaluation (then it changes nothing that is stored).
     """
@@ -76,37 +96,66 @@ def send_due_nudges(
     absences = store_absences(store, settings.policy, now - settings.policy.absence_max, now)
     claims = store.claims(NUDGE)
     plan = due_nudges(waiting, settings.policy, absences, _taken(claims), now)
-    run = NudgeRun(plan, dry_run)
-    _report_not_sent(run, store, now)
-    batches = batch_by_recipient(plan.send)
-    if dry_run:
-        for recipient, nudges in batches.items():
-            run.lines.append(f"would send to {recipient}: {len(nudges)} nudge(s)")
-            run.lines.extend(f"  {_describe(nudge)}" for nudge in nudges)
-        return run
-    if not batches:
-        return run
-    if mailer is None:
-        raise NotConfigured("nudges are due but no [smtp] server is configured")
-    openers = {m.key: m for m in store.messages_by_keys(r.opened_by for r in waiting)}
+    escalations = due_escalations(
+        waiting, settings.policy, absences, _taken(store.claims(DIRECTORS)), now
+    )
+    run = NudgeRun(plan, dry_run, escalations)
+    _report_not_sent(run, plan, store, now)
+    _report_not_sent(run, escalations, store, now)
+    mail = _Mail(run, store, mailer, renderer, now)
     sent_before = _sent_by_request(claims)
-    for recipient, nudges in batches.items():
-        claimed = [n for n in nudges if store.claim(NUDGE, claim_key(n), recipient, now)]
-        if not claimed:
-            continue  # another worker has them
-        context = nudge_context(
-            recipient,
-            claimed,
-            policy=settings.policy,
-            messages=openers,
-            now=now,
-            waiting=_others_waiting(recipient, claimed, waiting, settings, now),
-            sent_before=sent_before,
-            waive_keyword=settings.sync.waive_keyword,
-            waive_folder=settings.sync.waive_folder,
-        )
-        _send(run, store, mailer, renderer, recipient, claimed, context, now)
+    if plan.send:
+        _send_ladder(mail, settings, plan, waiting, sent_before)
+    for recipient, nudges in batch_by_recipient(escalations.send).items():
+        claimed = mail.claim(DIRECTORS, recipient, nudges)
+        if claimed:
+            story = store.messages_by_keys(k for n in claimed for k in n.request.messages)
+            context = directors_context(
+                recipient,
+                claimed,
+                policy=settings.policy,
+                messages={m.key: m for m in story},
+                now=now,
+                sent_before=sent_before,
+            )
+            mail.send(DIRECTORS, "directors", recipient, claimed, context)
+    run.lists = send_still_waiting(
+        settings,
+        store,
+        now,
+        waiting=waiting,
+        absences=absences,
+        mailer=mailer,
+        renderer=renderer,
+        dry_run=dry_run,
+    )
+    run.lines.extend(run.lists.lines)
     return run
+
+
+def _send_ladder(
+    mail: _Mail,
+    settings: Settings,
+    plan: NudgePlan,
+    waiting: list[Request],
+    sent_before: dict[str, list[SentNudge]],
+) -> None:
+    openers = {m.key: m for m in mail.store.messages_by_keys(r.opened_by for r in waiting)}
+    for recipient, nudges in batch_by_recipient(plan.send).items():
+        claimed = mail.claim(NUDGE, recipient, nudges)
+        if claimed:
+            context = nudge_context(
+                recipient,
+                claimed,
+                policy=settings.policy,
+                messages=openers,
+                now=mail.now,
+                waiting=_others_waiting(recipient, claimed, waiting, settings, mail.now),
+                sent_before=sent_before,
+                waive_keyword=settings.sync.waive_keyword,
+                waive_folder=settings.sync.waive_folder,
+            )
+            mail.send(NUDGE, "nudge", recipient, claimed, context)
 
 
 def _taken(claims: list[Claim]) -> set[ClaimKey]:
@@ -129,43 +178,73 @@ def _sent_by_request(claims: list[Claim]) -> dict[str, list[SentNudge]]:
     return sent
 
 
-def _send(
-    run: NudgeRun,
-    store: Store,
-    mailer: Mailer,
-    renderer: Renderer,
-    recipient: str,
-    claimed: list[Nudge],
-    context: dict[str, Any],
-    now: datetime,
-) -> None:
-    try:
-        rendered = renderer.render("nudge", context)
-        mailer.send([recipient], rendered, headers={"X-Mailwatch": "nudge"})
-    except TransportError as error:
-        kind = "permanent" if error.permanent else "temporary"
-        log.warning("nudge to %s failed (%s): %s", recipient, kind, error)
+class _Mail:
+    """Claim, then send, one email per recipient, for the ladder and the Directors' stage."""
+
+    def __init__(
+        self, run: NudgeRun, store: Store, mailer: Mailer | None, renderer: Renderer, now: datetime
+    ):
+        self.run, self.store, self.mailer, self.renderer, self.now = (
+            run,
+            store,
+            mailer,
+            renderer,
+            now,
+        )
+
+    def claim(self, kind: str, recipient: str, nudges: list[Nudge]) -> list[Nudge]:
+        """The nudges this process gets to send (none in a dry run: it says what it would)."""
+        if self.run.dry_run:
+            self.run.lines.append(f"would send to {recipient}: {_count(kind, nudges)}")
+            self.run.lines.extend(f"  {_describe(nudge)}" for nudge in nudges)
+            return []
+        if self.mailer is None:
+            raise NotConfigured(f"{kind} emails are due but no [smtp] server is configured")
+        claimed = [n for n in nudges if self.store.claim(kind, claim_key(n), recipient, self.now)]
+        return claimed  # empty: another worker has them
+
+    def send(
+        self,
+        kind: str,
+        template: str,
+        recipient: str,
+        claimed: list[Nudge],
+        context: dict[str, Any],
+    ) -> None:
+        run, store, now = self.run, self.store, self.now
+        assert self.mailer is not None  # claim() refused to go on without one
+        try:
+            rendered = self.renderer.render(template, context)
+            self.mailer.send([recipient], rendered, headers={"X-Mailwatch": kind})
+        except TransportError as error:
+            how = "permanent" if error.permanent else "temporary"
+            log.warning("%s email to %s failed (%s): %s", kind, recipient, how, error)
+            for nudge in claimed:
+                store.mark_failed(
+                    kind, claim_key(nudge), recipient, str(error), error.permanent, now
+                )
+                run.failed.append((nudge, str(error), error.permanent))
+            run.lines.append(f"FAILED to send to {recipient} ({how}): {error}")
+            return
+        except Exception as error:
+            # A bug (a template, say): give the claims back so a fixed version can send them.
+            for nudge in claimed:
+                store.mark_failed(kind, claim_key(nudge), recipient, repr(error), False, now)
+            raise
         for nudge in claimed:
-            store.mark_failed(NUDGE, claim_key(nudge), recipient, str(error), error.permanent, now)
-            run.failed.append((nudge, str(error), error.permanent))
-        run.lines.append(f"FAILED to send to {recipient} ({kind}): {error}")
-        return
-    except Exception as error:
-        # A bug (a template, say): give the claims back so a fixed version can send them.
-        for nudge in claimed:
-            store.mark_failed(NUDGE, claim_key(nudge), recipient, repr(error), False, now)
-        raise
-    for nudge in claimed:
-        store.mark_sent(NUDGE, claim_key(nudge), recipient, now)
-    run.emails += 1
-    run.sent.extend(claimed)
-    run.lines.append(f"sent to {recipient}: {len(claimed)} nudge(s)")
-    run.lines.extend(f"  {_describe(nudge)}" for nudge in claimed)
-    log.info("sent %d nudge(s) to %s", len(claimed), recipient)
+            store.mark_sent(kind, claim_key(nudge), recipient, now)
+        run.emails += 1
+        run.sent.extend(claimed)
+        run.lines.append(f"sent to {recipient}: {_count(kind, claimed)}")
+        run.lines.extend(f"  {_describe(nudge)}" for nudge in claimed)
+        log.info("sent %s to %s", _count(kind, claimed), recipient)
 
 
-def _report_not_sent(run: NudgeRun, store: Store, now: datetime) -> None:
-    plan = run.plan
+def _count(kind: str, nudges: list[Nudge]) -> str:
+    return f"{len(nudges)} {'escalation' if kind == DIRECTORS else 'nudge'}(s)"
+
+
+def _report_not_sent(run: NudgeRun, plan: NudgePlan, store: Store, now: datetime) -> None:
     for nudge in plan.skipped:
         # Recorded once (the first pass that skips it) for the digest.
         if run.dry_run:

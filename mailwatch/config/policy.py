@@ -39,6 +39,10 @@ def build_policy(root: Reader) -> Policy:
         people.require(agency, f"head_of_client_management[{index}]", address)
         for index, address in enumerate(agency.addresses("head_of_client_management"))
     )
+    directors = tuple(
+        people.require(agency, f"directors[{index}]", address)
+        for index, address in enumerate(agency.addresses("directors"))
+    )
     sla = root.table("sla")
     hours = _business_hours(sla.table("business_hours"), BusinessHours(timezone=timezone))
     tiers = _tiers(sla)
@@ -50,6 +54,7 @@ def build_policy(root: Reader) -> Policy:
         staff=staff,
         accounts=_accounts(root, people, hours),
         head_of_client_management=head,
+        directors=directors,
         target=sla.duration("target", _DEFAULT_POLICY.target),
         clock=sla.clock("clock", _DEFAULT_POLICY.clock),
         business_hours=hours,
@@ -183,7 +188,9 @@ def _tiers(sla: Reader) -> tuple[Tier, ...]:
         high_priority = entry.boolean("high_priority", False)
         if not patterns and not high_priority:
             raise entry.error(None, "a tier needs subject patterns or high_priority = true")
-        tiers.append(Tier(name, target, patterns, high_priority, entry.clock("clock", None)))
+        clock = entry.clock("clock", None)
+        directors_after = entry.duration("directors_after", None)
+        tiers.append(Tier(name, target, patterns, high_priority, clock, directors_after))
     return tuple(tiers)
 
 
@@ -296,6 +303,9 @@ def _nudges(nudges: Reader, tier_names: set[str]) -> NudgePolicy:
         quiet_weekends=quiet.boolean("weekends", default.quiet_weekends),
         critical_tiers=critical,
         max_lateness=nudges.duration("max_lateness", default.max_lateness),
+        still_waiting_at=nudges.clock_time("still_waiting_at", default.still_waiting_at),
+        head_overdue_after=nudges.duration("head_overdue_after", default.head_overdue_after),
+        directors_after=nudges.duration("directors_after", default.directors_after),
     )
 
 

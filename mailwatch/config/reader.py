@@ -74,13 +74,16 @@ _HOURS_KEYS = dict.fromkeys(["timezone", "days", "start", "end", "holidays", "cl
 # A dict is a table, a one-element list an array of tables, None a value.
 SCHEMA: dict[str, Any] = {
     "agency": dict.fromkeys(
-        ["name", "domains", "timezone", "head_of_client_management", "check_in_after"]
+        ["name", "domains", "timezone", "head_of_client_management", "check_in_after", "directors"]
     ),
     "database": dict.fromkeys(["url", "retention_days"]),
     "sla": {
         **dict.fromkeys(["target", "request_expiry", "clock"]),
         "business_hours": _HOURS_KEYS,
-        "tiers": [dict.fromkeys(["name", "target", "subject", "high_priority", "clock"])],
+        "tiers": [
+            dict.fromkeys(["name", "target", "subject", "high_priority", "clock"])
+            | dict.fromkeys(["directors_after"])
+        ],
     },
     "mailboxes": [
         dict.fromkeys(
@@ -109,6 +112,7 @@ SCHEMA: dict[str, Any] = {
     "threading": dict.fromkeys(["subject_window", "generic_subjects"]),
     "nudges": {
         **dict.fromkeys(["enabled", "max_lateness", "critical_tiers"]),
+        **dict.fromkeys(["still_waiting_at", "head_overdue_after", "directors_after"]),
         "stages": [dict.fromkeys(["name", "at", "notify"])],
         "quiet_hours": dict.fromkeys(["start", "end", "weekends"]),
     },

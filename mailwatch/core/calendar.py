@@ -24,7 +24,8 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-def _is_open_day(hours: BusinessHours, day: date) -> bool:
+def is_open_day(hours: BusinessHours, day: date) -> bool:
+    """A working day of these hours: one of its days, not a holiday or a closure."""
     return day.weekday() in hours.days and day not in hours.closed and day not in hours.holidays
 
 
@@ -39,7 +40,7 @@ def _windows_from(hours: BusinessHours, instant: datetime) -> Iterator[tuple[dat
     """Opening windows (UTC) that end after `instant`, in order."""
     day = instant.astimezone(_zone(hours.timezone)).date() - timedelta(days=1)
     for _ in range(_MAX_DAYS):
-        if _is_open_day(hours, day):
+        if is_open_day(hours, day):
             opens, closes = _window(hours, day)
             if closes > instant:
                 yield opens, closes

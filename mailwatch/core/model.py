@@ -170,6 +170,7 @@ class Tier:
     subject_patterns: tuple[str, ...] = ()  # regular expressions, searched in the subject
     high_priority: bool = False  # also matches Importance: high, X-Priority 1|2, Priority: urgent
     clock: ClockKind | None = None  # None: the account's (or agency's) clock
+    directors_after: timedelta | None = None  # None: [nudges] directors_after
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,9 @@ class NudgePolicy:
     quiet_weekends: bool = True
     critical_tiers: tuple[str, ...] = ("critical",)  # these go at once, whatever the hour
     max_lateness: timedelta = timedelta(hours=2)  # a stage due longer ago than this is skipped
+    still_waiting_at: time = time(9, 0)  # the daily overdue lists go from then (recipient's time)
+    head_overdue_after: timedelta = timedelta(hours=24)  # past the deadline: on the head's list
+    directors_after: timedelta | None = None  # past the deadline: to the Directors (None: never)
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,7 @@ class Policy:
     staff: tuple[StaffMember, ...] = ()
     accounts: tuple[Account, ...] = ()
     head_of_client_management: tuple[str, ...] = ()
+    directors: tuple[str, ...] = ()
     target: timedelta = timedelta(hours=24)
     clock: ClockKind = ClockKind.CALENDAR
     business_hours: BusinessHours = field(default_factory=BusinessHours)

@@ -5,6 +5,9 @@ account manager, at 90% the manager and the backups, at 100% also the Head of
 Client Management.  A manager who is away is replaced by the backups; when
 nobody responsible is present, the head is told.  Quiet hours hold a nudge
 until they end unless the deadline falls first, and a nudge is never sent late.
+
+The Directors' stage (`due_escalations`) follows the same rules: a request still
+waiting `directors_after` past its deadline goes once to each of `policy.directors`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from mailwatch.core.model import (
 )
 
 ClaimKey = tuple[str, str, str]
+
+DIRECTORS_STAGE = "directors"
 
 _NAGGABLE = (Status.OPEN, Status.OVERDUE)
 
@@ -75,13 +80,63 @@ def due_nudges(
     plan = NudgePlan()
     if not policy.nudges.enabled:
         return plan
-    people = _People(policy, absences, now)
+    people = People(policy, absences, now)
     for request in requests:
         if request.status not in _NAGGABLE or (request.closed_at and request.closed_at <= now):
             continue
         for nudge in _highest_due_per_recipient(request, policy, people, now):
             if nudge.claim_key not in already_claimed:
                 _file(plan, nudge, policy.nudges, people.zone(nudge.recipient), now)
+    _refuse_unsafe(plan, policy)
+    return plan
+
+
+def directors_after(request: Request, policy: Policy) -> timedelta | None:
+    """How long past its deadline a request goes to the Directors: its tier's, else the
+    agency's; None when it never does."""
+    tier = next((t for t in policy.tiers if t.name == request.tier), None)
+    if tier is not None and tier.directors_after is not None:
+        return tier.directors_after
+    return policy.nudges.directors_after
+
+
+def due_escalations(
+    requests: Iterable[Request],
+    policy: Policy,
+    absences: Sequence[Absence],
+    already_claimed: set[ClaimKey],
+    now: datetime,
+) -> NudgePlan:
+    """The Directors' stage: like a ladder stage (held in quiet hours, skipped when late,
+    refused to anyone not staff), but past the deadline and to `policy.directors` only."""
+    plan = NudgePlan()
+    if not policy.nudges.enabled or not policy.directors:
+        return plan
+    people = People(policy, absences, now)
+    critical_tiers = {t.lower() for t in policy.nudges.critical_tiers}
+    for request in requests:
+        after = directors_after(request, policy)
+        if (
+            after is None
+            or request.status not in _NAGGABLE
+            or (request.closed_at and request.closed_at <= now)
+            or request.deadline + after > now
+        ):
+            continue
+        late = human_duration((now - request.deadline).total_seconds())
+        limit = human_duration(after.total_seconds())
+        why = f"{DIRECTORS_STAGE}: {late} past the deadline (escalated after {limit})"
+        for director in dict.fromkeys(people.main(d) for d in policy.directors):
+            nudge = Nudge(
+                request,
+                DIRECTORS_STAGE,
+                director,
+                request.deadline + after,
+                request.tier.lower() in critical_tiers,
+                (why,),
+            )
+            if nudge.claim_key not in already_claimed:
+                _file(plan, nudge, policy.nudges, people.zone(director), now)
     _refuse_unsafe(plan, policy)
     return plan
 
@@ -105,7 +160,7 @@ def _urgency(nudge: Nudge) -> tuple[bool, datetime, datetime]:
 
 
 def _highest_due_per_recipient(
-    request: Request, policy: Policy, people: _People, now: datetime
+    request: Request, policy: Policy, people: People, now: datetime
 ) -> list[Nudge]:
     """For each recipient, the highest stage due by now that names them (lower ones are moot)."""
     account = _account(policy, request.account)
@@ -127,7 +182,7 @@ def _highest_due_per_recipient(
 
 
 def _recipients(
-    stage: NudgeStage, account: Account | None, policy: Policy, people: _People
+    stage: NudgeStage, account: Account | None, policy: Policy, people: People
 ) -> list[tuple[str, tuple[str, ...]]]:
     """(address, why) for one stage, after replacing whoever is away."""
     name = account.name if account else None
@@ -159,7 +214,7 @@ def _recipients(
     return [(address, tuple(why)) for address, why in found.items()]
 
 
-class _People:
+class People:
     """Staff as the ladder sees them: main address, timezone, and who is away now."""
 
     def __init__(self, policy: Policy, absences: Sequence[Absence], now: datetime):
@@ -204,7 +259,7 @@ def _file(plan: NudgePlan, nudge: Nudge, rules: NudgePolicy, zone: ZoneInfo, now
     """Put one due nudge into send, held or skipped."""
     quiet = _Quiet(rules, zone)
     quiet_end = None if nudge.critical else quiet.end_of_period(now)
-    if quiet_end is not None and nudge.request.deadline >= quiet_end:
+    if quiet_end is not None and _held_by(quiet_end, nudge):
         until = quiet_end.astimezone(zone)
         why = f"held: quiet hours ({zone.key}) until {until:%a} {until:%H:%M}"
         plan.held.append(_with_reason(nudge, why))
@@ -237,10 +292,17 @@ def _lateness(nudge: Nudge, quiet: _Quiet, now: datetime) -> timedelta:
             late += step_end - moment
         else:
             step_end = min(quiet_end, now)
-            if nudge.request.deadline < quiet_end:  # these quiet hours did not hold it
+            if not _held_by(quiet_end, nudge):
                 late += step_end - moment
         moment = step_end
     return late
+
+
+def _held_by(quiet_end: datetime, nudge: Nudge) -> bool:
+    """Whether quiet hours that end at `quiet_end` hold a (non-critical) nudge back: unless
+    the deadline falls before they end.  An escalation comes after the deadline, so there
+    is nothing left to beat: the Directors hear of it when their quiet hours end."""
+    return nudge.stage == DIRECTORS_STAGE or nudge.request.deadline >= quiet_end
 
 
 class _Quiet:
