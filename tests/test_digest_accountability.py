@@ -236,3 +236,41 @@ def test_trends_compare_with_the_week_before_and_the_average_of_the_four_before(
         f"{among}: 7h 45m (↓ down 5h 45m)." in lines
     )
     assert "↓ Compliance down 50 points" in html
+
+
+def test_a_reason_recorded_with_annotate_shows_in_the_next_digest_the_report_and_the_log(
+    migrated_sqlite, tmp_path
+):
+    agency = Agency(tmp_path / "agency", migrated_sqlite)
+    for mailbox, folder in FOLDERS:
+        agency.import_folder(mailbox, folder, "eml")
+    week = ("--since", "2024-12-02", "--until", "2024-12-09")
+    before = json.loads(
+        agency.mailwatch("report", *week, "--format", "json", "--now", AGENCY_WEEK_NOW)
+    )
+    breach = next(r for r in before["requests"] if r["status"] == "breached")
+    agency.mailwatch(
+        "annotate",
+        breach["opened_by"],
+        "--reason",
+        "Site migration weekend",
+        "--category",
+        "capacity",
+        "--now",
+        "2024-12-09T12:00:00+00:00",
+    )
+
+    out = tmp_path / "digests"
+    agency.mailwatch("digest", "--dry-run", "--output", str(out), "--now", AGENCY_WEEK_NOW)
+    stem = out / "week-2024-W49-head@rouge.example"
+    figures = json.loads(Path(f"{stem}.json").read_text())
+    listed = next(b for b in figures["breaches"] if b["opened_by"] == breach["opened_by"])
+    assert (listed["reason"], listed["reason_category"]) == ("Site migration weekend", "capacity")
+    assert "Site migration weekend" in Path(f"{stem}.html").read_text()
+    after = json.loads(
+        agency.mailwatch("report", *week, "--format", "json", "--now", AGENCY_WEEK_NOW)
+    )
+    annotated = next(r for r in after["requests"] if r["opened_by"] == breach["opened_by"])
+    assert annotated["reason"] == "Site migration weekend"
+    log = agency.mailwatch("lessons", *week, "--format", "csv", "--now", AGENCY_WEEK_NOW)
+    assert "Site migration weekend" in log and "capacity" in log
