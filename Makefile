@@ -12,12 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Dovecot (IMAP) and PostgreSQL: real servers for the tests and the demo.
+# Dovecot (IMAP) and PostgreSQL: real servers for the tests and the demo; Chromium lays out
+# the emails for tests/test_screenshots.py and `make screenshots`.
 system-packages:
-	@if ! command -v dovecot >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	@if ! command -v dovecot >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| ! command -v chromium >/dev/null; then \
 		export DEBIAN_FRONTEND=noninteractive; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dovecot-imapd postgresql >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dovecot-imapd postgresql chromium >/dev/null; \
 	fi
 
 demo: $(STAMP) system-packages
@@ -34,9 +36,11 @@ lint: $(STAMP)
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
 
-# The README's screenshots, made again (needs Debian's chromium).
-screenshots: $(STAMP)
+# The README's screenshots made again, and every email at phone and desktop width in
+# build/emails/ (needs Debian's chromium).
+screenshots: $(STAMP) system-packages
 	$(BIN)/python docs/screenshots/client_report.py
+	$(BIN)/python docs/screenshots/emails.py
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

@@ -2,34 +2,46 @@
 
 Writes a configuration for a small agency into ./demo-run/, starts a throw-away
 Dovecot on loopback, places ten days of sample mail in two staff mailboxes
-(arrival times relative to now, so every status is live), then runs the real
-commands against it: poll, status, report, explain (and a dry-run nudge).
-Dovecot is stopped at the end, also on an error or Ctrl-C; the configuration
-and the database stay behind for the reader to try more commands on.
+(arrival times relative to the demo's present, 10:00 on the last Thursday,
+given to every command as `--now`: the outcome does not depend on the hour the
+demo runs), then runs the real commands against it: poll, status, report, explain
+(and a dry-run nudge).  It ends by writing the nudges and the digests mailwatch
+would send then as HTML files in demo-run/emails/.  Dovecot is stopped at the end,
+also on an error or Ctrl-C; the configuration and the database stay behind for the
+reader to try more commands on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from mailwatch.bootstrap import make_renderer, open_store
+from mailwatch.config import load_settings
 from mailwatch.devserver import HOST, DovecotError, DovecotServer, ImapUser
+from mailwatch.digests import send_digests
+from mailwatch.nudging import send_due_nudges
+from mailwatch.previews import KeptEmail, RecordingMailer, write_html
 
 PASSWORD_ENV = "MAILWATCH_DEMO_PASSWORD"
 AGENCY_ZONE = ZoneInfo("Europe/London")
+# The demo's present: a working morning (see `demo_now`).
+PRESENT_WEEKDAY, PRESENT_TIME = 3, time(10)  # Thursday, 10:00 agency time
 # Where a capture server would listen (aiosmtpd's default port): `python -m aiosmtpd -n`
 # prints every nudge that `mailwatch nudge` sends. The demo itself sends nothing.
 SMTP_PORT = 8025
@@ -435,7 +447,7 @@ def _demonstrate(
     )
     print(f"Wrote {_shown(config)}: agency Rouge, accounts Acme Ltd and Globex, 24h target")
 
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now = demo_now(datetime.now(UTC))
     heading("Placing 10 days of sample mail in alice's and bob's INBOX and Sent")
     users = {
         name: server.add_user(f"{name}@rouge.example", password) for name in MAILBOX_OF.values()
@@ -445,12 +457,13 @@ def _demonstrate(
     print(f"{count} messages appended with their arrival times (IMAP INTERNALDATE)")
 
     since = (now - timedelta(days=REPORT_DAYS)).astimezone(AGENCY_ZONE).date().isoformat()
+    as_of = ["--now", _iso(now)]
     steps = [
         ["poll"],
-        ["status"],
-        ["report", "--since", since],
-        ["explain", cases["breached"].first_message],
-        ["nudge", "--dry-run"],
+        ["status", *as_of],
+        ["report", "--since", since, *as_of],
+        ["explain", cases["breached"].first_message, *as_of],
+        ["nudge", "--dry-run", *as_of],
     ]
     for step in steps:
         heading("$ mailwatch " + " ".join(step))
@@ -458,8 +471,53 @@ def _demonstrate(
         if status != 0:
             print(f"The demo stopped: `mailwatch {step[0]}` exited with {status}.", file=sys.stderr)
             return EXIT_FAILURE
-    _next_steps(config, database, since, cases["overdue"].first_message)
+    heading(f"The emails mailwatch would send on {_local(now)}")
+    print("Written as HTML files instead of sent; open them in a browser:")
+    for path, email in write_emails(config, database, now, workdir / "emails"):
+        print(f'  {_shown(path)}: the {email.kind} to {email.to[0]}, "{email.rendered.subject}"')
+    _next_steps(config, database, now, since, cases["overdue"].first_message)
     return 0
+
+
+def demo_now(clock: datetime) -> datetime:
+    """The demo's present: 10:00 (agency time) on the last Thursday before `clock`'s day.
+
+    A working morning, the same whatever the hour the demo runs, so every run shows the same
+    statuses, nudges and digest.  Always past, because Dovecot dates mail appended with a
+    future arrival time (INTERNALDATE) by its own clock: the sample mail arrives before it.
+    """
+    today = clock.astimezone(AGENCY_ZONE).date()
+    back = (today.weekday() - PRESENT_WEEKDAY - 1) % 7 + 1  # 1 to 7 days
+    return datetime.combine(today - timedelta(days=back), PRESENT_TIME, AGENCY_ZONE)
+
+
+def write_emails(
+    config: Path, database: Path, now: datetime, directory: Path
+) -> list[tuple[Path, KeptEmail]]:
+    """The nudges due at `now` and the last week's digests, as HTML files in `directory`.
+
+    The passes run for real, with a mailer that keeps the emails, on a scratch copy of the
+    demo's database: the demo's own claims no nudge, so `mailwatch nudge` can still send it.
+    """
+    settings = load_settings(config)
+    renderer = make_renderer()
+    with tempfile.TemporaryDirectory(prefix="mailwatch-demo-emails-") as scratch:
+        copy = Path(scratch) / "mailwatch.db"
+        with (
+            closing(sqlite3.connect(database)) as source,
+            closing(sqlite3.connect(copy)) as target,
+        ):
+            source.backup(target)
+        store = open_store(replace(settings, database_url=f"sqlite:///{copy}"))
+        mailer = RecordingMailer()
+        try:
+            with _quiet():  # the dry run above already said what is skipped and why
+                send_due_nudges(settings, store, now, mailer=mailer, renderer=renderer)
+                send_digests(settings, store, now, "week", mailer=mailer, renderer=renderer)
+        finally:
+            store.close()
+    paths = write_html(mailer.kept, directory)
+    return list(zip(paths, mailer.kept, strict=True))
 
 
 def seed(server: DovecotServer, users: dict[str, ImapUser], found: list[Scenario]) -> int:
@@ -476,20 +534,30 @@ def heading(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _next_steps(config: Path, database: Path, since: str, overdue: str) -> None:
+def _next_steps(config: Path, database: Path, now: datetime, since: str, overdue: str) -> None:
     program = Path(sys.executable).with_name("mailwatch")
     command = f"{_shown(program) if program.exists() else 'mailwatch'} --config {_shown(config)}"
     print(
         f"\nThe demo's configuration is {_shown(config)} and its database {_shown(database)}."
-        "\nNext, try:"
-        f"\n  {command} report --since {since} --format json"
-        f"\n  {command} status --now {(datetime.now(UTC) + timedelta(days=1)):%Y-%m-%dT%H:%MZ}"
-        "   (a day from now)"
-        f"\n  {command} waive '{overdue}' --reason 'answered by phone'"
+        f"\nThe demo's present is {_local(now)}: give commands `--now {_iso(now)}` to see"
+        " what it saw, or a later instant to let time pass. Next, try:"
+        f"\n  {command} report --since {since} --now {_iso(now)} --format json"
+        f"\n  {command} status --now {_iso(now + timedelta(days=1))}   (a day later)"
+        f"\n  {command} waive '{overdue}' --reason 'answered by phone' --now {_iso(now)}"
         f"\n  {_shown(Path(sys.executable))} -m aiosmtpd -n -l {HOST}:{SMTP_PORT}"
-        "   (prints what `nudge` sends: run it in another terminal)"
+        f"   (prints what `nudge --now {_iso(now)}` sends: run it in another terminal)"
         "\nThe IMAP server is gone, so `poll` and `check` now fail: run the demo again for them."
     )
+
+
+def _iso(instant: datetime) -> str:
+    return f"{instant.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+
+
+def _local(instant: datetime) -> str:
+    """ "Thursday 26 November 2026, 10:00 (Europe/London)"."""
+    local = instant.astimezone(AGENCY_ZONE)
+    return f"{local:%A} {local.day} {local:%B %Y, %H:%M} ({AGENCY_ZONE.key})"
 
 
 def _shown(path: Path) -> str:
@@ -498,6 +566,15 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 @contextmanager

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from mailwatch.services import ExplainedMessage, Explanation
 
 # C0 and C1 controls but tab and line feed: ESC, BEL or CSI in a stranger's Message-ID or a
-# file name must not drive the terminal (or the mail client) that shows it.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# file name must not drive the terminal (or the mail client) that shows it.  Nor may the
+# bidirectional embeddings, overrides and isolates: "invoice_\u202egpj.exe" shows as
+# "invoice_exe.jpg" and turns the rest of its line around.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # A spreadsheet runs a cell that starts like this as a formula (OWASP: CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
