@@ -224,8 +224,8 @@ def summary_line(requests: Sequence[Request]) -> str:
 def counts_text(s: Summary) -> str:
     """Every status counted, so the line adds up: report's summary and the digests' lines."""
     return (
-        f"{s.requests} requests: {s.met} met, {s.breached} breached, {s.overdue} overdue, "
-        f"{s.open} open, {s.waived} waived"
+        f"{s.requests} request{'' if s.requests == 1 else 's'}: {s.met} met, "
+        f"{s.breached} breached, {s.overdue} overdue, {s.open} open, {s.waived} waived"
     )
 
 

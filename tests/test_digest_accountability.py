@@ -161,7 +161,7 @@ def test_every_line_adds_up_and_says_who_is_responsible_apart_from_who_replied(s
     assert "Alice (alice@rouge.example): 33% (5 requests: 1 met, 1 breached, 1 overdue, " in people
     assert "1 overdue, 1 open, 1 waived); median" in people
     managers = text.split("By account manager")[1]
-    assert "Carol (carol@rouge.example): 100% (1 requests: 1 met, 0 breached" in managers
+    assert "Carol (carol@rouge.example): 100% (1 request: 1 met, 0 breached" in managers
     waits = text.split("Longest waits")[1]
     assert "responsible: Alice (alice@rouge.example); no reply yet" in waits
     assert "responsible: Carol (carol@rouge.example); replied by Carol" in waits

@@ -164,7 +164,7 @@ def test_the_head_gets_the_agency_figures_and_the_trend(smtp_server, week):
     assert "median 2h, p90 27h" in text
     assert "Compliance down 50 points from 100% in week 47" in text
     assert "Acme Ltd: 33% (5 requests: 1 met, 1 breached, 1 overdue, 1 open, 1 waived)" in text
-    assert "Globex: 100% (1 requests: 1 met" in text
+    assert "Globex: 100% (1 request: 1 met" in text
     assert 'Acme Ltd: "Newsletter", by cli: alice: newsletter, no reply' in text
     assert "breach for head@rouge.example: skipped: fell due Thu 10:00" in text
     assert "Sync gaps (figures may be incomplete): bob: errors in the period" in text

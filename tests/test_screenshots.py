@@ -50,6 +50,8 @@ def test_the_fixture_produces_every_kind_of_email_at_every_stage_and_period(emai
     for period in ("week", "month", "quarter"):
         assert {f"{period}-digest-head.html", f"{period}-digest-alice.html"} <= names
     assert {"client-report-alice.html", "alert-head.html"} <= names
+    assert {"morning-still-waiting-alice.html", "morning-still-waiting-head.html"} <= names
+    assert "morning-directors-dana.html" in names
 
 
 def by_kind(pages: list[Path]) -> dict[str, list[str]]:

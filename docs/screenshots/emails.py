@@ -60,6 +60,7 @@ name = "Rouge"
 domains = ["rouge.example"]
 timezone = "Europe/London"
 head_of_client_management = ["head@rouge.example"]
+directors = ["dana@rouge.example"]
 
 [database]
 url = "sqlite:///{database}"
@@ -87,6 +88,14 @@ name = "Bob Jones"
 [[staff]]
 email = "head@rouge.example"
 name = "Hannah Evans"
+
+[[staff]]
+email = "dana@rouge.example"
+name = "Dana Moss"
+
+[nudges]
+# the hostile requests' escalation falls due on Friday at 08:00, before the morning run
+directors_after = "40h"
 
 [[accounts]]
 name = "Acme Ltd"
@@ -121,7 +130,8 @@ def london(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
 # nudges fall due on Wednesday at 10:00 (75 %), 13:36 (90 %) and 16:00 (100 %).
 NUDGE_RUNS = {"75": london(30, 10, 5), "90": london(30, 13, 40), "100": london(30, 16, 5)}
 MONTH_END = london(31, 8)  # Thursday 1 October: September's and Q3's digests, client report
-MORNING = london(32, 9, 30)  # Friday 2 October: overdue by 2 days and more, one by 4 days
+MORNING = london(32, 9, 30)  # Friday 2 October: overdue by 2 days and more, one by 4 days;
+# the still-waiting lists and the Directors' escalation go
 WEEK_END = london(35, 8)  # Monday 5 October: the weekly digests
 ALERT = london(35, 9)  # mailbox bob stopped syncing at 08:00
 IMPORTED = london(35, 12)  # all the mail is stored by then: every pass looks at its past
