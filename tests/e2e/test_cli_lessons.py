@@ -266,3 +266,56 @@ def test_status_shows_the_reason_of_an_overdue_request(imported, capsys):
         "Billing questions have no owner",
         "capacity",
     )
+
+
+def sent_texts(sink) -> dict[str, str]:
+    """The plain-text body of each digest the sink received, by recipient."""
+    texts = {}
+    for received in sink.messages:
+        body = received.message.get_body(("plain",))
+        texts[received.rcpt_tos[0]] = body.get_content()
+    sink.messages.clear()
+    return texts
+
+
+def test_a_lesson_is_open_in_the_digests_until_resolved_then_the_log_shows_it_closed(
+    imported, capsys, smtp_server
+):
+    config = imported / "mailwatch.toml"
+    config.write_text(
+        config.read_text()
+        + f'\n[smtp]\nhost = "{smtp_server.host}"\nport = {smtp_server.port}\n'
+        + 'security = "none"\nsender = "Mailwatch <mailwatch@rouge.example>"\n'
+    )
+    annotate(
+        capsys, SITE_DOWN, "--reason", "Alice was at a client workshop",
+        "--action", "Critical mail goes to the shared inbox too", "--owner", "bob@rouge.example",
+    )  # fmt: skip
+
+    assert run(capsys, "digest", "--now", "2026-11-23T08:00Z")[0] == 0
+    texts = sent_texts(smtp_server)
+    for reader in ("head@rouge.example", "bob@rouge.example"):
+        owned = texts[reader].split("Open lessons by owner")[1]
+        assert "Bob (bob@rouge.example)" in owned
+        assert "Alice was at a client workshop" in owned
+        assert "Critical mail goes to the shared inbox too" in owned
+    assert "Open lessons by owner" not in texts["alice@rouge.example"]  # she owns none
+    assert INVOICE in {e["opened_by"] for e in lessons_json(capsys, "--open")["lessons"]}
+
+    resolved = annotate(
+        capsys, SITE_DOWN, "--resolved", "--note", "Shared inbox rule live",
+        "--by", "bob@rouge.example", now="2026-11-24T15:00Z",
+    )  # fmt: skip
+    assert resolved[0] == 0, resolved[2]
+
+    still_open = {e["opened_by"] for e in lessons_json(capsys, "--open")["lessons"]}
+    assert SITE_DOWN not in still_open and INVOICE in still_open
+    entry = entry_of(lessons_json(capsys), SITE_DOWN)
+    assert entry["status"] == "resolved"
+    assert (entry["resolved_at"], entry["resolved_by"]) == (
+        "2026-11-24T15:00:00Z",
+        "bob@rouge.example",
+    )
+    assert entry["recorded_at"] == "2026-11-20T10:00:00Z"
+    assert run(capsys, "digest", "--now", "2026-11-30T08:00Z")[0] == 0
+    assert all("Alice was at a client workshop" not in t for t in sent_texts(smtp_server).values())
