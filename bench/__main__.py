@@ -32,6 +32,7 @@ START = END - timedelta(days=730)
 NOW = END + timedelta(hours=6)
 BATCH = 200  # mailwatch's default sync.batch_size; the raw loop uses the same
 RSS_LIMIT_MB = 300
+SYNC_RATIO_LIMIT = 3  # first sync (poll + first evaluation) / raw header fetch (issue 17)
 
 
 class Table:
@@ -137,9 +138,19 @@ def bench_sync(messages: int, naive_limit: int | None, profile: str | None) -> N
     sync_ratio, naive_ratio = ratio(mailwatch, raw), ratio(naive, mailwatch)
     if sync_ratio is not None:
         table.line(
-            f"first sync / raw = {sync_ratio:.2f} (target <= 1.5): {verdict(sync_ratio <= 1.5)}"
+            f"first sync / raw = {sync_ratio:.2f} (target <= {SYNC_RATIO_LIMIT}): "
+            + verdict(sync_ratio <= SYNC_RATIO_LIMIT)
         )
         table.line(f"poll_all alone / raw = {ratio(polled, raw):.2f}")
+        # CPU time of the measured process alone: steadier than wall time on a shared
+        # machine, but the raw loop's figure leaves out Dovecot's side of the work.
+        cpu = {name: r.get("cpu") or 0 for name, r in (("raw", raw), ("poll", polled))}
+        first_cpu = cpu["poll"] + (refreshed.get("cpu") or 0)
+        if cpu["raw"]:
+            table.line(
+                f"CPU seconds: raw {cpu['raw']:.1f}, poll_all {cpu['poll']:.1f}, first sync "
+                f"{first_cpu:.1f} ({first_cpu / cpu['raw']:.2f}x raw)"
+            )
     if naive_ratio is not None:
         table.line(
             f"naive / first sync = {naive_ratio:.1f} (target >= 5): {verdict(naive_ratio >= 5)}"

@@ -83,7 +83,7 @@ def raw_fetch(
         "naive": ["BODY.PEEK[]", "INTERNALDATE", "RFC822.SIZE", "FLAGS"],
     }[what]
     fetched = parsed = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with IMAPClient("127.0.0.1", port=port, ssl=False) as client:
         client.login(username, password)
         for folder in folders:
@@ -97,7 +97,12 @@ def raw_fetch(
                         mailparser.parse_from_bytes(data[b"BODY[]"])
                         parsed += 1
             client.unselect_folder()
-    return {"seconds": time.perf_counter() - started, "messages": fetched, "parsed": parsed}
+    return {
+        "seconds": time.perf_counter() - started,
+        "messages": fetched,
+        "parsed": parsed,
+        "cpu": time.process_time() - cpu,
+    }
 
 
 @step
@@ -143,7 +148,7 @@ def poll(config: str, now: str) -> dict[str, Any]:
     from mailwatch.sync import poll_all
 
     settings, store = _open(config)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     results = poll_all(settings, store, datetime.fromisoformat(now))
     seconds = time.perf_counter() - started
     errors = [error for result in results for error in result.errors]
@@ -151,6 +156,7 @@ def poll(config: str, now: str) -> dict[str, Any]:
         raise RuntimeError(f"poll failed: {errors}")
     return {
         "seconds": seconds,
+        "cpu": time.process_time() - cpu,
         "messages": sum(result.fetched for result in results),
         "new": sum(result.new_messages for result in results),
     }
@@ -202,9 +208,13 @@ def refresh(config: str, now: str) -> dict[str, Any]:
     from mailwatch.evaluation import refresh_requests
 
     settings, store = _open(config)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     refreshed = refresh_requests(settings, store, datetime.fromisoformat(now))
-    return {"seconds": time.perf_counter() - started, "requests": _count(refreshed.requests)}
+    return {
+        "seconds": time.perf_counter() - started,
+        "requests": _count(refreshed.requests),
+        "cpu": time.process_time() - cpu,
+    }
 
 
 def _count(requests: Any) -> int:

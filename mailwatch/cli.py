@@ -37,6 +37,7 @@ from mailwatch.bootstrap import (
 from mailwatch.cli_records import add_record_commands
 from mailwatch.config import LOG_FORMATS, ConfigError, Settings, config_path, load_settings
 from mailwatch.logs import configure_logging
+from mailwatch.progress import terminal_progress
 from mailwatch.store.repository import QuarantinedMessage, Store
 
 EXIT_FAILURE = 1
@@ -67,7 +68,13 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         )
     with _store(settings) as store:
         result = services.import_paths(
-            settings, store, paths, _now(args, settings), mailbox=args.mailbox, sent=args.sent
+            settings,
+            store,
+            paths,
+            _now(args, settings),
+            mailbox=args.mailbox,
+            sent=args.sent,
+            progress=terminal_progress(),
         )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -209,13 +216,14 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
-    from mailwatch.sync import poll_all
+    from mailwatch.sync import SyncHistory, poll_all
 
     now = _now(args, settings)
     with _store(settings) as store:
         if args.force_login:
             store.clear_login_refusals()
-        results = poll_all(settings, store, now)
+        history = SyncHistory(keeps_sessions=False, refusals=store, progress=terminal_progress())
+        results = poll_all(settings, store, now, history)
         evaluation.refresh_requests(settings, store, now)
     failed = False
     for result in results:
@@ -639,8 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as error:  # the database failed after it was opened (a server restart)
         where = shown_url(settings.database_url) if settings else "?"
         return _fail(f"database {where}: {' '.join(str(error.orig).split())}", EXIT_FAILURE)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # what poll and import stored is kept: running again goes on
+        return _fail("interrupted", 130)
     except BrokenPipeError:  # `mailwatch report | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE

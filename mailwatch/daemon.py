@@ -58,6 +58,7 @@ from mailwatch.idle import IdleWatchers
 from mailwatch.jobs import forget_jobs_except, record_job
 from mailwatch.nudging import NudgeRun, send_due_nudges
 from mailwatch.privacy import apply_retention
+from mailwatch.progress import log_progress
 from mailwatch.store.repository import Store
 from mailwatch.sync import SyncHistory, poll_all
 from mailwatch.systemd import notify, watchdog_interval
@@ -110,15 +111,18 @@ class Daemon:
         self.clock = clock
         self.renderer = make_renderer()
         # Backoff and refused logins, kept across polls; refused logins also across runs.
-        self.history = SyncHistory(refusals=store)
+        # Set by SIGTERM or SIGINT, at any moment: before run() or while it starts too.
+        # A poll stops at its next batch then (a first sync of years must not hold the stop).
+        self.stop_requested = threading.Event()
+        self.history = SyncHistory(
+            refusals=store, progress=log_progress(log), stopping=self.stop_requested
+        )
         self.worker = Worker(store, self.history, worker_id)
         self.idle = IdleWatchers(self.history, clock)
         self.scheduler: BlockingScheduler | None = None
         self.poll_locks: dict[str, threading.Lock] = {}  # one poll of a mailbox at a time
         # Set while run() runs: one-off calls of the jobs never start IDLE threads.
         self.running = threading.Event()
-        # Set by SIGTERM or SIGINT, at any moment: before run() or while it starts too.
-        self.stop_requested = threading.Event()
 
     @property
     def shares_mailboxes(self) -> bool:
@@ -166,8 +170,8 @@ class Daemon:
         one = replace(self.settings, mailboxes=(mailbox,))
         (result,) = poll_all(one, self.store, now, self.history)
         self.watch(mailbox)  # after the poll: a login it had refused, IDLE does not retry
-        if result.new_messages:
-            refresh_requests(self.settings, self.store, now)
+        if result.new_messages and not self.stop_requested.is_set():
+            refresh_requests(self.settings, self.store, now)  # else the next evaluation does
         counts = (result.fetched, result.new_messages)
         log.info("%s: fetched %d, %d new", name, *counts, extra={"mailbox": name})
 

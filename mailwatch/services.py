@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailwatch.adapters.files import ImportedItem, read_path
+from mailwatch.adapters.files import ImportedItem, read_path, size_of
 from mailwatch.adapters.parse import (
     UnparsableMessage,
     body_prefix_of,
@@ -28,6 +28,7 @@ from mailwatch.core.lessons import Lesson, LessonRecord, lessons_from
 from mailwatch.core.model import Copy, Message, Policy, Request, Role, Status, Waiver, WaiverVia
 from mailwatch.core.times import trusted_times
 from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
+from mailwatch.progress import Progress
 from mailwatch.requests_as_of import (
     evaluation_as_of,
     is_historical,
@@ -61,24 +62,35 @@ def import_paths(
     *,
     mailbox: str | None = None,
     sent: bool = False,
+    progress: Progress | None = None,
 ) -> ImportResult:
-    """Backfill mail files through the same pipeline as IMAP (idempotent)."""
+    """Backfill mail files through the same pipeline as IMAP (idempotent: interrupted, it
+    is run again; what was stored is recognised and not stored twice)."""
     result = ImportResult()
     batch: list[StoredMessage] = []
+    total_bytes, read_bytes = sum(size_of(path) for path in paths), 0
+    task = progress.task("import") if progress is not None else None
     for path in paths:
         for item in read_path(path, sent=sent):
             if not isinstance(item, ImportedItem):
                 result.warnings.append(f"{item.location}: {item.text}")
                 continue
             result.read += 1
+            read_bytes += len(item.raw)
             stored = _stored(item, mailbox or DEFAULT_IMPORT_MAILBOX, store, now, result)
             if stored is not None:
                 batch.append(stored)
             if len(batch) >= IMPORT_BATCH:
                 result.new += store.add_messages(batch)
                 batch = []
+                if task is not None:
+                    task.update(result.read, read_bytes / total_bytes if total_bytes else None)
     if batch:
         result.new += store.add_messages(batch)
+        if task is not None:
+            task.update(result.read, 1.0)
+    if task is not None:
+        task.finish()
     refresh_requests(settings, store, now)
     return result
 

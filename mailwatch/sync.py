@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from threading import Event
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import (
@@ -37,6 +38,7 @@ from mailwatch.config import ConfigError
 from mailwatch.core.addresses import Directory
 from mailwatch.core.model import Checkpoint, Copy, Message, Role
 from mailwatch.core.times import trusted_times
+from mailwatch.progress import Progress, Task
 from mailwatch.store.repository import LoginRefusal, StoredMessage
 
 if TYPE_CHECKING:
@@ -133,6 +135,11 @@ class SyncHistory:
     # authentication on the server, every minute, per mailbox).
     sessions: dict[str, KeptSession] = field(default_factory=dict)
     keeps_sessions: bool = True  # False for a one-shot run: log out after each poll
+    # Where a long first sync tells how far it is (a terminal, the daemon's log).
+    progress: Progress | None = None
+    # Set when the process is asked to stop: a poll ends after the batch it is storing
+    # (stored with its checkpoint: the next poll goes on from there).
+    stopping: Event = field(default_factory=Event)
 
     @contextmanager
     def session(
@@ -365,6 +372,8 @@ def _poll_folders(
                 reused = kept.reused
                 polled = {result.folder for result in results if result.finished}
                 for folder in (f for f in kept.folders if f.name not in polled):
+                    if history.stopping.is_set():
+                        return
                     result = poll_folder_safely(
                         kept.connection, folder, sync, store, now, history, wants_body, results
                     )
@@ -448,6 +457,8 @@ def poll_folder(
         waive_changes = _rescan_waive_keyword(opened, sync, store, mailbox, checkpoint, now)
         since = now - timedelta(days=sync.history_days) if sync.history_days else None
         fetched = new = quarantined = 0
+        task: Task | None = None
+        finished = True
         try:
             for batch in opened.new_messages(checkpoint, since, sync.batch_size):
                 stored = with_courtesy(
@@ -456,16 +467,39 @@ def poll_folder(
                 fetched += len(batch.messages)
                 quarantined += len(batch.messages) - len(stored)
                 new += store.add_messages(stored, batch.checkpoint)
+                if history.progress is not None:
+                    task = task or history.progress.task(f"{mailbox}/{folder.name}", batch.total)
+                    task.update(batch.done)
+                if history.stopping.is_set() and batch.done < batch.total:
+                    finished = False
+                    log_stop(mailbox, folder, batch)
+                    break
         except MailboxError:
             if fetched and unfinished is not None:
                 unfinished.append(
                     FolderResult(folder.name, fetched, new, quarantined, finished=False)
                 )
             raise
+        finally:
+            if task is not None:
+                task.finish()
     if fetched:
         where = {"mailbox": mailbox, "folder": folder.name}
         log.info("%s/%s: fetched %d, %d new", mailbox, folder.name, fetched, new, extra=where)
-    return FolderResult(folder.name, fetched, new, quarantined, waive_changes, reset)
+    return FolderResult(
+        folder.name, fetched, new, quarantined, waive_changes, reset, finished=finished
+    )
+
+
+def log_stop(mailbox: str, folder: Folder, batch: Batch) -> None:
+    log.info(
+        "%s/%s: stopping after %d of %d messages; the next poll goes on from there",
+        mailbox,
+        folder.name,
+        batch.done,
+        batch.total,
+        extra={"mailbox": mailbox, "folder": folder.name},
+    )
 
 
 def _rescan_waive_keyword(

@@ -74,6 +74,13 @@ def read_path(path: Path, *, sent: bool = False) -> Iterator[ImportedItem | Impo
         yield from _read_file(path, "", sent)
 
 
+def size_of(path: Path) -> int:
+    """The bytes under `path`, to tell how far an import is (gzipped files count as stored)."""
+    if not path.is_dir():
+        return path.stat().st_size if path.is_file() else 0
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
 def is_sent_folder(folder: str) -> bool:
     """A folder named like a Sent folder at any level ("Sent", "INBOX.Sent Items", "_sent_mail")."""
     for component in re.split(r"[/\\]", folder):

@@ -123,6 +123,8 @@ class Batch:
 
     messages: tuple[FetchedMessage, ...]
     checkpoint: Checkpoint
+    done: int = 0  # of the new UIDs of this pass, how many are fetched with this batch
+    total: int = 0  # how many new UIDs this pass fetches
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,8 @@ class OpenFolder:
             if final:
                 # A first sync skips everything before the window for good.
                 last_uid = max(last_uid, self.status.uidnext - 1)
-            yield Batch(tuple(messages), self._checkpoint(last_uid, final))
+            done = min(number * batch_size, len(uids))
+            yield Batch(tuple(messages), self._checkpoint(last_uid, final), done, len(uids))
 
     def keyword_scan(self, keyword: str, checkpoint: Checkpoint, now: datetime) -> KeywordScan:
         """Flags of already-synced messages that may have changed since the checkpoint:
