@@ -122,6 +122,22 @@ def test_export_of_a_staff_address_lists_the_requests_it_answered(agency, capsys
     assert [r["subject"] for r in answered] == ["Our site is down"]
 
 
+def test_export_lists_the_lessons_on_an_addresss_requests_and_those_it_made_or_owns(agency, capsys):
+    imported(agency, capsys)
+    assert run(capsys, "annotate", "<c2@acme.example>", "--reason", "Sent to the wrong inbox",
+        "--by", "carol@rouge.example", "--now", "2026-11-20T10:00Z")[0] == 0  # fmt: skip
+    assert run(capsys, "annotate", "<c2@acme.example>", "--action", "Route by subject",
+        "--owner", "bob@rouge.example", "--now", "2026-11-20T11:00Z")[0] == 0  # fmt: skip
+
+    client = json.loads(run(capsys, "export", JANE)[1])
+    recorder = json.loads(run(capsys, "export", "carol@rouge.example")[1])
+    owner = json.loads(run(capsys, "export", "bob@rouge.example")[1])
+
+    assert [e["reason"] for e in client["lessons"]] == ["Sent to the wrong inbox", None]
+    assert [e["made_by"] for e in recorder["lessons"]] == ["carol@rouge.example"]
+    assert "bob@rouge.example" in [e["owner"] for e in owner["lessons"]]
+
+
 def test_forget_asks_first_and_deletes_nothing_when_told_no(agency, capsys, monkeypatch):
     imported(agency, capsys)
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
