@@ -181,6 +181,25 @@ def test_a_forgotten_conversation_keeps_its_lesson_under_the_anonymous_request(a
     assert "acme.example" not in out
 
 
+def test_forget_takes_the_address_out_of_the_words_of_a_lesson_too(agency, capsys):
+    imported(agency, capsys)
+    assert run(capsys, "annotate", "<c2@acme.example>", "--reason",
+        "Jane@Acme.example wrote to a colleague on leave", "--now", "2026-11-20T10:00Z")[0] == 0  # fmt: skip
+    assert run(capsys, "annotate", "<c2@acme.example>", "--action",
+        "Ask jane@acme.example to use the support address", "--now", "2026-11-20T11:00Z")[0] == 0  # fmt: skip
+    assert run(capsys, "annotate", "<c2@acme.example>", "--resolved", "--note",
+        "told jane@acme.example", "--now", "2026-11-21T10:00Z")[0] == 0  # fmt: skip
+
+    run(capsys, "forget", JANE, "--yes")
+
+    code, out, _ = run(capsys, "lessons", "--format", "json", "--now", "2026-11-27T09:00Z")
+    assert code == 0 and "acme.example" not in out.lower()
+    site_down = next(e for e in json.loads(out)["lessons"] if e["tier"] == "critical")
+    assert site_down["reason"] == "(forgotten) wrote to a colleague on leave"
+    assert site_down["action"] == "Ask (forgotten) to use the support address"
+    assert site_down["resolution_note"] == "told (forgotten)"
+
+
 def test_a_report_as_of_an_earlier_instant_still_counts_a_forgotten_addresses_requests(
     agency, capsys
 ):
