@@ -17,6 +17,7 @@ from typing import Any
 from mailwatch import output
 from mailwatch.claims import ALERT, ALERT_RECOVERED, PROMISED_MAIL
 from mailwatch.config import Settings
+from mailwatch.core.lessons import LessonRecord
 from mailwatch.core.model import Message
 from mailwatch.evaluation import ATTENTION_STATE, attention, evaluation_turn, refresh_requests
 from mailwatch.store.repository import Forgotten, Store
@@ -53,6 +54,8 @@ def export_address(store: Store, address: str, now: datetime, raw: bool = False)
         or r.responder == address
         or address in r.responsible
     ]
+    # a lesson is recorded on a client message of the request: of these requests, or theirs
+    lesson_keys = keys | {key for r in requests for key in r.messages}
     return {
         "address": address,
         "generated_at": output.iso(now),
@@ -67,6 +70,12 @@ def export_address(store: Store, address: str, now: datetime, raw: bool = False)
             }
             for w in store.waivers()
             if w.message_key in keys or address in w.by.lower()
+        ],
+        "lessons": [
+            _lesson_record_json(record)
+            for record in store.lesson_records(now)
+            if record.message_key in lesson_keys
+            or address in (record.made_by.lower(), (record.owner or "").lower())
         ],
         "claims": [
             {
@@ -85,6 +94,20 @@ def export_address(store: Store, address: str, now: datetime, raw: bool = False)
             {"location": q.location, "error": q.error, "seen_at": output.iso(q.seen_at)}
             for q in store.quarantined_naming(address)
         ],
+    }
+
+
+def _lesson_record_json(record: LessonRecord) -> dict[str, Any]:
+    return {
+        "message_id": record.message_key,
+        "made_by": record.made_by,
+        "made_at": output.iso(record.made_at),
+        "reason": record.reason,
+        "category": record.category,
+        "action": record.action,
+        "owner": record.owner,
+        "resolved": record.resolved,
+        "note": record.note,
     }
 
 

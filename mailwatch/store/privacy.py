@@ -5,6 +5,7 @@ caller (`ReductionPolicy`); this module only carries it out."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -332,13 +333,17 @@ def _delete_messages(conn: Connection, doomed: dict[int, str]) -> None:
 def _forget_in_lessons(conn: Connection, address: str, tokens: dict[str, str]) -> None:
     """A lesson of a forgotten conversation stays with its anonymous request (under the
     token that replaced its message id), like the request's waiver; the address goes from
-    who made and owns lessons."""
+    who made and owns lessons, and from their words."""
+    written = re.compile(re.escape(address), re.IGNORECASE)
     for row in conn.execute(select(LESSON_RECORDS)).mappings().all():
         values = {
             column: FORGOTTEN
             for column in ("made_by", "owner")
             if (row[column] or "").lower() == address
         }
+        for column in ("reason", "action", "note"):
+            if row[column] and written.search(row[column]):
+                values[column] = written.sub(FORGOTTEN, row[column])
         if row["message_key"] in tokens:
             values["message_key"] = tokens[row["message_key"]]
         if values:

@@ -122,6 +122,22 @@ def test_export_of_a_staff_address_lists_the_requests_it_answered(agency, capsys
     assert [r["subject"] for r in answered] == ["Our site is down"]
 
 
+def test_export_lists_the_lessons_on_an_addresss_requests_and_those_it_made_or_owns(agency, capsys):
+    imported(agency, capsys)
+    assert run(capsys, "annotate", "<c2@acme.example>", "--reason", "Sent to the wrong inbox",
+        "--by", "carol@rouge.example", "--now", "2026-11-20T10:00Z")[0] == 0  # fmt: skip
+    assert run(capsys, "annotate", "<c2@acme.example>", "--action", "Route by subject",
+        "--owner", "bob@rouge.example", "--now", "2026-11-20T11:00Z")[0] == 0  # fmt: skip
+
+    client = json.loads(run(capsys, "export", JANE)[1])
+    recorder = json.loads(run(capsys, "export", "carol@rouge.example")[1])
+    owner = json.loads(run(capsys, "export", "bob@rouge.example")[1])
+
+    assert [e["reason"] for e in client["lessons"]] == ["Sent to the wrong inbox", None]
+    assert [e["made_by"] for e in recorder["lessons"]] == ["carol@rouge.example"]
+    assert "bob@rouge.example" in [e["owner"] for e in owner["lessons"]]
+
+
 def test_forget_asks_first_and_deletes_nothing_when_told_no(agency, capsys, monkeypatch):
     imported(agency, capsys)
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
@@ -163,6 +179,25 @@ def test_a_forgotten_conversation_keeps_its_lesson_under_the_anonymous_request(a
     site_down = next(e for e in json.loads(out)["lessons"] if e["tier"] == "critical")
     assert (site_down["reason"], site_down["status"]) == ("Sent to the wrong inbox", "open")
     assert "acme.example" not in out
+
+
+def test_forget_takes_the_address_out_of_the_words_of_a_lesson_too(agency, capsys):
+    imported(agency, capsys)
+    assert run(capsys, "annotate", "<c2@acme.example>", "--reason",
+        "Jane@Acme.example wrote to a colleague on leave", "--now", "2026-11-20T10:00Z")[0] == 0  # fmt: skip
+    assert run(capsys, "annotate", "<c2@acme.example>", "--action",
+        "Ask jane@acme.example to use the support address", "--now", "2026-11-20T11:00Z")[0] == 0  # fmt: skip
+    assert run(capsys, "annotate", "<c2@acme.example>", "--resolved", "--note",
+        "told jane@acme.example", "--now", "2026-11-21T10:00Z")[0] == 0  # fmt: skip
+
+    run(capsys, "forget", JANE, "--yes")
+
+    code, out, _ = run(capsys, "lessons", "--format", "json", "--now", "2026-11-27T09:00Z")
+    assert code == 0 and "acme.example" not in out.lower()
+    site_down = next(e for e in json.loads(out)["lessons"] if e["tier"] == "critical")
+    assert site_down["reason"] == "(forgotten) wrote to a colleague on leave"
+    assert site_down["action"] == "Ask (forgotten) to use the support address"
+    assert site_down["resolution_note"] == "told (forgotten)"
 
 
 def test_a_report_as_of_an_earlier_instant_still_counts_a_forgotten_addresses_requests(
