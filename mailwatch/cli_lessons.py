@@ -18,8 +18,8 @@ from mailwatch.arguments import UsageError, parse_instant
 from mailwatch.bootstrap import open_store, utc_now
 from mailwatch.config import Settings
 from mailwatch.core.durations import human_duration
-from mailwatch.core.lessons import lateness_seconds
 from mailwatch.core.model import Request
+from mailwatch.core.stats import late_seconds
 from mailwatch.output import iso, spreadsheet_safe
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -27,6 +27,9 @@ AddCommand = Callable[..., argparse.ArgumentParser]
 
 EXIT_REFUSED = 1
 NO_REASON = "no reason recorded"
+# A lesson is a sentence or two: the digests show it whole, on a phone. The details belong in
+# the quality system the CSV goes to.
+LONGEST_TEXT = 1000
 # The columns a quality system's log needs first, then the request's facts.
 CSV_FIELDS = (
     "date client category description action owner status closed_on "
@@ -95,6 +98,16 @@ def _annotation(args: argparse.Namespace) -> lessons.Annotation:
         raise UsageError("--category goes with --reason")
     if not args.resolved and all(change is None for change in changes):
         raise UsageError("give --reason (with --category), --action, --owner or --resolved")
+    for option, text in (
+        ("--reason", args.reason),
+        ("--action", args.action),
+        ("--note", args.note),
+    ):
+        if text is not None and len(text) > LONGEST_TEXT:
+            raise UsageError(
+                f"{option} is {len(text)} characters; keep it to {LONGEST_TEXT} (the digests "
+                "show it whole)"
+            )
     return lessons.Annotation(
         reason=args.reason,
         category=args.category,
@@ -138,7 +151,7 @@ def entry_json(entry: lessons.LogEntry) -> dict[str, object]:
         "thread": request.thread,
         "received_at": iso(request.received_at),
         "request_status": request.status.value,
-        "late_seconds": lateness_seconds(request),
+        "late_seconds": max(0, late_seconds(request)),
         "tier": request.tier,
         "target_seconds": request.target_seconds,
         "deadline": iso(request.deadline),
@@ -237,7 +250,7 @@ def log_table(entries: Sequence[lessons.LogEntry], timezone: str) -> str:
 
 
 def _how_late(request: Request) -> str:
-    late = lateness_seconds(request)
+    late = max(0, late_seconds(request))
     return f"{human_duration(late)} late" if late else "on time"
 
 

@@ -241,7 +241,7 @@ def _worst(requests: Sequence[Request]) -> list[Request]:
 
 
 def _worst_breaches(requests: Sequence[Request]) -> list[Request]:
-    """Breached and overdue (as of now), latest first."""
+    """Breached and overdue (as of now), worst (latest past the target) first."""
     breaches = [r for r in requests if r.status in BREACHES]
     return sorted(breaches, key=lambda r: (-late_seconds(r), r.received_at, r.opened_by))
 

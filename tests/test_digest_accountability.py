@@ -111,7 +111,7 @@ def test_past_fifty_breaches_the_email_shows_fifty_and_the_command_that_lists_th
     assert text.count("late (overdue)") == 50 and html.count("late</strong> (overdue)") == 50
     command = "mailwatch lessons --since 2026-11-23 --until 2026-11-30"
     assert f"and 3 more, listed by: {command}" in text and command in html
-    assert "Breaches of the period (53), latest first" in text
+    assert "Breaches of the period (53), worst first" in text
 
 
 def test_a_manager_s_digest_lists_only_the_breaches_of_their_own_accounts(smtp_server, week):

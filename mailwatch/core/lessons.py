@@ -114,10 +114,3 @@ def lesson_history(request: Request, records: Iterable[LessonRecord]) -> tuple[L
     """Every recording made on the request's client messages, in the order made."""
     mine = set(request.messages)
     return tuple(sorted((r for r in records if r.message_key in mine), key=lambda r: r.made_at))
-
-
-def lateness_seconds(request: Request) -> int:
-    """How far past its target the request was answered, or has waited so far (on the
-    request's clock); 0 when within it."""
-    taken = request.response_seconds
-    return max(0, (request.elapsed_seconds if taken is None else taken) - request.target_seconds)

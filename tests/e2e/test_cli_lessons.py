@@ -212,6 +212,7 @@ def test_a_waived_request_takes_a_lesson_and_stays_in_the_log(imported, capsys):
         (INVOICE, ("--reason", " "), 2, "--reason: say why"),
         (INVOICE, ("--reason", "x", "--resolved"), 2, "--resolved stands alone"),
         (INVOICE, (), 2, "give --reason"),
+        (INVOICE, ("--reason", "x" * 1001), 2, "--reason is 1001 characters; keep it to 1000"),
         ("<s1@rouge.example>", ("--reason", "x"), 1, "is not a client message (it is staff"),
         ("<nope@acme.example>", ("--reason", "x"), 1, "no stored message has Message-ID"),
     ],
