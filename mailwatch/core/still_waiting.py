@@ -37,7 +37,8 @@ class StillWaitingList:
     recipient: str
     day: date  # the recipient's local date: the list's claim key
     mine: tuple[Responsibility, ...]  # the overdue requests they answer for, most overdue first
-    for_head: tuple[Request, ...]  # as a Head: overdue by more than head_overdue_after
+    # as a Head: overdue by more than head_overdue_after, but for those already in `mine`
+    for_head: tuple[Request, ...]
 
     @property
     def key(self) -> ListKey:
@@ -71,14 +72,18 @@ def due_lists(
         if now < morning or not is_open_day(policy.business_hours, day):
             continue
         # This morning's list: what was overdue then (the breach nudge told of the rest).
+        own = tuple(r for r in mine.get(recipient, ()) if r.request.deadline < morning)
+        listed = {r.request.opened_by for r in own}  # a Head's own are not listed twice
         entry = StillWaitingList(
             recipient,
             day,
-            tuple(r for r in mine.get(recipient, ()) if r.request.deadline < morning),
+            own,
             tuple(
                 r
                 for r in overdue
-                if recipient in heads and r.deadline + policy.nudges.head_overdue_after < morning
+                if recipient in heads
+                and r.deadline + policy.nudges.head_overdue_after < morning
+                and r.opened_by not in listed
             ),
         )
         if (entry.mine or entry.for_head) and entry.key not in already_sent:
