@@ -242,6 +242,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from mailwatch.adapters.smtp import TransportError
 
     print(f"configuration {settings.source}: ok")
+    policy = settings.policy
+    escalation_times = (policy.nudges.directors_after, *(t.directors_after for t in policy.tiers))
+    if policy.directors and all(after is None for after in escalation_times):
+        print("directors: off until [nudges] directors_after (or a tier's) says when to escalate")
     usable, database_line = database_check(settings)
     print(database_line if usable else f"database: FAILED: {database_line}")
     failed = not usable

@@ -179,3 +179,24 @@ directors_after = "72h"
     (line,) = capsys.readouterr().err.splitlines()
     assert "agency.directors[1]" in line and "not a staff address: boss@acme.example" in line
     assert not (tmp_path / "mailwatch.db").exists()
+
+
+def test_check_says_the_directors_stage_is_off_while_no_time_says_when(tmp_path, capsys):
+    config = tmp_path / "mailwatch.toml"
+    agency = f"""
+[agency]
+name = "Rouge"
+domains = ["rouge.example"]
+timezone = "UTC"
+directors = ["dora@rouge.example"]
+
+[database]
+url = "sqlite:///{tmp_path / "mailwatch.db"}"
+"""
+    config.write_text(agency)
+    main(["check", "--config", str(config)])
+    assert "directors: off until [nudges] directors_after" in capsys.readouterr().out
+
+    config.write_text(agency + '\n[nudges]\ndirectors_after = "72h"\n')
+    main(["check", "--config", str(config)])
+    assert "directors:" not in capsys.readouterr().out
