@@ -59,15 +59,13 @@ _ADDRESS_COLUMNS = (
     MESSAGES.c.cc,
     MESSAGES.c.bcc,
 )
+# what decides whether a message is reduced, and what its reduction keeps
+_FILTER_COLUMNS = (MESSAGES.c.id, MESSAGES.c.thread_id, *_ADDRESS_COLUMNS)
 _REDUCE_COLUMNS = (
     MESSAGES.c.id,
-    MESSAGES.c.thread_id,
-    MESSAGES.c.role,
-    MESSAGES.c.dirty,
     MESSAGES.c.automated,
     MESSAGES.c.out_of_office,
     MESSAGES.c.headers,
-    *_ADDRESS_COLUMNS,
 )
 _REDUCED_FIELDS = ("to", "cc", "bcc", "subject", "norm_subject", "headers", "raw_headers")
 
@@ -110,22 +108,23 @@ class PrivacyStore(Database):
             mark = read_state(conn, REDUCED_STATE)
             since = None if mark is None else datetime.fromisoformat(mark)
             candidates = _without_clients(conn, set(keys), since, arrived_before, is_client)
-            client_threads = _client_threads(conn, candidates)
-            reduced = [
-                _reduced(row, policy.recipient_headers)
-                for row in candidates
-                if row["thread_id"] not in client_threads
-            ]
+            client_threads = _client_threads(conn, set(candidates.values()))
+            doomed = sorted(id for id, thread in candidates.items() if thread not in client_threads)
             reduce = (
                 update(MESSAGES)
                 .where(MESSAGES.c.id == bindparam("row_id"))
                 .values({name: bindparam(f"new_{name}") for name in _REDUCED_FIELDS})
             )
-            for chunk in chunks(reduced):
-                conn.execute(reduce, chunk)
+            # read again a chunk at a time: holding every candidate's headers until their
+            # threads are known cost hundreds of MB on a first evaluation of years of mail
+            for chunk in chunks(doomed):
+                rows = conn.execute(select(*_REDUCE_COLUMNS).where(MESSAGES.c.id.in_(chunk)))
+                conn.execute(
+                    reduce, [_reduced(row, policy.recipient_headers) for row in rows.mappings()]
+                )
             if since is None or arrived_before > since:
                 save_state(conn, REDUCED_STATE, arrived_before.isoformat())
-        return len(reduced)
+        return len(doomed)
 
     def messages_about(self, address: str) -> list[tuple[Message, datetime, bytes]]:
         """Every message `address` sent or received: (message, arrived at, raw header block)."""
@@ -216,9 +215,10 @@ def _without_clients(
     since: datetime | None,
     arrived_before: datetime,
     is_client: Callable[[str], bool],
-) -> list[RowMapping]:
+) -> dict[int, str | None]:
     """The unreduced, evaluated staff or other mail among the candidates that names no
-    client: `wanted` keys, and what arrived since `since`, before `arrived_before`."""
+    client, by row id with its thread: `wanted` keys, and what arrived since `since`,
+    before `arrived_before`."""
     window = MESSAGES.c.arrived_at < arrived_before
     unreduced = (
         MESSAGES.c.role.in_(("staff", "other")),
@@ -232,24 +232,25 @@ def _without_clients(
         window = window & (MESSAGES.c.arrived_at >= since)
         older = MESSAGES.c.arrived_at < min(since, arrived_before)
         queries += [
-            select(*_REDUCE_COLUMNS).where(MESSAGES.c.key.in_(chunk), older, *unreduced)
+            select(*_FILTER_COLUMNS).where(MESSAGES.c.key.in_(chunk), older, *unreduced)
             for chunk in chunks(sorted(wanted))
         ]
-    queries.append(select(*_REDUCE_COLUMNS).where(window, *unreduced))
-    candidates: dict[int, RowMapping] = {}
+    queries.append(select(*_FILTER_COLUMNS).where(window, *unreduced))
+    candidates: dict[int, str | None] = {}
+    threads: dict[str, str] = {}  # one string per thread, not one per message
     for query in queries:
         # streamed: a first evaluation of years of mail reads every message once
         for row in conn.execute(query.execution_options(yield_per=CHUNK)).mappings():
             if not any(is_client(a) for a in _addresses_of(row)):
-                candidates[row["id"]] = row
-    return list(candidates.values())
+                thread = row["thread_id"]
+                candidates[row["id"]] = thread and threads.setdefault(thread, thread)
+    return candidates
 
 
-def _client_threads(conn: Connection, rows: list[RowMapping]) -> set[str]:
-    """The threads of `rows` that hold a client's message."""
-    threads = sorted({row["thread_id"] for row in rows if row["thread_id"]})
+def _client_threads(conn: Connection, threads: set[str | None]) -> set[str]:
+    """Those of `threads` that hold a client's message."""
     found: set[str] = set()
-    for chunk in chunks(threads):
+    for chunk in chunks(sorted(thread for thread in threads if thread)):
         query = select(MESSAGES.c.thread_id).where(
             MESSAGES.c.thread_id.in_(chunk), MESSAGES.c.role == "client"
         )
