@@ -120,13 +120,8 @@ def reference_groups(
     links = _UnionFind()
     for message in messages:
         links.find(message.key)
-        for ref in (*message.in_reply_to, *message.references):
-            links.union(message.key, ref)
-        if message.thread_index:
-            links.union(message.key, f"thread-index:{message.thread_index}")
-        for copy in message.copies:
-            if copy.gm_thrid:
-                links.union(message.key, f"gm-thrid:{copy.mailbox}:{copy.gm_thrid}")
+        for link in thread_links(message):
+            links.union(message.key, link)
 
     components: dict[str, list[Message]] = {}
     for message in messages:
@@ -135,6 +130,16 @@ def reference_groups(
         (sorted(group, key=lambda m: (time_of(m), m.key)) for group in components.values()),
         key=lambda group: (time_of(group[0]), group[0].key),
     )
+
+
+def thread_links(message: Message) -> list[str]:
+    """What joins a message to others: each Message-ID it references, its Thread-Index
+    conversation, and each copy's Gmail thread in that mailbox."""
+    links = [*message.in_reply_to, *message.references]
+    if message.thread_index:
+        links.append(f"thread-index:{message.thread_index}")
+    links += [f"gm-thrid:{c.mailbox}:{c.gm_thrid}" for c in message.copies if c.gm_thrid]
+    return links
 
 
 def stream_threads(
