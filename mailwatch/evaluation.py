@@ -11,9 +11,11 @@ re-evaluates everything once.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,8 +24,16 @@ from enum import Enum
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.automated import is_out_of_office
-from mailwatch.core.clock import Evaluation, classify, evaluate, people_seen_sending, threads_of
-from mailwatch.core.conversations import is_generic_subject
+from mailwatch.core.clock import (
+    Evaluation,
+    classify,
+    evaluate,
+    people_seen_sending,
+    thread_accounts,
+    threads_of,
+    timed_as_of,
+)
+from mailwatch.core.conversations import is_generic_subject, stream_threads, thread_links
 from mailwatch.core.model import (
     Absence,
     Classification,
@@ -50,6 +60,8 @@ TURN_WAIT = timedelta(seconds=60)
 # Messages evaluated at once (whole threads; a longer thread alone): bounds memory after a
 # first sync of years.
 EVALUATION_BATCH = 20_000
+# Messages read at once while threading every stored message (whole reference groups)
+GROUP_PAGE = 2_000
 
 
 @dataclass(frozen=True)
@@ -147,7 +159,10 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     _classify_changed(settings, store, list(changes))
     # every message changed (a first sync, a new policy): the closure is all of them
     keys = set(changes) if rebuilt else closure(store, set(changes), policy)
-    parts = _parts_of_whole_threads(store, keys, policy, now)
+    if rebuilt and len(keys) > EVALUATION_BATCH:
+        parts = _parts_of_all_threads(store, keys, policy, now)
+    else:
+        parts = _parts_of_whole_threads(store, keys, policy, now)
     # set-aside threads stay to be evaluated: this refresh tries each of them again
     notice = replace(attention(store), set_aside=()) if not rebuilt else Attention((), (), ())
     context = mail_context(settings, store, now)
@@ -226,6 +241,124 @@ def _parts_of_whole_threads(
             parts.append(set())
         parts[-1].update(thread)
     return parts
+
+
+def _parts_of_all_threads(
+    store: Store, keys: set[str], policy: Policy, now: datetime
+) -> list[set[str]]:
+    """Every stored message (`keys`) cut into parts of at most EVALUATION_BATCH messages,
+    each a union of whole threads, threading one reference group at a time in order of its
+    first message: memory holds arrays by row id and the threads active within the subject
+    window, not every message."""
+    directory = Directory(policy)
+    late = _known_late(store, directory, now)
+    roots = store.reference_components(
+        now, {row_id: [m.key, *thread_links(m)] for row_id, (m, _) in late.items()}
+    )
+    late_order = sorted((at, m.key, row_id) for row_id, (m, at) in late.items())
+    first_members = heapq.merge(store.timed_in_order(now), late_order)
+    times: dict[str, datetime] = {}  # of the messages of the threads not given out yet
+    groups = _reference_groups(store, roots, first_members, directory, now, times)
+    parts: list[set[str]] = [set()]
+    placed: set[str] = set()
+
+    def time_of(m: Message) -> datetime:
+        return times[m.key]
+
+    threads = stream_threads(groups, time_of, thread_accounts(directory), policy)
+    for thread in threads:
+        for key in thread:
+            del times[key]
+        if parts[-1] and len(parts[-1]) + len(thread) > EVALUATION_BATCH:
+            parts.append(set())
+        parts[-1].update(thread)
+        placed.update(thread)
+    # untimed mail, and mail not arrived yet, stands alone
+    for key in sorted(keys - placed):
+        if len(parts[-1]) >= EVALUATION_BATCH:
+            parts.append(set())
+        parts[-1].add(key)
+    return parts
+
+
+def _known_late(
+    store: Store, directory: Directory, now: datetime
+) -> dict[int, tuple[Message, datetime]]:
+    """The few messages with some time after `now`, by row id, as known at `now` and with
+    their time, when they had arrived by then."""
+    known: dict[int, tuple[Message, datetime]] = {}
+    for row_id, message in store.light_messages_by_ids(store.times_after(now)):
+        if found := timed_as_of(message, directory, now):
+            known[row_id] = found
+    return known
+
+
+def _reference_groups(
+    store: Store,
+    roots: array[int],
+    first_members: Iterable[tuple[datetime, str, int]],
+    directory: Directory,
+    now: datetime,
+    times: dict[str, datetime],
+) -> Iterator[list[Message]]:
+    """Each reference group's messages as known at `now`, in order of (time, key), the groups
+    in order of their first message, read a page of groups at a time; each message's time
+    is put in `times`."""
+    members = _members_by_root(roots)
+    seen = bytearray(len(roots))
+    page: list[int] = []  # roots
+    size = 0
+    for _, _, row_id in first_members:
+        root = roots[row_id]
+        if seen[root]:
+            continue
+        seen[root] = 1
+        page.append(root)
+        size += len(members(root))
+        if size >= GROUP_PAGE:
+            yield from _page_of_groups(store, page, members, roots, directory, now, times)
+            page, size = [], 0
+    yield from _page_of_groups(store, page, members, roots, directory, now, times)
+
+
+def _members_by_root(roots: array[int]) -> Callable[[int], list[int]]:
+    """The row ids in the component of a root, from a chain through an array."""
+    first = array("q", [-1]) * len(roots)
+    following = array("q", [-1]) * len(roots)
+    for row_id, root in enumerate(roots):
+        if root >= 0:
+            following[row_id] = first[root]
+            first[root] = row_id
+
+    def members(root: int) -> list[int]:
+        found = []
+        row_id = first[root]
+        while row_id >= 0:
+            found.append(row_id)
+            row_id = following[row_id]
+        return found
+
+    return members
+
+
+def _page_of_groups(
+    store: Store,
+    page: list[int],
+    members: Callable[[int], list[int]],
+    roots: array[int],
+    directory: Directory,
+    now: datetime,
+    times: dict[str, datetime],
+) -> Iterator[list[Message]]:
+    ids = [row_id for root in page for row_id in members(root)]
+    groups: dict[int, list[Message]] = {root: [] for root in page}
+    for row_id, message in store.light_messages_by_ids(ids):
+        found = timed_as_of(message, directory, now)
+        if found is not None:  # always: the store's time decided it takes part
+            known, times[message.key] = found
+            groups[roots[row_id]].append(known)
+    for group in groups.values():
+        yield sorted(group, key=lambda m: (times[m.key], m.key))
 
 
 def _classify_changed(settings: Settings, store: Store, keys: list[str]) -> None:

@@ -614,7 +614,7 @@ def evaluate(
     people = frozenset(people_seen_sending(timed, directory, automated))
     at = {m.key: time for m in timed if (time := classes[m.key].at) is not None}
     threading = thread_messages(
-        timed, time_of=lambda m: at[m.key], accounts_of=_accounts_of(directory), policy=policy
+        timed, time_of=lambda m: at[m.key], accounts_of=thread_accounts(directory), policy=policy
     )
     threads: dict[str, list[Message]] = {}
     for message in timed:
@@ -652,13 +652,11 @@ def threads_of(messages: Iterable[Message], policy: Policy, now: datetime) -> li
     at: dict[str, datetime] = {}
     timed = []
     for message in merged:
-        known = _as_of(message, now)
-        timing = _timing(known, directory.identify(known.from_addr).role) if known else None
-        if known is not None and timing is not None:
-            at[known.key] = timing[0]
+        if found := timed_as_of(message, directory, now):
+            known, at[message.key] = found
             timed.append(known)
     threading = thread_messages(
-        timed, time_of=lambda m: at[m.key], accounts_of=_accounts_of(directory), policy=policy
+        timed, time_of=lambda m: at[m.key], accounts_of=thread_accounts(directory), policy=policy
     )
     groups: dict[str, list[str]] = {}
     for message in merged:
@@ -666,5 +664,17 @@ def threads_of(messages: Iterable[Message], policy: Policy, now: datetime) -> li
     return list(groups.values())
 
 
-def _accounts_of(directory: Directory) -> Callable[[Message], frozenset[str]]:
+def timed_as_of(
+    message: Message, directory: Directory, now: datetime
+) -> tuple[Message, datetime] | None:
+    """The message as known at `now` and the time threading orders it by; None for a
+    message that stands alone (untimed, or not arrived yet)."""
+    known = _as_of(message, now)
+    timing = _timing(known, directory.identify(known.from_addr).role) if known else None
+    return (known, timing[0]) if known is not None and timing is not None else None
+
+
+def thread_accounts(directory: Directory) -> Callable[[Message], frozenset[str]]:
+    """The accounts a message belongs to for the subject fallback: its sender's and
+    recipients'."""
     return lambda m: frozenset(directory.accounts_addressed(tuple(m.participants)))

@@ -17,10 +17,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right, insort
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from heapq import heappop, heappush
 
 from mailwatch.core.model import Message, Policy
 
@@ -77,6 +78,7 @@ class _UnionFind:
 
 @dataclass
 class _Thread:
+    number: int = 0  # its order of creation
     members: list[Message] = field(default_factory=list)
     subjects: set[str] = field(default_factory=set)
     participants: set[str] = field(default_factory=set)
@@ -99,48 +101,129 @@ def thread_messages(
     policy: Policy,
 ) -> Threading:
     """Group timed, deduplicated messages into threads."""
+    threader = _SubjectThreader(time_of, accounts_of, policy)
+    for group in reference_groups(messages, time_of):
+        threader.add(group)
+    thread_of: dict[str, str] = {}
+    for thread in threader.threads:
+        root = _root(thread, time_of)
+        for message in thread.members:
+            thread_of[message.key] = root
+    return Threading(thread_of, frozenset(threader.linked_by_subject))
+
+
+def reference_groups(
+    messages: Sequence[Message], time_of: Callable[[Message], datetime]
+) -> list[list[Message]]:
+    """The messages joined by reference links and conversation keys, each group in order of
+    (time, key), the groups in order of their first message."""
     links = _UnionFind()
     for message in messages:
         links.find(message.key)
-        for ref in (*message.in_reply_to, *message.references):
-            links.union(message.key, ref)
-        if message.thread_index:
-            links.union(message.key, f"thread-index:{message.thread_index}")
-        for copy in message.copies:
-            if copy.gm_thrid:
-                links.union(message.key, f"gm-thrid:{copy.mailbox}:{copy.gm_thrid}")
+        for link in thread_links(message):
+            links.union(message.key, link)
 
     components: dict[str, list[Message]] = {}
     for message in messages:
         components.setdefault(links.find(message.key), []).append(message)
-    ordered = sorted(
+    return sorted(
         (sorted(group, key=lambda m: (time_of(m), m.key)) for group in components.values()),
         key=lambda group: (time_of(group[0]), group[0].key),
     )
 
-    known = {m.key for m in messages}
-    threads: list[_Thread] = []
-    by_subject: dict[str, list[_Thread]] = {}
-    linked_by_subject: set[str] = set()
-    for group in ordered:
-        first = group[0]
-        accounts = _group_accounts(group, accounts_of)
-        target = None
-        if not any(ref in known for ref in (*first.in_reply_to, *first.references)):
-            target = _subject_match(group, accounts, by_subject, time_of, policy)
-        if target is None:
-            target = _Thread()
-            threads.append(target)
-        else:
-            linked_by_subject.update(m.key for m in group)
-        _absorb(target, group, accounts, by_subject, time_of)
 
-    thread_of: dict[str, str] = {}
-    for thread in threads:
-        root = min(thread.members, key=lambda m: (time_of(m), m.key)).key
-        for message in thread.members:
-            thread_of[message.key] = root
-    return Threading(thread_of, frozenset(linked_by_subject))
+def thread_links(message: Message) -> list[str]:
+    """What joins a message to others: each Message-ID it references, its Thread-Index
+    conversation, and each copy's Gmail thread in that mailbox."""
+    links = [*message.in_reply_to, *message.references]
+    if message.thread_index:
+        links.append(f"thread-index:{message.thread_index}")
+    links += [f"gm-thrid:{c.mailbox}:{c.gm_thrid}" for c in message.copies if c.gm_thrid]
+    return links
+
+
+def stream_threads(
+    groups: Iterable[list[Message]],
+    time_of: Callable[[Message], datetime],
+    accounts_of: Callable[[Message], frozenset[str]],
+    policy: Policy,
+) -> Iterator[list[str]]:
+    """The keys of each thread `thread_messages` finds, from its `reference_groups` fed one
+    at a time in their order: a thread is given out once the subject window has passed its
+    last message (no later group can join it), so memory holds only the threads active
+    within the window, not all the mail."""
+    threader = _SubjectThreader(time_of, accounts_of, policy)
+    for group in groups:
+        for thread in threader.retire_before(time_of(group[0]) - policy.subject_window):
+            yield [message.key for message in thread.members]
+        threader.add(group)
+    for thread in threader.threads:
+        yield [message.key for message in thread.members]
+
+
+def _root(thread: _Thread, time_of: Callable[[Message], datetime]) -> str:
+    return min(thread.members, key=lambda m: (time_of(m), m.key)).key
+
+
+class _SubjectThreader:
+    """The subject fallback over reference groups given in order of their first message."""
+
+    def __init__(
+        self,
+        time_of: Callable[[Message], datetime],
+        accounts_of: Callable[[Message], frozenset[str]],
+        policy: Policy,
+    ) -> None:
+        self.time_of = time_of
+        self.accounts_of = accounts_of
+        self.policy = policy
+        self.active: dict[int, _Thread] = {}  # not retired, by number in order of creation
+        self.by_subject: dict[str, list[_Thread]] = {}
+        self.linked_by_subject: set[str] = set()
+        self.created = 0
+        # (last message's time, thread number) each time a thread's last message moved:
+        # an entry older than its thread's last message is passed over
+        self.endings: list[tuple[datetime, int]] = []
+
+    @property
+    def threads(self) -> list[_Thread]:
+        return list(self.active.values())
+
+    def add(self, group: list[Message]) -> None:
+        first = group[0]
+        accounts = _group_accounts(group, self.accounts_of)
+        target = None
+        # a reference of the first message to a message we have is a link within its group
+        keys = {m.key for m in group}
+        if not any(ref in keys for ref in (*first.in_reply_to, *first.references)):
+            target = _subject_match(group, accounts, self.by_subject, self.time_of, self.policy)
+        if target is None:
+            target = _Thread(number=self.created)
+            self.active[target.number] = target
+            self.created += 1
+        else:
+            self.linked_by_subject.update(m.key for m in group)
+        last = target.times[-1] if target.times else None
+        _absorb(target, group, accounts, self.by_subject, self.time_of)
+        if target.times[-1] != last:
+            heappush(self.endings, (target.times[-1], target.number))
+
+    def retire_before(self, horizon: datetime) -> Iterator[_Thread]:
+        """Take out the threads whose last message is before `horizon`: once groups start
+        after `horizon` + subject_window, none can join them."""
+        while self.endings and self.endings[0][0] < horizon:
+            last, number = heappop(self.endings)
+            thread = self.active.get(number)
+            if thread is None or thread.times[-1] != last:
+                continue
+            del self.active[number]
+            for subject in thread.subjects:
+                kept = [t for t in self.by_subject.get(subject, ()) if t is not thread]
+                if kept:
+                    self.by_subject[subject] = kept
+                else:
+                    self.by_subject.pop(subject, None)
+            yield thread
 
 
 def _group_accounts(

@@ -4,25 +4,33 @@ out-of-office replies, the computed requests, and named state rows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     RowMapping,
+    Select,
+    and_,
     bindparam,
     case,
     delete,
     exists,
     func,
+    literal,
     literal_column,
+    or_,
     select,
+    union_all,
     update,
 )
 
 from mailwatch.core.model import Request
 from mailwatch.store.db import (
+    CHUNK,
     Database,
     chunks,
     dialect_insert,
@@ -103,6 +111,60 @@ class EvaluationStore(Database):
                 query = select(MESSAGES.c.thread_id).where(MESSAGES.c.key.in_(chunk))
                 found.update(thread for thread in conn.scalars(query) if thread is not None)
         return found
+
+    # ------------------------------------------------------------ reference components
+
+    def times_after(self, now: datetime) -> list[int]:
+        """The row ids of the messages with some time after `now`: whether they had
+        arrived by then, and which of their copies had, is for the core to decide."""
+        with reading(self.engine) as conn:
+            return list(conn.scalars(select(MESSAGES.c.id).where(_time_after(now))))
+
+    def timed_in_order(self, now: datetime) -> Iterator[tuple[datetime, str, int]]:
+        """(time, key, row id) of every timed message with no time after `now`, in order
+        of time, then key."""
+        query = (
+            select(MESSAGES.c.at, MESSAGES.c.key, MESSAGES.c.id)
+            .where(MESSAGES.c.at.is_not(None), ~_time_after(now))
+            .order_by(MESSAGES.c.at)
+        )
+        with reading(self.engine) as conn:
+            same_time: list[tuple[datetime, str, int]] = []
+            for at, key, row_id in conn.execute(query.execution_options(yield_per=CHUNK)):
+                if same_time and at != same_time[0][0]:
+                    # keys in Python's order: a database's collation may differ
+                    yield from sorted(same_time)
+                    same_time = []
+                same_time.append((at, key, row_id))
+            yield from sorted(same_time)
+
+    def reference_components(self, now: datetime, links_of: dict[int, list[str]]) -> array[int]:
+        """The messages joined by reference links and conversation keys: the root of each
+        row id's component (-1 for a message that takes no part), among every timed
+        message with no time after `now`, and the row ids of `links_of` (those decided
+        by the core as known at `now`) with their links. Memory: 8 bytes a message."""
+        with reading(self.engine) as conn:
+            size = (conn.scalar(select(func.max(MESSAGES.c.id))) or 0) + 1
+            parent = array("q", [-1]) * size
+            for row_id in links_of:
+                parent[row_id] = row_id
+            late_links: dict[str, int] = {}
+            for row_id, links in links_of.items():
+                for link in links:
+                    _union(parent, row_id, late_links.setdefault(link, row_id))
+            previous: tuple[str | None, int] = (None, -1)
+            for link, row_id in conn.execute(_link_rows(now).execution_options(yield_per=CHUNK)):
+                if parent[row_id] < 0:
+                    parent[row_id] = row_id
+                if link == previous[0]:
+                    _union(parent, row_id, previous[1])
+                if link in late_links:
+                    _union(parent, row_id, late_links[link])
+                previous = (link, row_id)
+        for row_id in range(size):
+            if parent[row_id] >= 0:
+                parent[row_id] = _root(parent, row_id)
+        return parent
 
     # ------------------------------------------------------------ classifications and people
 
@@ -324,3 +386,62 @@ def _swap_requests(
     ]
     for batch in chunks(rows):
         conn.execute(REQUESTS.insert(), batch)
+
+
+def _time_after(now: datetime) -> ColumnElement[bool]:
+    """Some time of the message or of a copy is after `now` (a superset of the messages
+    that had not arrived by then, or had copies that had not)."""
+    late_copy = (
+        select(COPIES.c.id)
+        .where(
+            COPIES.c.message_id == MESSAGES.c.id,
+            or_(
+                COPIES.c.internal_date > now,
+                COPIES.c.received_time > now,
+                COPIES.c.envelope_time > now,
+            ),
+        )
+        .exists()
+    )
+    # NULL > now is NULL, not false: its negation would leave out every message
+    return or_(
+        MESSAGES.c.arrived_at > now,
+        and_(MESSAGES.c.received_time.is_not(None), MESSAGES.c.received_time > now),
+        and_(MESSAGES.c.date.is_not(None), MESSAGES.c.date > now),
+        late_copy,
+    )
+
+
+def _link_rows(now: datetime) -> Select[Any]:
+    """(link, row id) of every timed message with no time after `now`, ordered by link:
+    its own key, each Message-ID it references, its Thread-Index conversation, and each
+    copy's Gmail thread in that mailbox (core/conversations.thread_links)."""
+    taking_part = select(MESSAGES.c.id).where(MESSAGES.c.at.is_not(None), ~_time_after(now))
+    ids = MESSAGES.c.id.in_(taking_part)
+    keys = select(MESSAGES.c.key.label("link"), MESSAGES.c.id.label("row_id")).where(ids)
+    references = select(REFERENCES.c.ref_key, REFERENCES.c.message_id).where(
+        REFERENCES.c.message_id.in_(taking_part)
+    )
+    thread_index = select(literal("thread-index:") + MESSAGES.c.thread_index, MESSAGES.c.id).where(
+        ids, MESSAGES.c.thread_index.is_not(None)
+    )
+    gmail = select(
+        literal("gm-thrid:") + COPIES.c.mailbox + literal(":") + COPIES.c.gm_thrid,
+        COPIES.c.message_id,
+    ).where(COPIES.c.message_id.in_(taking_part), COPIES.c.gm_thrid.is_not(None))
+    links = union_all(keys, references, thread_index, gmail).subquery()
+    return select(links.c.link, links.c.row_id).order_by(links.c.link)
+
+
+def _root(parent: array[int], item: int) -> int:
+    while parent[item] != item:
+        parent[item] = parent[parent[item]]  # path halving
+        item = parent[item]
+    return item
+
+
+def _union(parent: array[int], a: int, b: int) -> None:
+    root_a, root_b = _root(parent, a), _root(parent, b)
+    if root_a != root_b:
+        # the smaller id becomes the root, so the result never depends on input order
+        parent[max(root_a, root_b)] = min(root_a, root_b)

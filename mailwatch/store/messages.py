@@ -90,6 +90,19 @@ class MessageStore(Database):
                 result += messages_with_copies(conn, rows, copies)
         return result
 
+    def light_messages_by_ids(self, ids: Sequence[int]) -> list[tuple[int, Message]]:
+        """These stored messages with their row ids, light copies (no rule headers)."""
+        columns = [c for c in MESSAGES.c if c.name not in {"raw_headers", "headers"}]
+        result: list[tuple[int, Message]] = []
+        with reading(self.engine) as conn:
+            for chunk in chunks(ids):
+                query = select(*columns).where(MESSAGES.c.id.in_(chunk))
+                rows = conn.execute(query).mappings().all()
+                copies = select(COPIES).where(COPIES.c.message_id.in_(chunk))
+                messages = messages_with_copies(conn, rows, copies)
+                result += zip((row["id"] for row in rows), messages, strict=True)
+        return result
+
     def messages_with_subject(
         self, norm_subject: str, arrived_by: datetime
     ) -> list[tuple[str, str | None, datetime]]:

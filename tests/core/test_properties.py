@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailwatch.core.clock import evaluate, threads_of
+from mailwatch.core.addresses import Directory
+from mailwatch.core.clock import evaluate, merge_copies, threads_of
+from mailwatch.core.conversations import reference_groups, stream_threads, thread_messages
 from mailwatch.core.model import Absence
 from mailwatch.core.responsibility import AbsenceIndex
 from mailwatch.core.stats import by_account
@@ -135,3 +138,32 @@ def test_the_absence_index_finds_what_reading_every_absence_finds(spans, who, ho
     instant = at(0, hour) if hour >= 0 else at(0) - timedelta(hours=-hour)
     first = next((a for a in absences if a.who == who and a.start <= instant < a.end), None)
     assert AbsenceIndex(absences).covering(who, instant) == first
+
+
+@settings(max_examples=200, deadline=None)
+@given(mailboxes(), st.integers(0, 10))
+def test_threading_streamed_group_by_group_finds_the_threads_of_threading_all_at_once(
+    messages, window_days
+):
+    rules = replace(policy(), subject_window=timedelta(days=window_days))
+    timed = merge_copies(messages)
+    directory = Directory(rules)
+
+    def accounts_of(message):
+        return frozenset(directory.accounts_addressed(tuple(message.participants)))
+
+    whole = thread_messages(timed, _time_of, accounts_of, rules).thread_of
+    groups = reference_groups(timed, _time_of)
+    streamed = list(stream_threads(iter(groups), _time_of, accounts_of, rules))
+    assert sorted(map(sorted, streamed)) == sorted(_partition(whole))
+
+
+def _time_of(message):
+    return message.date
+
+
+def _partition(thread_of):
+    threads = {}
+    for key, root in thread_of.items():
+        threads.setdefault(root, []).append(key)
+    return [sorted(keys) for keys in threads.values()]

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailwatch.config import Settings
-from mailwatch.core.clock import evaluate, status_as_of
+from mailwatch.core.clock import evaluate, status_as_of, threads_of
 from mailwatch.core.model import Message, Waiver
 from mailwatch.evaluation import policy_fingerprint, refresh_requests
 from mailwatch.requests_as_of import current_requests, waiting_requests
@@ -294,3 +294,43 @@ def test_the_subject_window_around_times_at_the_ends_of_the_calendar_does_not_ov
     related = store.related_keys({"<late>", "<early>"}, {"quote"}, timedelta(days=14))
 
     assert related == {"<late>", "<late-too>", "<early>"}
+
+
+@st.composite
+def linked_mailboxes(draw):
+    """Random histories with conversation keys, and second copies arriving days later."""
+    messages = []
+    for message in draw(mailboxes()):
+        if draw(st.integers(0, 3)) == 0:
+            message = replace(message, thread_index=draw(st.sampled_from(["aa", "bb"])))
+        copies = message.copies
+        if draw(st.integers(0, 3)) == 0:
+            copies = (replace(copies[0], gm_thrid=draw(st.sampled_from(["1", "2"]))),)
+        if draw(st.integers(0, 3)) == 0:
+            later = copies[0].internal_date + timedelta(days=draw(st.integers(1, 9)))
+            copies += (replace(copies[0], mailbox="bob", internal_date=later),)
+        messages.append(replace(message, copies=copies))
+    return messages
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(linked_mailboxes(), st.integers(min_value=0, max_value=25), st.integers(1, 4))
+def test_a_first_evaluation_threads_every_message_group_by_group_into_whole_threads(
+    migrated_sqlite: SqliteTemplate, messages, day, part
+):
+    import mailwatch.evaluation as engine
+
+    now = at(day)
+    with tempfile.TemporaryDirectory() as folder, patch.object(engine, "EVALUATION_BATCH", part):
+        store = Store(migrated_sqlite.copy(Path(folder) / "m.db"))
+        try:
+            store.add_messages(stored(messages))
+            keys = {m.key for m in messages}
+            engine._classify_changed(settings_with(), store, sorted(keys))
+            parts = engine._parts_of_all_threads(store, keys, policy(), now)
+            assert sorted(k for p in parts for k in p) == sorted(keys)
+            part_of = {key: n for n, p in enumerate(parts) for key in p}
+            for thread in threads_of(messages, policy(), now):
+                assert len({part_of[key] for key in thread}) == 1
+        finally:
+            store.close()
