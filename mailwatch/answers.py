@@ -10,9 +10,7 @@ from zoneinfo import ZoneInfo
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory, normalise_address
 from mailwatch.core.model import RecordedAnswer, Request, Role, Status
-from mailwatch.evaluation import closure, evaluate_subset, refresh_requests
-from mailwatch.requests_as_of import is_historical
-from mailwatch.services import UnknownMessage, normalise_message_id
+from mailwatch.services import UnknownMessage, client_message_key, reevaluated, request_holding
 from mailwatch.store.repository import Store
 
 
@@ -33,7 +31,7 @@ def record_answer(
 ) -> Request | None:
     """Record that the request of this client message was answered at `at`, outside email,
     by `by` (a staff address) when named; the request as measured now."""
-    key = _client_message_key(settings, store, message_id)
+    key = client_message_key(settings, store, message_id)
     responder = _staff_address(settings, by) if by else None
     if at > now:
         raise AnswerRefused(
@@ -54,30 +52,19 @@ def record_answer(
         )
     made_by = responder or getpass.getuser()
     store.record_answer(RecordedAnswer(key, at, via, responder, made_by, now, note))
-    return _reevaluated(settings, store, key, now)
+    return reevaluated(settings, store, key, now)
 
 
 def take_back_answer(
     settings: Settings, store: Store, message_id: str, now: datetime, by: str | None = None
 ) -> Request | None:
     """Take back the answers recorded on the request of this client message."""
-    key = _client_message_key(settings, store, message_id)
+    key = client_message_key(settings, store, message_id)
     made_by = _staff_address(settings, by) if by else getpass.getuser()
     request = _request_of(settings, store, key, now)
     if not store.withdraw_answers(request.messages, made_by, now):
         raise UnknownMessage(f"no answer is recorded on the request of {key}")
-    return _reevaluated(settings, store, key, now)
-
-
-def _client_message_key(settings: Settings, store: Store, message_id: str) -> str:
-    key = normalise_message_id(message_id)
-    found = store.messages_by_keys([key])
-    if not found:
-        raise UnknownMessage(f"no stored message has Message-ID {key}")
-    role = Directory(settings.policy).role(found[0].from_addr)
-    if role is not Role.CLIENT:
-        raise UnknownMessage(f"{key} is not a client message (it is {role.value} mail)")
-    return key
+    return reevaluated(settings, store, key, now)
 
 
 def _staff_address(settings: Settings, address: str) -> str:
@@ -88,21 +75,10 @@ def _staff_address(settings: Settings, address: str) -> str:
 
 
 def _request_of(settings: Settings, store: Store, key: str, now: datetime) -> Request:
-    keys = closure(store, {key}, settings.policy)
-    evaluation = evaluate_subset(settings, store, keys, now)
-    request = next((r for r in evaluation.requests if key in r.messages), None)
+    request = request_holding(settings, store, key, now)
     if request is None:
         raise UnknownMessage(f"{key} belongs to no request as of {now:%Y-%m-%d %H:%M}Z")
     return request
-
-
-def _reevaluated(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
-    """The request of `key` with what was just recorded; the stored requests too, unless
-    `now` lies before the last evaluation (its messages stay marked for the next one)."""
-    evaluation = evaluate_subset(settings, store, closure(store, {key}, settings.policy), now)
-    if not is_historical(store, now):
-        refresh_requests(settings, store, now)
-    return next((r for r in evaluation.requests if key in r.messages), None)
 
 
 def _shown(instant: datetime, settings: Settings) -> str:

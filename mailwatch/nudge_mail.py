@@ -68,9 +68,7 @@ def nudge_context(
         _waiting_item(request, messages.get(request.opened_by), zone, now) for request in waiting
     ]
     return {
-        "recipient": recipient,
-        "recipient_name": member.name if member and member.name else recipient,
-        "timezone": zone.key,
+        **_addressed(recipient, member, zone),
         "count": len(items),
         "items": items,
         "first": items[0],
@@ -201,9 +199,7 @@ def still_waiting_context(
     mine = [item(r.request, r.why) for r in entry.mine]
     for_head = [item(request, "") for request in entry.for_head]
     return {
-        "recipient": entry.recipient,
-        "recipient_name": member.name if member and member.name else entry.recipient,
-        "timezone": zone.key,
+        **_addressed(entry.recipient, member, zone),
         "day": f"{entry.day:%A} {entry.day.day} {entry.day:%B}",
         "mine": mine,
         "for_head": for_head,
@@ -246,9 +242,7 @@ def directors_context(
             }
         )
     return {
-        "recipient": recipient,
-        "recipient_name": member.name if member and member.name else recipient,
-        "timezone": zone.key,
+        **_addressed(recipient, member, zone),
         "count": len(items),
         "items": items,
         "first": items[0],
@@ -288,6 +282,12 @@ def _client_message(message: Message, zone: ZoneInfo) -> dict[str, str]:
         "sender": _sender(message),
         "received": _local(arrived[0], zone) if arrived else "time unknown",
     }
+
+
+def _addressed(recipient: str, member: StaffMember | None, zone: ZoneInfo) -> dict[str, str]:
+    """Who an email greets, and the timezone its times are in: what every kind begins with."""
+    name = member.name if member and member.name else recipient
+    return {"recipient": recipient, "recipient_name": name, "timezone": zone.key}
 
 
 def _zone_of(member: StaffMember | None, policy: Policy) -> ZoneInfo:

@@ -232,7 +232,7 @@ def waive(
     """Mark "no reply needed" the request this client message belongs to; a request already
     answered only with `force` (waiving it takes a met or breached request out of the figures)."""
     key = client_message_key(settings, store, message_id)
-    request = _request_holding(settings, store, key, now)
+    request = request_holding(settings, store, key, now)
     if request is not None and request.status in (Status.MET, Status.BREACHED) and not force:
         raise Refused(
             f"{key}: its request was already answered ({request.status.value}); waiving it "
@@ -241,7 +241,7 @@ def waive(
         )
     waiver = Waiver(key, by=by or getpass.getuser(), seen_at=now, reason=reason)
     store.add_waiver(waiver)
-    return waiver, _evaluated(settings, store, key, now)
+    return waiver, reevaluated(settings, store, key, now)
 
 
 def unwaive(
@@ -255,7 +255,7 @@ def unwaive(
 ) -> Request | None:
     """Take back the command waiver of the request this client message belongs to."""
     key = client_message_key(settings, store, message_id)
-    request = _request_holding(settings, store, key, now)
+    request = request_holding(settings, store, key, now)
     waiver = request.waiver if request is not None else None
     if request is None or waiver is None:
         raise Refused(f"{key}: its request is not waived")
@@ -279,7 +279,7 @@ def unwaive(
         now.isoformat(),
         reason or "no reason given",
     )
-    return _evaluated(settings, store, key, now)
+    return reevaluated(settings, store, key, now)
 
 
 def client_message_key(settings: Settings, store: Store, message_id: str) -> str:
@@ -293,14 +293,16 @@ def client_message_key(settings: Settings, store: Store, message_id: str) -> str
     return key
 
 
-def _request_holding(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
+def request_holding(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
     evaluation = evaluate_subset(settings, store, closure(store, {key}, settings.policy), now)
     return next((r for r in evaluation.requests if key in r.messages), None)
 
 
-def _evaluated(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
-    """The request of `key` after a change to its waivers, stored unless `now` is past."""
-    request = _request_holding(settings, store, key, now)
+def reevaluated(settings: Settings, store: Store, key: str, now: datetime) -> Request | None:
+    """The request of `key` after a change to what it is measured by (a waiver, a recorded
+    answer); the stored requests too, unless `now` lies before the last evaluation (its
+    messages stay marked for the next one)."""
+    request = request_holding(settings, store, key, now)
     if not is_historical(store, now):
         refresh_requests(settings, store, now)
     return request
