@@ -11,15 +11,15 @@ re-evaluates everything once.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import logging
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
+from typing import TypeVar
 
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
@@ -44,9 +44,11 @@ from mailwatch.core.model import (
     Waiver,
 )
 from mailwatch.privacy_policy import UNRELATED_MAIL
+from mailwatch.store.messages import Loaded
 from mailwatch.store.repository import Store
 
 log = logging.getLogger(__name__)
+Value = TypeVar("Value")
 
 POLICY_STATE = "policy"
 FAILURE_STATE = "evaluation_failure"
@@ -148,75 +150,146 @@ def evaluation_failure(store: Store) -> str | None:
 
 
 def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
-    policy = settings.policy
-    fingerprint = policy_fingerprint(policy)
-    rebuilt = store.state(POLICY_STATE) != fingerprint
-    if rebuilt:
-        store.mark_all_dirty()
+    fingerprint = policy_fingerprint(settings.policy)
+    if store.state(POLICY_STATE) != fingerprint:
+        return _evaluate_everything(settings, store, now, fingerprint)
     changes = store.dirty_keys()
     if not changes:
         return Refresh(0, 0, False)
-    _classify_changed(settings, store, list(changes))
-    # every message changed (a first sync, a new policy): the closure is all of them
-    keys = set(changes) if rebuilt else closure(store, set(changes), policy)
-    if rebuilt and len(keys) > EVALUATION_BATCH:
-        parts = _parts_of_all_threads(store, keys, policy, now)
-    else:
-        parts = _parts_of_whole_threads(store, keys, policy, now)
+    for some in _pages(list(changes), EVALUATION_BATCH):
+        _classify(settings, store, store.loaded_by_keys(some))
+    keys = closure(store, set(changes), settings.policy)
     # set-aside threads stay to be evaluated: this refresh tries each of them again
-    notice = replace(attention(store), set_aside=()) if not rebuilt else Attention((), (), ())
-    context = mail_context(settings, store, now)
-    written: set[str] = set()  # threads whose requests this refresh already stored
-    requests = 0
-    for number, whole_part in enumerate(parts, 1):
-        evaluation, set_aside = _evaluate_setting_aside(settings, store, whole_part, now, context)
-        part = whole_part - {key for keys in set_aside for key in keys}
-        notice = _merged(notice, evaluation, [_set_aside_line(k, e) for k, e in set_aside.items()])
-        # mail stamped after `now` (a server clock ahead) was left out: it stays to be evaluated
-        not_yet = {key: -1 for key in part if key not in evaluation.classifications}
-        threads = set(evaluation.thread_of.values())
-        store.save_evaluation(
-            thread_of={key: evaluation.thread_of.get(key) for key in part},
-            changes_seen={**{k: changes[k] for k in part if k in changes}, **not_yet},
-            people=set(),
-            requests=evaluation.requests,
-            threads=(threads | store.thread_ids_of(part)) - written,
-            evaluated_at=now,
-            state=_final_state(fingerprint, now, notice) if number == len(parts) else {},
-        )
-        written |= threads
-        requests += len(evaluation.requests)
-    # operations.md: mail with no client participant keeps only ids, references and times
-    directory = Directory(policy)
+    run = _Run(settings, store, now, replace(attention(store), set_aside=()))
+    for part in _parts_of_whole_threads(store, keys, settings.policy, now):
+        loaded = store.loaded_by_keys(part)
+        run.evaluate(loaded, {row.row_id: changes.get(row.message.key, 0) for row in loaded})
+    run.finish(fingerprint)
+    _reduce(settings, store, keys, now)
+    return Refresh(len(keys), run.requests, False)
+
+
+def _evaluate_everything(
+    settings: Settings, store: Store, now: datetime, fingerprint: str
+) -> Refresh:
+    """Evaluate every stored message (a first sync, a new policy) in bounded memory: each
+    message classified a page at a time, then threaded a reference group at a time and
+    evaluated in parts of whole threads, read once and with the verdicts just stored."""
+    seen = _classify_everything(settings, store)
+    if not seen:
+        return Refresh(0, 0, False)
+    run = _Run(settings, store, now, Attention((), (), ()))
+    late = _known_late(store, Directory(settings.policy), now)
+    for part in _parts_of_all_threads(store, settings.policy, now, late):
+        run.evaluate(part, _changes_seen(part, seen))
+    threaded = {row.row_id for row, _ in late}
+    alone = [i for i in store.outside_time_order(now) if i not in threaded]
+    # untimed mail, and mail not arrived yet, stands alone
+    for ids in _pages(alone, EVALUATION_BATCH):
+        part = store.loaded_by_ids(ids)
+        run.evaluate(part, _changes_seen(part, seen))
+    run.finish(fingerprint)
+    _reduce(settings, store, None, now)
+    return Refresh(run.messages, run.requests, True)
+
+
+def _pages(values: list[Value], size: int) -> Iterator[list[Value]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _changes_seen(part: list[Loaded], seen: array[int]) -> dict[int, int]:
+    """Each message's change counter as its classification read it: a change stored since
+    (a row added or changed after) leaves it to be evaluated again."""
+    return {row.row_id: seen[row.row_id] if row.row_id < len(seen) else -1 for row in part}
+
+
+def _reduce(settings: Settings, store: Store, keys: set[str] | None, now: datetime) -> None:
+    """operations.md: mail with no client participant keeps only ids, references and times."""
+    directory = Directory(settings.policy)
     store.reduce_unrelated_mail(
         keys, now, lambda address: directory.role(address) is Role.CLIENT, UNRELATED_MAIL
     )
-    return Refresh(len(keys), requests, rebuilt)
+
+
+class _Run:
+    """One refresh's evaluation of its parts: what it stored, and the lists a person should
+    look at, grown by each part."""
+
+    def __init__(self, settings: Settings, store: Store, now: datetime, notice: Attention):
+        self.settings, self.store, self.now, self.notice = settings, store, now, notice
+        self.context = mail_context(settings, store, now)
+        self.written: set[str] = set()  # threads whose requests this refresh already stored
+        self.messages = 0
+        self.requests = 0
+
+    def evaluate(self, part: list[Loaded], changes_seen: dict[int, int]) -> None:
+        """Evaluate and store a union of whole threads."""
+        verdicts = {row.message.key: row.automated for row in part}
+        evaluation, set_aside = _evaluate_setting_aside(
+            self.settings, [row.message for row in part], self.now, self.context, verdicts
+        )
+        left_out = {key for keys in set_aside for key in keys}
+        kept = [row for row in part if row.message.key not in left_out]
+        lines = [_set_aside_line(k, e) for k, e in set_aside.items()]
+        self.notice = _merged(self.notice, evaluation, lines)
+        marks = {
+            row.row_id: (
+                evaluation.thread_of.get(row.message.key),
+                # mail stamped after `now` (a server clock ahead) was left out: it stays to
+                # be evaluated
+                changes_seen[row.row_id] if row.message.key in evaluation.classifications else -1,
+            )
+            for row in kept
+        }
+        threads = set(evaluation.thread_of.values())
+        old = {row.thread_id for row in kept if row.thread_id is not None}
+        self.store.save_evaluation(
+            marks, evaluation.requests, (threads | old) - self.written, self.now, {}
+        )
+        self.written |= threads
+        self.messages += len(part)
+        self.requests += len(evaluation.requests)
+
+    def finish(self, fingerprint: str) -> None:
+        for name, value in _final_state(fingerprint, self.now, self.notice).items():
+            self.store.set_state(name, value)
 
 
 def _evaluate_setting_aside(
-    settings: Settings, store: Store, part: set[str], now: datetime, context: MailContext
+    settings: Settings,
+    messages: list[Message],
+    now: datetime,
+    context: MailContext,
+    verdicts: dict[str, str | None],
 ) -> tuple[Evaluation, dict[tuple[str, ...], str]]:
-    """The evaluation of `part`; a thread whose evaluation fails is left out of it, with
+    """The evaluation of `messages`; a thread whose evaluation fails is left out of it, with
     the error, so that hostile mail or a bug in one thread costs that thread only."""
+
+    def evaluated(some: list[Message]) -> Evaluation:
+        return _evaluate(settings, some, now, context, verdicts)
+
     try:
-        return evaluate_subset(settings, store, part, now, context), {}
+        return evaluated(messages), {}
     except Exception:
-        log.exception("the evaluation of %d messages failed; trying each thread alone", len(part))
+        log.exception(
+            "the evaluation of %d messages failed; trying each thread alone", len(messages)
+        )
     try:
-        groups = threads_of(store.messages_by_keys(part), settings.policy, now)
+        groups = threads_of(messages, settings.policy, now)
     except Exception:  # the threading itself fails: the whole part is set aside
-        groups = [sorted(part)]
+        groups = [sorted(m.key for m in messages)]
     set_aside: dict[tuple[str, ...], str] = {}
     for group in groups:
+        members = set(group)
         try:
-            evaluate_subset(settings, store, set(group), now, context)
+            evaluated([m for m in messages if m.key in members])
         except Exception as error:
             set_aside[tuple(sorted(group))] = _error_text(error)
     for keys, text in set_aside.items():
         log.warning("set aside: %s", _set_aside_line(keys, text))
-    kept = part - {key for keys in set_aside for key in keys}
-    return evaluate_subset(settings, store, kept, now, context), set_aside
+    left_out = {key for keys in set_aside for key in keys}
+    return evaluated([m for m in messages if m.key not in left_out]), set_aside
 
 
 def _error_text(error: Exception) -> str:
@@ -244,71 +317,60 @@ def _parts_of_whole_threads(
 
 
 def _parts_of_all_threads(
-    store: Store, keys: set[str], policy: Policy, now: datetime
-) -> list[set[str]]:
-    """Every stored message (`keys`) cut into parts of at most EVALUATION_BATCH messages,
-    each a union of whole threads, threading one reference group at a time in order of its
-    first message: memory holds arrays by row id and the threads active within the subject
-    window, not every message."""
+    store: Store, policy: Policy, now: datetime, late: list[tuple[Loaded, datetime]]
+) -> Iterator[list[Loaded]]:
+    """Every timed message known at `now` (with the `late` ones the core decided about) in
+    parts of about EVALUATION_BATCH messages (a longer thread alone), each a union of whole
+    threads, threading one reference group at a time in order of its first message: memory
+    holds arrays by row id, the threads active within the subject window and one part, not
+    every message."""
     directory = Directory(policy)
-    late = _known_late(store, directory, now)
     roots = store.reference_components(
-        now, {row_id: [m.key, *thread_links(m)] for row_id, (m, _) in late.items()}
+        now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
     )
-    late_order = sorted((at, m.key, row_id) for row_id, (m, at) in late.items())
-    first_members = heapq.merge(store.timed_in_order(now), late_order)
-    times: dict[str, datetime] = {}  # of the messages of the threads not given out yet
-    groups = _reference_groups(store, roots, first_members, directory, now, times)
-    parts: list[set[str]] = [set()]
-    placed: set[str] = set()
+    order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
+    held: dict[str, tuple[datetime, Loaded]] = {}  # the messages of threads not given out
+    groups = _reference_groups(store, roots, order, directory, now, held)
 
     def time_of(m: Message) -> datetime:
-        return times[m.key]
+        return held[m.key][0]
 
-    threads = stream_threads(groups, time_of, thread_accounts(directory), policy)
-    for thread in threads:
-        for key in thread:
-            del times[key]
-        if parts[-1] and len(parts[-1]) + len(thread) > EVALUATION_BATCH:
-            parts.append(set())
-        parts[-1].update(thread)
-        placed.update(thread)
-    # untimed mail, and mail not arrived yet, stands alone
-    for key in sorted(keys - placed):
-        if len(parts[-1]) >= EVALUATION_BATCH:
-            parts.append(set())
-        parts[-1].add(key)
-    return parts
+    part: list[Loaded] = []
+    for thread in stream_threads(groups, time_of, thread_accounts(directory), policy):
+        if part and len(part) + len(thread) > EVALUATION_BATCH:
+            yield part
+            part = []
+        part += (held.pop(m.key)[1] for m in thread)
+    if part:
+        yield part
 
 
-def _known_late(
-    store: Store, directory: Directory, now: datetime
-) -> dict[int, tuple[Message, datetime]]:
-    """The few messages with some time after `now`, by row id, as known at `now` and with
-    their time, when they had arrived by then."""
-    known: dict[int, tuple[Message, datetime]] = {}
-    for row_id, message in store.light_messages_by_ids(store.times_after(now)):
-        if found := timed_as_of(message, directory, now):
-            known[row_id] = found
+def _known_late(store: Store, directory: Directory, now: datetime) -> list[tuple[Loaded, datetime]]:
+    """The few messages with some time after `now` that had arrived by then, with their
+    time as known at `now`."""
+    known = []
+    for row in store.loaded_by_ids(store.times_after(now)):
+        if found := timed_as_of(row.message, directory, now):
+            known.append((row, found[1]))
     return known
 
 
 def _reference_groups(
     store: Store,
     roots: array[int],
-    first_members: Iterable[tuple[datetime, str, int]],
+    order: array[int],
     directory: Directory,
     now: datetime,
-    times: dict[str, datetime],
+    held: dict[str, tuple[datetime, Loaded]],
 ) -> Iterator[list[Message]]:
     """Each reference group's messages as known at `now`, in order of (time, key), the groups
-    in order of their first message, read a page of groups at a time; each message's time
-    is put in `times`."""
+    in the `order` of their first message, read a page of groups at a time; each message
+    is put in `held` with its time."""
     members = _members_by_root(roots)
     seen = bytearray(len(roots))
     page: list[int] = []  # roots
     size = 0
-    for _, _, row_id in first_members:
+    for row_id in order:
         root = roots[row_id]
         if seen[root]:
             continue
@@ -316,9 +378,9 @@ def _reference_groups(
         page.append(root)
         size += len(members(root))
         if size >= GROUP_PAGE:
-            yield from _page_of_groups(store, page, members, roots, directory, now, times)
+            yield from _page_of_groups(store, page, members, roots, directory, now, held)
             page, size = [], 0
-    yield from _page_of_groups(store, page, members, roots, directory, now, times)
+    yield from _page_of_groups(store, page, members, roots, directory, now, held)
 
 
 def _members_by_root(roots: array[int]) -> Callable[[int], list[int]]:
@@ -348,45 +410,54 @@ def _page_of_groups(
     roots: array[int],
     directory: Directory,
     now: datetime,
-    times: dict[str, datetime],
+    held: dict[str, tuple[datetime, Loaded]],
 ) -> Iterator[list[Message]]:
     ids = [row_id for root in page for row_id in members(root)]
     groups: dict[int, list[Message]] = {root: [] for root in page}
-    for row_id, message in store.light_messages_by_ids(ids):
-        found = timed_as_of(message, directory, now)
+    for row in store.loaded_by_ids(ids):
+        found = timed_as_of(row.message, directory, now)
         if found is not None:  # always: the store's time decided it takes part
-            known, times[message.key] = found
-            groups[roots[row_id]].append(known)
+            known, at = found
+            held[known.key] = (at, row)
+            groups[roots[row.row_id]].append(known)
     for group in groups.values():
-        yield sorted(group, key=lambda m: (times[m.key], m.key))
+        yield sorted(group, key=lambda m: (held[m.key][0], m.key))
 
 
-def _classify_changed(settings: Settings, store: Store, keys: list[str]) -> None:
-    """Store each changed message's role, responder, time and automation verdict, and the
-    people seen sending: what evaluating any thread needs to know about all the others."""
+def _classify_everything(settings: Settings, store: Store) -> array[int]:
+    """Classify every stored message a page at a time (what evaluating any thread needs to
+    know about all the others); each one's change counter as read, by row id."""
+    store.forget_people()
+    seen = array("q")
+    for page in store.loaded_pages(EVALUATION_BATCH):
+        _classify(settings, store, page)
+        seen.extend([-1] * (page[-1].row_id + 1 - len(seen)))
+        for row in page:
+            seen[row.row_id] = row.dirty
+    return seen
+
+
+def _classify(settings: Settings, store: Store, rows: Sequence[Loaded]) -> None:
+    """Store each message's role, responder, time and automation verdict, and the people
+    seen sending: what evaluating any thread needs to know about all the others."""
     policy = settings.policy
     directory = Directory(policy)
-    for start in range(0, len(keys), EVALUATION_BATCH):
-        messages = store.messages_by_keys(keys[start : start + EVALUATION_BATCH])
-        classes = classify(messages, policy, directory)
-        store.save_classifications(_derived(messages, classes, policy))
-        automated = {key: c.automated for key, c in classes.items()}
-        store.add_people(people_seen_sending(messages, directory, automated))
+    messages = [row.message for row in rows]
+    classes = classify(messages, policy, directory)
+    store.save_classifications(
+        [_derived_row(row, classes[row.message.key], policy) for row in rows]
+    )
+    automated = {key: c.automated for key, c in classes.items()}
+    store.add_people(people_seen_sending(messages, directory, automated))
 
 
-def _derived(
-    messages: Sequence[Message], classes: dict[str, Classification], policy: Policy
-) -> list[dict[str, object]]:
-    """The stored columns of each message's classification."""
-    return [_derived_row(message, classes[message.key], policy) for message in messages]
-
-
-def _derived_row(message: Message, c: Classification, policy: Policy) -> dict[str, object]:
+def _derived_row(row: Loaded, c: Classification, policy: Policy) -> dict[str, object]:
+    """The stored columns of a message's classification."""
     out_of_office = (
-        c.role is Role.STAFF and c.automated is not None and is_out_of_office(message, policy)
+        c.role is Role.STAFF and c.automated is not None and is_out_of_office(row.message, policy)
     )
     return {
-        "key": message.key,
+        "id": row.row_id,
         "role": c.role.value,
         "responder": c.responder,
         "at": c.at,
@@ -444,24 +515,28 @@ def mail_context(settings: Settings, store: Store, now: datetime) -> MailContext
     )
 
 
-def evaluate_subset(
+def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime) -> Evaluation:
+    """The clock over a closed set of stored messages, with the rest of the mail's context."""
+    context = mail_context(settings, store, now)
+    return _evaluate(settings, store.messages_by_keys(keys), now, context, {})
+
+
+def _evaluate(
     settings: Settings,
-    store: Store,
-    keys: set[str],
+    messages: list[Message],
     now: datetime,
-    context: MailContext | None = None,
+    context: MailContext,
+    verdicts: dict[str, str | None],
 ) -> Evaluation:
-    """The clock over a closed set of messages, with the rest of the mail's `context` (read
-    from the store unless given: a refresh in parts reads it once)."""
-    context = context or mail_context(settings, store, now)
     return evaluate(
-        store.messages_by_keys(keys),
+        messages,
         settings.policy,
         now,
         context.waivers,
         known_people=context.people,
         absences=context.absences,
         recorded_answers=context.recorded_answers,
+        verdicts=verdicts,
     )
 
 

@@ -9,7 +9,7 @@ inputs, so processing order, re-runs and late mail cannot change a result.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -121,10 +121,16 @@ def classify(
     policy: Policy,
     directory: Directory,
     known_people: frozenset[str] = frozenset(),
+    verdicts: Mapping[str, str | None] | None = None,
 ) -> dict[str, Classification]:
     """Role, automation and time of each message; `known_people` adds the persons seen
-    sending in mail outside `messages` (an incremental evaluation of a few threads)."""
-    automated = {m.key: automation_reason(m, policy) for m in messages}
+    sending in mail outside `messages` (an incremental evaluation of a few threads);
+    `verdicts` are automation verdicts already found (`automation_reason` under this
+    policy) by message key, not found again."""
+    found = verdicts or {}
+    automated = {
+        m.key: found[m.key] if m.key in found else automation_reason(m, policy) for m in messages
+    }
     people = people_seen_sending(messages, directory, automated) | known_people
     result = {}
     for message in messages:
@@ -595,17 +601,19 @@ def evaluate(
     known_people: frozenset[str] = frozenset(),
     absences: Sequence[Absence] | None = None,
     recorded_answers: Iterable[RecordedAnswer] = (),
+    verdicts: Mapping[str, str | None] | None = None,
 ) -> Evaluation:
     """Every request in these messages, with its status as of `now`.
 
     Given whole threads (every message linked to them), the result for those threads
     is the same as over all mail, provided `known_people` and `absences` describe the
     rest of the mail: that is how the store re-evaluates only what new mail touches.
-    `recorded_answers` made, or given, after `now` are not known yet.
+    `recorded_answers` made, or given, after `now` are not known yet; `verdicts`, the
+    automation verdicts already found, save finding them again (see `classify`).
     """
     directory = Directory(policy)
     known = [m for m in (_as_of(m, now) for m in merge_copies(messages)) if m is not None]
-    classes = classify(known, policy, directory, known_people)
+    classes = classify(known, policy, directory, known_people, verdicts)
     untimed = tuple(sorted(k for k, c in classes.items() if c.at is None))
     timed = [m for m in known if classes[m.key].at is not None]
     if absences is None:

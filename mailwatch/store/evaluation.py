@@ -4,8 +4,9 @@ out-of-office replies, the computed requests, and named state rows."""
 
 from __future__ import annotations
 
+import heapq
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,10 +60,9 @@ class EvaluationStore(Database):
         with reading(self.engine) as conn:
             return {row.key: row.dirty for row in conn.execute(query)}
 
-    def mark_all_dirty(self) -> None:
-        """Everything is to be evaluated again (the policy changed); people are found anew."""
+    def forget_people(self) -> None:
+        """The people seen sending are found anew (the policy changed)."""
         with writing(self.engine) as conn:
-            conn.execute(update(MESSAGES).values(dirty=MESSAGES.c.dirty + 1))
             conn.execute(delete(PEOPLE))
 
     def related_keys(self, keys: set[str], subjects: set[str], window: timedelta) -> set[str]:
@@ -120,23 +120,28 @@ class EvaluationStore(Database):
         with reading(self.engine) as conn:
             return list(conn.scalars(select(MESSAGES.c.id).where(_time_after(now))))
 
-    def timed_in_order(self, now: datetime) -> Iterator[tuple[datetime, str, int]]:
-        """(time, key, row id) of every timed message with no time after `now`, in order
-        of time, then key."""
+    def in_time_order(self, now: datetime, late: Sequence[tuple[datetime, str, int]]) -> array[int]:
+        """The row ids of every timed message with no time after `now`, merged with `late`
+        ((time, key, row id) of the messages the core decided about), in order of time,
+        then key. Read in one stream and held as an array: 8 bytes a message, and no
+        reading transaction open while the evaluation writes."""
         query = (
             select(MESSAGES.c.at, MESSAGES.c.key, MESSAGES.c.id)
             .where(MESSAGES.c.at.is_not(None), ~_time_after(now))
             .order_by(MESSAGES.c.at)
         )
+        order = array("q")
         with reading(self.engine) as conn:
-            same_time: list[tuple[datetime, str, int]] = []
-            for at, key, row_id in conn.execute(query.execution_options(yield_per=CHUNK)):
-                if same_time and at != same_time[0][0]:
-                    # keys in Python's order: a database's collation may differ
-                    yield from sorted(same_time)
-                    same_time = []
-                same_time.append((at, key, row_id))
-            yield from sorted(same_time)
+            stream = _by_time_then_key(conn.execute(query.execution_options(yield_per=CHUNK)))
+            order.extend(row_id for _, _, row_id in heapq.merge(stream, sorted(late)))
+        return order
+
+    def outside_time_order(self, now: datetime) -> list[int]:
+        """The row ids of the messages `in_time_order` leaves out: untimed, or with some time
+        after `now` (among them the late ones it was given)."""
+        query = select(MESSAGES.c.id).where(or_(MESSAGES.c.at.is_(None), _time_after(now)))
+        with reading(self.engine) as conn:
+            return list(conn.scalars(query.order_by(MESSAGES.c.id)))
 
     def reference_components(self, now: datetime, links_of: dict[int, list[str]]) -> array[int]:
         """The messages joined by reference links and conversation keys: the root of each
@@ -169,11 +174,12 @@ class EvaluationStore(Database):
     # ------------------------------------------------------------ classifications and people
 
     def save_classifications(self, derived: Sequence[dict[str, Any]]) -> None:
-        """Each message's role, responder, time, automation rule and out-of-office flag."""
+        """Each message's role, responder, time, automation rule and out-of-office flag, by
+        row id (`id`)."""
         columns = ("role", "responder", "at", "automated", "out_of_office")
         classify = (
             update(MESSAGES)
-            .where(MESSAGES.c.key == bindparam("message_key"))
+            .where(MESSAGES.c.id == bindparam("row_id"))
             .values(**{c: bindparam(f"new_{c}") for c in columns})
         )
         with writing(self.engine) as conn:
@@ -181,7 +187,7 @@ class EvaluationStore(Database):
                 conn.execute(
                     classify,
                     [
-                        {"message_key": row["key"], **{f"new_{c}": row[c] for c in columns}}
+                        {"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}}
                         for row in chunk
                     ],
                 )
@@ -220,22 +226,19 @@ class EvaluationStore(Database):
 
     def save_evaluation(
         self,
-        thread_of: dict[str, str | None],
-        changes_seen: dict[str, int],
-        people: set[str],
+        marks: Mapping[int, tuple[str | None, int]],
         requests: Sequence[Request],
         threads: set[str],
         evaluated_at: datetime,
         state: dict[str, str],
     ) -> None:
         """Store one evaluation of a closed set of threads, in one transaction: each
-        message's thread (no longer dirty, unless it changed again since `changes_seen`
-        was read), the people seen sending, and the requests of `threads` (every old and
-        new thread id involved) swapped for `requests`.
+        message's thread by row id, `marks` (thread, changes seen): no longer awaiting
+        evaluation unless it changed again since its counter was read; and the requests of
+        `threads` (every old and new thread id involved) swapped for `requests`.
         """
         with writing(self.engine) as conn:
-            _save_threads(conn, thread_of, changes_seen)
-            _add_people(conn, people)
+            _save_threads(conn, marks)
             _swap_requests(conn, threads, requests, evaluated_at)
             for name, value in state.items():
                 save_state(conn, name, value)
@@ -344,27 +347,36 @@ def _add_people(conn: Connection, people: set[str]) -> None:
         )
 
 
-def _save_threads(
-    conn: Connection, thread_of: dict[str, str | None], changes_seen: dict[str, int]
-) -> None:
-    """Each message's thread; evaluated, unless it changed again since `changes_seen`."""
+def _save_threads(conn: Connection, marks: Mapping[int, tuple[str | None, int]]) -> None:
+    """Each message's thread; evaluated, unless it changed again since its counter was read."""
     evaluated = (
         update(MESSAGES)
-        .where(MESSAGES.c.key == bindparam("message_key"))
+        .where(MESSAGES.c.id == bindparam("row_id"))
         .values(
             # a change stored while this evaluation ran stays to be evaluated
             dirty=case((MESSAGES.c.dirty == bindparam("seen"), 0), else_=MESSAGES.c.dirty),
             thread_id=bindparam("new_thread"),
         )
     )
-    for keys in chunks(sorted(thread_of)):
+    for ids in chunks(sorted(marks)):
         conn.execute(
             evaluated,
-            [
-                {"message_key": key, "new_thread": thread_of[key], "seen": changes_seen.get(key, 0)}
-                for key in keys
-            ],
+            [{"row_id": i, "new_thread": marks[i][0], "seen": marks[i][1]} for i in ids],
         )
+
+
+def _by_time_then_key(
+    rows: Iterable[Any],
+) -> Iterator[tuple[datetime, str, int]]:
+    """(time, key, row id) rows in order of time given, in order of time then key: keys in
+    Python's order, as a database's collation may differ."""
+    same_time: list[tuple[datetime, str, int]] = []
+    for at, key, row_id in rows:
+        if same_time and at != same_time[0][0]:
+            yield from sorted(same_time)
+            same_time = []
+        same_time.append((at, key, row_id))
+    yield from sorted(same_time)
 
 
 def _swap_requests(

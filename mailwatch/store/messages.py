@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, case, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    update,
+)
 
 from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Waiver
 from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
-from mailwatch.store.rows import messages_with_copies
+from mailwatch.store.rows import message_columns, messages_with_copies
 from mailwatch.store.tables import CHECKPOINTS, COPIES, MESSAGES, QUARANTINE, REFERENCES, WAIVERS
 
 QUARANTINE_RAW_LIMIT = 1024 * 1024
@@ -31,6 +41,17 @@ class StoredMessage:
     uidvalidity: int | None = None  # IMAP location of this copy; None for imported files
     uid: int | None = None
     location: str = ""  # human-readable origin ("alice/INBOX uid 42", "/path/to/file.mbox#17")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A stored message as read back, with what the last evaluation stored about it."""
+
+    row_id: int
+    message: Message
+    automated: str | None  # the stored automation verdict (None: human, or not classified)
+    thread_id: str | None
+    dirty: int  # its change counter: 0 when evaluated
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,11 @@ class MessageStore(Database):
     def load_messages(self, arrived_before: datetime | None = None) -> list[Message]:
         """Every stored message with all its copies, earliest arrival first."""
         arrived = () if arrived_before is None else (MESSAGES.c.arrived_at < arrived_before,)
-        messages = select(MESSAGES).where(*arrived).order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
+        messages = (
+            select(*message_columns())
+            .where(*arrived)
+            .order_by(MESSAGES.c.arrived_at, MESSAGES.c.id)
+        )
         with reading(self.engine) as conn:
             # messages first: a copy stored in between belongs to no listed message, or to
             # one that exists either way (PostgreSQL reads each statement's own snapshot)
@@ -79,29 +104,44 @@ class MessageStore(Database):
     def messages_by_keys(self, keys: Iterable[str], rule_headers: bool = True) -> list[Message]:
         """These stored messages with all their copies (unknown keys are left out); without
         `rule_headers`, lighter copies that can be threaded but not classified."""
-        left_out = {"raw_headers"} if rule_headers else {"raw_headers", "headers"}
-        columns = [c for c in MESSAGES.c if c.name not in left_out]
-        result: list[Message] = []
+        rows = self.loaded_by_keys(keys, rule_headers)
+        return [row.message for row in rows]
+
+    def loaded_by_keys(self, keys: Iterable[str], rule_headers: bool = True) -> list[Loaded]:
+        """These stored messages with their stored evaluation (unknown keys are left out)."""
+        result: list[Loaded] = []
         with reading(self.engine) as conn:
             for chunk in chunks(sorted(set(keys))):
-                query = select(*columns).where(MESSAGES.c.key.in_(chunk))
-                rows = conn.execute(query).mappings().all()
-                copies = select(COPIES).where(COPIES.c.message_id.in_([row["id"] for row in rows]))
-                result += messages_with_copies(conn, rows, copies)
+                query = select(*message_columns(rule_headers)).where(MESSAGES.c.key.in_(chunk))
+                result += _loaded(conn, conn.execute(query).mappings().all())
         return result
 
-    def light_messages_by_ids(self, ids: Sequence[int]) -> list[tuple[int, Message]]:
-        """These stored messages with their row ids, light copies (no rule headers)."""
-        columns = [c for c in MESSAGES.c if c.name not in {"raw_headers", "headers"}]
-        result: list[tuple[int, Message]] = []
+    def loaded_by_ids(self, ids: Sequence[int], rule_headers: bool = True) -> list[Loaded]:
+        """These stored messages (by row id) with their stored evaluation."""
+        result: list[Loaded] = []
         with reading(self.engine) as conn:
             for chunk in chunks(ids):
-                query = select(*columns).where(MESSAGES.c.id.in_(chunk))
-                rows = conn.execute(query).mappings().all()
-                copies = select(COPIES).where(COPIES.c.message_id.in_(chunk))
-                messages = messages_with_copies(conn, rows, copies)
-                result += zip((row["id"] for row in rows), messages, strict=True)
+                query = select(*message_columns(rule_headers)).where(MESSAGES.c.id.in_(chunk))
+                result += _loaded(conn, conn.execute(query).mappings().all())
         return result
+
+    def loaded_pages(self, size: int) -> Iterator[list[Loaded]]:
+        """Every stored message with its stored evaluation, `size` at a time in order of row
+        id, each page read on its own (by a range of ids: no list of keys is held)."""
+        after = -1
+        while True:
+            query = (
+                select(*message_columns())
+                .where(MESSAGES.c.id > after)
+                .order_by(MESSAGES.c.id)
+                .limit(size)
+            )
+            with reading(self.engine) as conn:
+                page = _loaded(conn, conn.execute(query).mappings().all())
+            if not page:
+                return
+            yield page
+            after = page[-1].row_id
 
     def messages_with_subject(
         self, norm_subject: str, arrived_by: datetime
@@ -467,3 +507,15 @@ def _copy_row(item: StoredMessage, message_id: int) -> dict[str, Any]:
         "uid": item.uid,
         "location": None if item.uid is not None else item.location,
     }
+
+
+def _loaded(conn: Connection, rows: Sequence[RowMapping]) -> list[Loaded]:
+    """The message `rows` (read by `message_columns`) with their copies."""
+    if not rows:
+        return []
+    copies = select(COPIES).where(COPIES.c.message_id.in_([row["id"] for row in rows]))
+    messages = messages_with_copies(conn, rows, copies)
+    return [
+        Loaded(row["id"], message, row["automated"], row["thread_id"], row["dirty"])
+        for row, message in zip(rows, messages, strict=True)
+    ]

@@ -92,22 +92,23 @@ class Forgotten:
 class PrivacyStore(Database):
     def reduce_unrelated_mail(
         self,
-        keys: Iterable[str],
+        keys: Iterable[str] | None,
         now: datetime,
         is_client: Callable[[str], bool],
         policy: ReductionPolicy,
     ) -> int:
         """Cut mail with no client participant and no client in its thread down to what
         threading and the clock read: ids, references, times, copies, the sender, and the
-        automation verdict as a header.  Candidates are the evaluated `keys` and the mail
-        that arrived since the last reduction; only what arrived `policy.grace` before `now`
+        automation verdict as a header.  Candidates are the evaluated `keys` (None: all
+        mail was evaluated) and the mail that arrived since the last reduction; only what arrived `policy.grace` before `now`
         (so an account added soon after still sees its history) and is evaluated is
         reduced.  Returns how many messages were reduced."""
         arrived_before = now - policy.grace
         with writing(self.engine) as conn:
             mark = read_state(conn, REDUCED_STATE)
             since = None if mark is None else datetime.fromisoformat(mark)
-            candidates = _without_clients(conn, set(keys), since, arrived_before, is_client)
+            wanted = None if keys is None else set(keys)
+            candidates = _without_clients(conn, wanted, since, arrived_before, is_client)
             client_threads = _client_threads(conn, set(candidates.values()))
             doomed = sorted(id for id, thread in candidates.items() if thread not in client_threads)
             reduce = (
@@ -211,14 +212,14 @@ def retention_horizon(conn: Connection) -> datetime | None:
 
 def _without_clients(
     conn: Connection,
-    wanted: set[str],
+    wanted: set[str] | None,
     since: datetime | None,
     arrived_before: datetime,
     is_client: Callable[[str], bool],
 ) -> dict[int, str | None]:
     """The unreduced, evaluated staff or other mail among the candidates that names no
-    client, by row id with its thread: `wanted` keys, and what arrived since `since`,
-    before `arrived_before`."""
+    client, by row id with its thread: `wanted` keys (None: all), and what arrived since
+    `since`, before `arrived_before`."""
     window = MESSAGES.c.arrived_at < arrived_before
     unreduced = (
         MESSAGES.c.role.in_(("staff", "other")),
@@ -226,7 +227,7 @@ def _without_clients(
         MESSAGES.c.raw_headers != REDUCED_RAW,
     )
     queries = []
-    if since is not None:
+    if since is not None and wanted is not None:
         # the window is new arrivals; evaluated keys may be older mail (never newer
         # than the grace period: a past run with `--now` ahead may have set the mark)
         window = window & (MESSAGES.c.arrived_at >= since)

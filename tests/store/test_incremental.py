@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailwatch.config import Settings
+from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import evaluate, status_as_of, threads_of
 from mailwatch.core.model import Message, Waiver
 from mailwatch.evaluation import policy_fingerprint, refresh_requests
@@ -158,13 +159,11 @@ def test_an_out_of_office_reply_stored_earlier_still_hands_new_requests_to_the_b
 
 def test_a_change_stored_while_an_evaluation_ran_stays_to_be_evaluated(store):
     store.add_messages(stored([client("c1", at(0, 10))]))
-    seen = store.dirty_keys()
+    (row,) = store.loaded_by_keys(["<c1>"])
     store.add_waiver(Waiver("<c1>", by="cli", seen_at=at(0, 11)))  # arrives mid-evaluation
 
     store.save_evaluation(
-        thread_of={"<c1>": "<c1>"},
-        changes_seen=seen,
-        people=set(),
+        marks={row.row_id: ("<c1>", row.dirty)},
         requests=[],
         threads={"<c1>"},
         evaluated_at=at(0, 12),
@@ -325,11 +324,20 @@ def test_a_first_evaluation_threads_every_message_group_by_group_into_whole_thre
         store = Store(migrated_sqlite.copy(Path(folder) / "m.db"))
         try:
             store.add_messages(stored(messages))
-            keys = {m.key for m in messages}
-            engine._classify_changed(settings_with(), store, sorted(keys))
-            parts = engine._parts_of_all_threads(store, keys, policy(), now)
-            assert sorted(k for p in parts for k in p) == sorted(keys)
+            engine._classify_everything(settings_with(), store)
+            late = engine._known_late(store, Directory(policy()), now)
+            parts = [
+                [row.message.key for row in p]
+                for p in engine._parts_of_all_threads(store, policy(), now, late)
+            ]
+            # the rest (untimed, not arrived by `now`) is evaluated alone: every message once
+            threaded = {row.row_id for row, _ in late}
+            alone = [i for i in store.outside_time_order(now) if i not in threaded]
+            rest = [row.message.key for row in store.loaded_by_ids(alone)]
+            every = sorted({m.key for m in messages})
+            assert sorted([*rest, *(k for p in parts for k in p)]) == every
             part_of = {key: n for n, p in enumerate(parts) for key in p}
+            part_of.update({key: -1 - n for n, key in enumerate(rest)})  # each one alone
             for thread in threads_of(messages, policy(), now):
                 assert len({part_of[key] for key in thread}) == 1
         finally:

@@ -103,7 +103,7 @@ def known_uids(store: Store, mailbox: str, folder: str, uidvalidity: int) -> set
 def replace_requests(store: Store, requests: list[Request], evaluated_at: datetime) -> None:
     """Every stored request swapped for `requests`: an evaluation of all their threads."""
     threads = {r.thread for r in store.requests()} | {r.thread for r in requests}
-    store.save_evaluation({}, {}, set(), requests, threads, evaluated_at, {})
+    store.save_evaluation({}, requests, threads, evaluated_at, {})
 
 
 # ---------------------------------------------------------------- messages
