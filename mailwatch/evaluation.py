@@ -180,8 +180,8 @@ def _evaluate_everything(
         return Refresh(0, 0, False)
     run = _Run(settings, store, now, Attention((), (), ()))
     late = _known_late(store, Directory(settings.policy), now)
-    for part in _parts_of_all_threads(store, settings.policy, now, late):
-        run.evaluate(part, _changes_seen(part, seen))
+    for part, thread_of in _parts_of_all_threads(store, settings.policy, now, late):
+        run.evaluate(part, _changes_seen(part, seen), thread_of)
     threaded = {row.row_id for row, _ in late}
     alone = [i for i in store.outside_time_order(now) if i not in threaded]
     # untimed mail, and mail not arrived yet, stands alone
@@ -223,11 +223,18 @@ class _Run:
         self.messages = 0
         self.requests = 0
 
-    def evaluate(self, part: list[Loaded], changes_seen: dict[int, int]) -> None:
-        """Evaluate and store a union of whole threads."""
+    def evaluate(
+        self,
+        part: list[Loaded],
+        changes_seen: dict[int, int],
+        thread_of: dict[str, str] | None = None,
+    ) -> None:
+        """Evaluate and store a union of whole threads (`thread_of`: their threads, when
+        known)."""
         verdicts = {row.message.key: row.automated for row in part}
+        messages = [row.message for row in part]
         evaluation, set_aside = _evaluate_setting_aside(
-            self.settings, [row.message for row in part], self.now, self.context, verdicts
+            self.settings, messages, self.now, self.context, verdicts, thread_of
         )
         left_out = {key for keys in set_aside for key in keys}
         kept = [row for row in part if row.message.key not in left_out]
@@ -262,12 +269,13 @@ def _evaluate_setting_aside(
     now: datetime,
     context: MailContext,
     verdicts: dict[str, str | None],
+    thread_of: dict[str, str] | None,
 ) -> tuple[Evaluation, dict[tuple[str, ...], str]]:
     """The evaluation of `messages`; a thread whose evaluation fails is left out of it, with
     the error, so that hostile mail or a bug in one thread costs that thread only."""
 
     def evaluated(some: list[Message]) -> Evaluation:
-        return _evaluate(settings, some, now, context, verdicts)
+        return _evaluate(settings, some, now, context, verdicts, thread_of)
 
     try:
         return evaluated(messages), {}
@@ -318,31 +326,35 @@ def _parts_of_whole_threads(
 
 def _parts_of_all_threads(
     store: Store, policy: Policy, now: datetime, late: list[tuple[Loaded, datetime]]
-) -> Iterator[list[Loaded]]:
+) -> Iterator[tuple[list[Loaded], dict[str, str]]]:
     """Every timed message known at `now` (with the `late` ones the core decided about) in
     parts of about EVALUATION_BATCH messages (a longer thread alone), each a union of whole
     threads, threading one reference group at a time in order of its first message: memory
     holds arrays by row id, the threads active within the subject window and one part, not
-    every message."""
+    every message. Each part comes with the thread of each of its messages."""
     directory = Directory(policy)
     roots = store.reference_components(
         now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
     )
     order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
     held: dict[str, tuple[datetime, Loaded]] = {}  # the messages of threads not given out
-    groups = _reference_groups(store, roots, order, directory, now, held)
+    # rule headers only for tiers matching on them: the automation verdicts are stored
+    rule_headers = any(tier.high_priority for tier in policy.tiers)
+    groups = _reference_groups(store, roots, order, directory, now, held, rule_headers)
 
     def time_of(m: Message) -> datetime:
         return held[m.key][0]
 
     part: list[Loaded] = []
-    for thread in stream_threads(groups, time_of, thread_accounts(directory), policy):
+    thread_of: dict[str, str] = {}
+    for root, thread in stream_threads(groups, time_of, thread_accounts(directory), policy):
         if part and len(part) + len(thread) > EVALUATION_BATCH:
-            yield part
-            part = []
+            yield part, thread_of
+            part, thread_of = [], {}
         part += (held.pop(m.key)[1] for m in thread)
+        thread_of.update((m.key, root) for m in thread)
     if part:
-        yield part
+        yield part, thread_of
 
 
 def _known_late(store: Store, directory: Directory, now: datetime) -> list[tuple[Loaded, datetime]]:
@@ -362,10 +374,24 @@ def _reference_groups(
     directory: Directory,
     now: datetime,
     held: dict[str, tuple[datetime, Loaded]],
+    rule_headers: bool,
 ) -> Iterator[list[Message]]:
     """Each reference group's messages as known at `now`, in order of (time, key), the groups
     in the `order` of their first message, read a page of groups at a time; each message
     is put in `held` with its time."""
+
+    def page_of_groups(roots_of_page: list[int]) -> Iterator[list[Message]]:
+        ids = [row_id for root in roots_of_page for row_id in members(root)]
+        groups: dict[int, list[Message]] = {root: [] for root in roots_of_page}
+        for row in store.loaded_by_ids(ids, rule_headers):
+            found = timed_as_of(row.message, directory, now)
+            if found is not None:  # always: the store's time decided it takes part
+                known, at = found
+                held[known.key] = (at, row)
+                groups[roots[row.row_id]].append(known)
+        for group in groups.values():
+            yield sorted(group, key=lambda m: (held[m.key][0], m.key))
+
     members = _members_by_root(roots)
     seen = bytearray(len(roots))
     page: list[int] = []  # roots
@@ -378,9 +404,9 @@ def _reference_groups(
         page.append(root)
         size += len(members(root))
         if size >= GROUP_PAGE:
-            yield from _page_of_groups(store, page, members, roots, directory, now, held)
+            yield from page_of_groups(page)
             page, size = [], 0
-    yield from _page_of_groups(store, page, members, roots, directory, now, held)
+    yield from page_of_groups(page)
 
 
 def _members_by_root(roots: array[int]) -> Callable[[int], list[int]]:
@@ -401,27 +427,6 @@ def _members_by_root(roots: array[int]) -> Callable[[int], list[int]]:
         return found
 
     return members
-
-
-def _page_of_groups(
-    store: Store,
-    page: list[int],
-    members: Callable[[int], list[int]],
-    roots: array[int],
-    directory: Directory,
-    now: datetime,
-    held: dict[str, tuple[datetime, Loaded]],
-) -> Iterator[list[Message]]:
-    ids = [row_id for root in page for row_id in members(root)]
-    groups: dict[int, list[Message]] = {root: [] for root in page}
-    for row in store.loaded_by_ids(ids):
-        found = timed_as_of(row.message, directory, now)
-        if found is not None:  # always: the store's time decided it takes part
-            known, at = found
-            held[known.key] = (at, row)
-            groups[roots[row.row_id]].append(known)
-    for group in groups.values():
-        yield sorted(group, key=lambda m: (held[m.key][0], m.key))
 
 
 def _classify_everything(settings: Settings, store: Store) -> array[int]:
@@ -527,6 +532,7 @@ def _evaluate(
     now: datetime,
     context: MailContext,
     verdicts: dict[str, str | None],
+    thread_of: dict[str, str] | None = None,
 ) -> Evaluation:
     return evaluate(
         messages,
@@ -537,6 +543,7 @@ def _evaluate(
         absences=context.absences,
         recorded_answers=context.recorded_answers,
         verdicts=verdicts,
+        thread_of=thread_of,
     )
 
 

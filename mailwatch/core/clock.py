@@ -602,6 +602,7 @@ def evaluate(
     absences: Sequence[Absence] | None = None,
     recorded_answers: Iterable[RecordedAnswer] = (),
     verdicts: Mapping[str, str | None] | None = None,
+    thread_of: Mapping[str, str] | None = None,
 ) -> Evaluation:
     """Every request in these messages, with its status as of `now`.
 
@@ -609,7 +610,9 @@ def evaluate(
     is the same as over all mail, provided `known_people` and `absences` describe the
     rest of the mail: that is how the store re-evaluates only what new mail touches.
     `recorded_answers` made, or given, after `now` are not known yet; `verdicts`, the
-    automation verdicts already found, save finding them again (see `classify`).
+    automation verdicts already found, save finding them again (see `classify`), and
+    `thread_of`, each message's thread found by `stream_threads` over all the mail, threading
+    them again.
     """
     directory = Directory(policy)
     known = [m for m in (_as_of(m, now) for m in merge_copies(messages)) if m is not None]
@@ -621,12 +624,16 @@ def evaluate(
     automated = {m.key: classes[m.key].automated for m in timed}
     people = frozenset(people_seen_sending(timed, directory, automated))
     at = {m.key: time for m in timed if (time := classes[m.key].at) is not None}
-    threading = thread_messages(
-        timed, time_of=lambda m: at[m.key], accounts_of=thread_accounts(directory), policy=policy
-    )
+    if thread_of is None:
+        thread_of = thread_messages(
+            timed,
+            time_of=lambda m: at[m.key],
+            accounts_of=thread_accounts(directory),
+            policy=policy,
+        ).thread_of
     threads: dict[str, list[Message]] = {}
     for message in timed:
-        threads.setdefault(threading.thread_of[message.key], []).append(message)
+        threads.setdefault(thread_of[message.key], []).append(message)
     current_waivers = {w.message_key: w for w in waivers if w.seen_at <= now}
     requests = []
     known_answers = {a.message_key: a for a in recorded_answers if a.known_at(now) and a.at <= now}
@@ -641,7 +648,7 @@ def evaluate(
         now=now,
         requests=tuple(requests),
         classifications=classes,
-        thread_of=threading.thread_of,
+        thread_of={m.key: thread_of[m.key] for m in timed},
         absences=tuple(absences),
         people=people,
         untimed=untimed,

@@ -147,19 +147,19 @@ def stream_threads(
     time_of: Callable[[Message], datetime],
     accounts_of: Callable[[Message], frozenset[str]],
     policy: Policy,
-) -> Iterator[list[Message]]:
-    """The messages of each thread `thread_messages` finds, from its `reference_groups` fed
-    one at a time in their order: a thread is given out once the subject window has passed
-    its last message (no later group can join it), so memory holds only the threads active
-    within the window, not all the mail."""
+) -> Iterator[tuple[str, list[Message]]]:
+    """Each thread `thread_messages` finds (its id and messages), from its
+    `reference_groups` fed one at a time in their order: a thread is given out once the
+    subject window has passed its last message (no later group can join it), so memory
+    holds only the threads active within the window, not all the mail."""
     threader = _SubjectThreader(time_of, accounts_of, policy)
     for group in groups:
         for thread in threader.retire_before(time_of(group[0]) - policy.subject_window):
-            yield thread.members
+            yield _root(thread, time_of), thread.members
         threader.add(group)
         threader.linked_by_subject.clear()  # what `thread_messages` reports; not kept here
     for thread in threader.threads:
-        yield thread.members
+        yield _root(thread, time_of), thread.members
 
 
 def _root(thread: _Thread, time_of: Callable[[Message], datetime]) -> str:

@@ -100,9 +100,9 @@ class PrivacyStore(Database):
         """Cut mail with no client participant and no client in its thread down to what
         threading and the clock read: ids, references, times, copies, the sender, and the
         automation verdict as a header.  Candidates are the evaluated `keys` (None: all
-        mail was evaluated) and the mail that arrived since the last reduction; only what arrived `policy.grace` before `now`
-        (so an account added soon after still sees its history) and is evaluated is
-        reduced.  Returns how many messages were reduced."""
+        mail was evaluated) and the mail that arrived since the last reduction; only what
+        arrived `policy.grace` before `now` (so an account added soon after still sees its
+        history) and is evaluated is reduced.  Returns how many messages were reduced."""
         arrived_before = now - policy.grace
         with writing(self.engine) as conn:
             mark = read_state(conn, REDUCED_STATE)
