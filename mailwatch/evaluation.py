@@ -329,32 +329,34 @@ def _parts_of_all_threads(
 ) -> Iterator[tuple[list[Loaded], dict[str, str]]]:
     """Every timed message known at `now` (with the `late` ones the core decided about) in
     parts of about EVALUATION_BATCH messages (a longer thread alone), each a union of whole
-    threads, threading one reference group at a time in order of its first message: memory
-    holds arrays by row id, the threads active within the subject window and one part, not
-    every message. Each part comes with the thread of each of its messages."""
+    threads, threading one reference group at a time in order of its first message. Memory
+    holds arrays by row id, the keys of the threads active within the subject window (a
+    subject that recurs keeps a thread active for years) and one part, not the mail: a part
+    is read again once its threads are known. Each part comes with each message's thread."""
     directory = Directory(policy)
     roots = store.reference_components(
         now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
     )
     order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
-    held: dict[str, tuple[datetime, Loaded]] = {}  # the messages of threads not given out
-    # rule headers only for tiers matching on them: the automation verdicts are stored
-    rule_headers = any(tier.high_priority for tier in policy.tiers)
-    groups = _reference_groups(store, roots, order, directory, now, held, rule_headers)
+    row_of: dict[str, int] = {}  # the row id of each message of the threads not given out
+    times: dict[str, datetime] = {}  # of the messages of the page being threaded
+    groups = _reference_groups(store, roots, order, directory, now, row_of, times)
 
     def time_of(m: Message) -> datetime:
-        return held[m.key][0]
+        return times[m.key]
 
-    part: list[Loaded] = []
+    # rule headers only for tiers matching on them: the automation verdicts are stored
+    rule_headers = any(tier.high_priority for tier in policy.tiers)
+    part: list[int] = []
     thread_of: dict[str, str] = {}
-    for root, thread in stream_threads(groups, time_of, thread_accounts(directory), policy):
-        if part and len(part) + len(thread) > EVALUATION_BATCH:
-            yield part, thread_of
+    for root, keys in stream_threads(groups, time_of, thread_accounts(directory), policy):
+        if part and len(part) + len(keys) > EVALUATION_BATCH:
+            yield store.loaded_by_ids(part, rule_headers), thread_of
             part, thread_of = [], {}
-        part += (held.pop(m.key)[1] for m in thread)
-        thread_of.update((m.key, root) for m in thread)
+        part += (row_of.pop(key) for key in keys)
+        thread_of.update((key, root) for key in keys)
     if part:
-        yield part, thread_of
+        yield store.loaded_by_ids(part, rule_headers), thread_of
 
 
 def _known_late(store: Store, directory: Directory, now: datetime) -> list[tuple[Loaded, datetime]]:
@@ -373,24 +375,26 @@ def _reference_groups(
     order: array[int],
     directory: Directory,
     now: datetime,
-    held: dict[str, tuple[datetime, Loaded]],
-    rule_headers: bool,
+    row_of: dict[str, int],
+    times: dict[str, datetime],
 ) -> Iterator[list[Message]]:
-    """Each reference group's messages as known at `now`, in order of (time, key), the groups
-    in the `order` of their first message, read a page of groups at a time; each message
-    is put in `held` with its time."""
+    """Each reference group's messages as known at `now` (light copies), in order of (time,
+    key), the groups in the `order` of their first message, read a page of groups at a
+    time; each message's row id is put in `row_of`, and its time in `times` while its page
+    is threaded."""
 
     def page_of_groups(roots_of_page: list[int]) -> Iterator[list[Message]]:
         ids = [row_id for root in roots_of_page for row_id in members(root)]
         groups: dict[int, list[Message]] = {root: [] for root in roots_of_page}
-        for row in store.loaded_by_ids(ids, rule_headers):
+        times.clear()  # the groups of the page before are threaded
+        for row in store.loaded_by_ids(ids, rule_headers=False):
             found = timed_as_of(row.message, directory, now)
             if found is not None:  # always: the store's time decided it takes part
-                known, at = found
-                held[known.key] = (at, row)
+                known, times[known.key] = found
+                row_of[known.key] = row.row_id
                 groups[roots[row.row_id]].append(known)
         for group in groups.values():
-            yield sorted(group, key=lambda m: (held[m.key][0], m.key))
+            yield sorted(group, key=lambda m: (times[m.key], m.key))
 
     members = _members_by_root(roots)
     seen = bytearray(len(roots))

@@ -79,7 +79,9 @@ class _UnionFind:
 @dataclass
 class _Thread:
     number: int = 0  # its order of creation
-    members: list[Message] = field(default_factory=list)
+    # the keys of its messages, not the messages: years of mail stream through a threader
+    members: list[str] = field(default_factory=list)
+    first: tuple[datetime, str] | None = None  # (time, key) of its earliest message: its id
     subjects: set[str] = field(default_factory=set)
     participants: set[str] = field(default_factory=set)
     times: list[datetime] = field(default_factory=list)  # sorted
@@ -106,9 +108,8 @@ def thread_messages(
         threader.add(group)
     thread_of: dict[str, str] = {}
     for thread in threader.threads:
-        root = _root(thread, time_of)
-        for message in thread.members:
-            thread_of[message.key] = root
+        for key in thread.members:
+            thread_of[key] = _root(thread)
     return Threading(thread_of, frozenset(threader.linked_by_subject))
 
 
@@ -147,23 +148,24 @@ def stream_threads(
     time_of: Callable[[Message], datetime],
     accounts_of: Callable[[Message], frozenset[str]],
     policy: Policy,
-) -> Iterator[tuple[str, list[Message]]]:
-    """Each thread `thread_messages` finds (its id and messages), from its
+) -> Iterator[tuple[str, list[str]]]:
+    """Each thread `thread_messages` finds (its id and the keys of its messages), from its
     `reference_groups` fed one at a time in their order: a thread is given out once the
     subject window has passed its last message (no later group can join it), so memory
-    holds only the threads active within the window, not all the mail."""
+    holds the keys and times of the threads active within the window, not the mail."""
     threader = _SubjectThreader(time_of, accounts_of, policy)
     for group in groups:
         for thread in threader.retire_before(time_of(group[0]) - policy.subject_window):
-            yield _root(thread, time_of), thread.members
+            yield _root(thread), thread.members
         threader.add(group)
         threader.linked_by_subject.clear()  # what `thread_messages` reports; not kept here
     for thread in threader.threads:
-        yield _root(thread, time_of), thread.members
+        yield _root(thread), thread.members
 
 
-def _root(thread: _Thread, time_of: Callable[[Message], datetime]) -> str:
-    return min(thread.members, key=lambda m: (time_of(m), m.key)).key
+def _root(thread: _Thread) -> str:
+    assert thread.first is not None  # a thread has a message
+    return thread.first[1]
 
 
 class _SubjectThreader:
@@ -243,8 +245,11 @@ def _absorb(
     by_subject: dict[str, list[_Thread]],
     time_of: Callable[[Message], datetime],
 ) -> None:
-    thread.members.extend(group)
+    thread.members.extend(m.key for m in group)
     for message in group:
+        first = (time_of(message), message.key)
+        if thread.first is None or first < thread.first:
+            thread.first = first
         subject = normalise_subject(message.subject)
         if subject not in thread.subjects:
             thread.subjects.add(subject)

@@ -155,7 +155,7 @@ def test_threading_streamed_group_by_group_finds_the_threads_of_threading_all_at
     whole = thread_messages(timed, _time_of, accounts_of, rules).thread_of
     groups = reference_groups(timed, _time_of)
     streamed = stream_threads(iter(groups), _time_of, accounts_of, rules)
-    threads = {root: sorted(m.key for m in thread) for root, thread in streamed}
+    threads = {root: sorted(keys) for root, keys in streamed}
     assert sorted(threads.values()) == sorted(_partition(whole))
     assert {k: root for root, keys in threads.items() for k in keys} == whole
 
