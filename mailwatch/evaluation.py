@@ -332,31 +332,29 @@ def _parts_of_all_threads(
     threads, threading one reference group at a time in order of its first message. Memory
     holds arrays by row id, the keys of the threads active within the subject window (a
     subject that recurs keeps a thread active for years) and one part, not the mail: a part
-    is read again once its threads are known. Each part comes with each message's thread."""
+    is read again, by key, once its threads are known. Each part comes with each message's
+    thread."""
     directory = Directory(policy)
     roots = store.reference_components(
         now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
     )
     order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
-    row_of: dict[str, int] = {}  # the row id of each message of the threads not given out
     times: dict[str, datetime] = {}  # of the messages of the page being threaded
-    groups = _reference_groups(store, roots, order, directory, now, row_of, times)
+    groups = _reference_groups(store, roots, order, directory, now, times)
 
     def time_of(m: Message) -> datetime:
         return times[m.key]
 
     # rule headers only for tiers matching on them: the automation verdicts are stored
     rule_headers = any(tier.high_priority for tier in policy.tiers)
-    part: list[int] = []
-    thread_of: dict[str, str] = {}
+    thread_of: dict[str, str] = {}  # of the messages of the part being gathered
     for root, keys in stream_threads(groups, time_of, thread_accounts(directory), policy):
-        if part and len(part) + len(keys) > EVALUATION_BATCH:
-            yield store.loaded_by_ids(part, rule_headers), thread_of
-            part, thread_of = [], {}
-        part += (row_of.pop(key) for key in keys)
+        if thread_of and len(thread_of) + len(keys) > EVALUATION_BATCH:
+            yield store.loaded_by_keys(thread_of, rule_headers), thread_of
+            thread_of = {}
         thread_of.update((key, root) for key in keys)
-    if part:
-        yield store.loaded_by_ids(part, rule_headers), thread_of
+    if thread_of:
+        yield store.loaded_by_keys(thread_of, rule_headers), thread_of
 
 
 def _known_late(store: Store, directory: Directory, now: datetime) -> list[tuple[Loaded, datetime]]:
@@ -375,13 +373,11 @@ def _reference_groups(
     order: array[int],
     directory: Directory,
     now: datetime,
-    row_of: dict[str, int],
     times: dict[str, datetime],
 ) -> Iterator[list[Message]]:
     """Each reference group's messages as known at `now` (light copies), in order of (time,
     key), the groups in the `order` of their first message, read a page of groups at a
-    time; each message's row id is put in `row_of`, and its time in `times` while its page
-    is threaded."""
+    time; each message's time is in `times` while its page is threaded."""
 
     def page_of_groups(roots_of_page: list[int]) -> Iterator[list[Message]]:
         ids = [row_id for root in roots_of_page for row_id in members(root)]
@@ -391,7 +387,6 @@ def _reference_groups(
             found = timed_as_of(row.message, directory, now)
             if found is not None:  # always: the store's time decided it takes part
                 known, times[known.key] = found
-                row_of[known.key] = row.row_id
                 groups[roots[row.row_id]].append(known)
         for group in groups.values():
             yield sorted(group, key=lambda m: (times[m.key], m.key))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -210,6 +210,11 @@ class _SubjectThreader:
         _absorb(target, group, accounts, self.by_subject, self.time_of)
         if target.times[-1] != last:
             heappush(self.endings, (target.times[-1], target.number))
+        # Groups come in time order: a time before this one's subject window can decide no
+        # later match (`_subject_match` needs a time within the window), so a thread that
+        # lasts for years keeps the times of a window, its last one always
+        horizon = self.time_of(first) - self.policy.subject_window
+        del target.times[: min(bisect_left(target.times, horizon), len(target.times) - 1)]
 
     def retire_before(self, horizon: datetime) -> Iterator[_Thread]:
         """Take out the threads whose last message is before `horizon`: once groups start

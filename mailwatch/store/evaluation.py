@@ -67,18 +67,27 @@ class EvaluationStore(Database):
 
     def related_keys(self, keys: set[str], subjects: set[str], window: timedelta) -> set[str]:
         """Messages one link away from `keys`: the same stored thread, a reference either
-        way, the same conversation key, or one of the normalised `subjects` arriving
-        within `window` of them (the subject fallback reaches no further)."""
+        way, the same conversation key, or one of the normalised `subjects` arriving within
+        `window` of them or in a thread with mail within it (as far as the subject fallback
+        reaches)."""
         with reading(self.engine) as conn:
             rows = _linking_columns(conn, keys)
             found = _sharing_thread_or_reference(conn, rows)
             if subjects and rows:
                 since = _shifted(min(row["arrived_at"] for row in rows), -window)
                 until = _shifted(max(row["arrived_at"] for row in rows), window)
+                # threads with mail within the window: the subject fallback matches a thread
+                # by any subject it ever had, however long ago
+                active = select(MESSAGES.c.thread_id).where(
+                    MESSAGES.c.arrived_at.between(since, until)
+                )
                 for chunk in chunks(sorted(subjects)):
                     query = select(MESSAGES.c.key).where(
                         MESSAGES.c.norm_subject.in_(chunk),
-                        MESSAGES.c.arrived_at.between(since, until),
+                        or_(
+                            MESSAGES.c.arrived_at.between(since, until),
+                            MESSAGES.c.thread_id.in_(active),
+                        ),
                     )
                     found.update(conn.scalars(query))
             for chunk in chunks(sorted(keys)):

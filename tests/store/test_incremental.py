@@ -73,6 +73,24 @@ def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(
             store.close()
 
 
+def test_a_later_poll_joins_a_thread_by_a_subject_it_had_before_the_window(store):
+    # the subject fallback matches a thread by any subject it ever had while its latest
+    # message is within the window: here "Site down" (day 0) through the reply of day 10
+    history = [
+        client("c1", at(0, 10), subject="Site down"),
+        staff("s1", at(0, 11), subject="Re: Site down", refs=("<c1>",)),
+        staff("s2", at(10, 9), subject="Homepage banner update", refs=("<c1>",)),
+    ]
+    store.add_messages(stored(history))
+    refresh_requests(settings_with(), store, at(10, 10))
+    chaser = client("c2", at(20, 9), subject="Site down")
+    store.add_messages(stored([chaser]))
+    refresh_requests(settings_with(), store, NOW)
+
+    assert stored_requests(store) == from_scratch([*history, chaser])
+    assert {r.thread for r in stored_requests(store)} == {"<c1>"}
+
+
 def test_a_reply_arriving_later_updates_only_its_thread(store):
     question, other = client("c1", at(0, 10)), client("c2", at(0, 11), subject="Logo files")
     store.add_messages(stored([question, other]))
