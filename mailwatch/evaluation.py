@@ -59,9 +59,9 @@ EVALUATION_LOCK = "evaluation"
 # How long an evaluation waits for another process's evaluation to end.
 TURN_WAIT = timedelta(seconds=60)
 
-# Messages evaluated at once (whole threads; a longer thread alone): bounds memory after a
-# first sync of years.
-EVALUATION_BATCH = 20_000
+# Messages classified, and evaluated, at once (whole threads; a longer thread alone): bounds
+# memory after a first sync of years (20,000 full messages were ~100 MB of a peak).
+EVALUATION_BATCH = 10_000
 # Messages read at once while threading every stored message (whole reference groups)
 GROUP_PAGE = 2_000
 
