@@ -4,8 +4,10 @@ out-of-office replies, the computed requests, and named state rows."""
 
 from __future__ import annotations
 
+import json
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +30,8 @@ from sqlalchemy import (
     update,
 )
 
-from mailwatch.core.model import Request
+from mailwatch.core.model import Request, Status
+from mailwatch.core.stats import Outcome
 from mailwatch.store.db import (
     CHUNK,
     Database,
@@ -40,8 +43,24 @@ from mailwatch.store.db import (
     writing,
 )
 from mailwatch.store.privacy import retention_horizon
-from mailwatch.store.rows import REQUEST_COLUMNS, read_requests, request_row
+from mailwatch.store.rows import REQUEST_COLUMNS, json_as_text, read_requests, request_row
 from mailwatch.store.tables import COPIES, MESSAGES, PEOPLE, REFERENCES, REQUESTS
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    """A stored request read light: its outcome as stored (final when answered or waived),
+    with what tells whether it must be read in full."""
+
+    outcome: Outcome
+    final: bool  # answered or waived: time passing changes nothing
+    waiver_seen_at: datetime | None
+    messages_json: str  # its human client messages, as stored: read only when needed
+
+    @property
+    def messages(self) -> list[str]:
+        found: list[str] = json.loads(self.messages_json)
+        return found
 
 
 class EvaluationStore(Database):
@@ -252,6 +271,46 @@ class EvaluationStore(Database):
         with reading(self.engine) as conn:
             return read_requests(conn, query)
 
+    def requests_in_full_from(
+        self,
+        since: datetime,
+        in_full_from: datetime,
+        in_full: Callable[[StoredOutcome], bool],
+    ) -> tuple[list[StoredOutcome], list[Request], list[Request]]:
+        """The stored requests received since `since`, in one transaction: those received
+        before `in_full_from` as outcomes; in full, those of them `in_full` picks; and in
+        full, every one received from `in_full_from` on (stored order in each)."""
+        light = (
+            select(
+                REQUESTS.c.id,
+                REQUESTS.c.opened_by,
+                REQUESTS.c.account,
+                REQUESTS.c.received_at,
+                REQUESTS.c.status,
+                REQUESTS.c.response_seconds,
+                REQUESTS.c.answered_at.is_not(None).label("answered"),
+                json_as_text(REQUESTS.c.waiver),
+                json_as_text(REQUESTS.c.messages),
+            )
+            .where(REQUESTS.c.received_at >= since, REQUESTS.c.received_at < in_full_from)
+            .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        )
+        whole = select(*REQUEST_COLUMNS).order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        with reading(self.engine) as conn:
+            outcomes, picked = [], []
+            for row in conn.execute(light):
+                stored = _stored_outcome(row)
+                outcomes.append(stored)
+                if in_full(stored):
+                    picked.append(row.id)
+            found = [
+                request
+                for ids in chunks(picked)
+                for request in read_requests(conn, whole.where(REQUESTS.c.id.in_(ids)))
+            ]
+            later = whole.where(REQUESTS.c.received_at >= in_full_from)
+            return outcomes, found, read_requests(conn, later)
+
     def orphaned_requests(self, received_by: datetime) -> list[Request]:
         """Stored requests whose opening message is no longer stored (a forgotten address's
         conversations carry tokens instead; mail past retention is deleted), received by
@@ -445,3 +504,15 @@ def _union(parent: array[int], a: int, b: int) -> None:
     if root_a != root_b:
         # the smaller id becomes the root, so the result never depends on input order
         parent[max(root_a, root_b)] = min(root_a, root_b)
+
+
+def _stored_outcome(row: Any) -> StoredOutcome:
+    status = Status(row.status)
+    # only a waived request has a waiver to read: the others hold JSON null
+    waiver = json.loads(row.waiver) if status is Status.WAIVED else None
+    return StoredOutcome(
+        outcome=Outcome(row.opened_by, row.account, row.received_at, status, row.response_seconds),
+        final=bool(row.answered) or status is Status.WAIVED,
+        waiver_seen_at=datetime.fromisoformat(waiver["seen_at"]) if waiver else None,
+        messages_json=row.messages,
+    )
