@@ -66,15 +66,16 @@ class PeriodFacts:
     def by_opener(self) -> dict[str, Request]:
         return {r.opened_by: r for r in self.requests}
 
-    def received_in(self, period: Period, accounts: tuple[str, ...] | None) -> list[Request]:
-        """In the stored order (received, then stored first)."""
+    @cached_property
+    def of_period(self) -> list[Request]:
+        """The requests received in the period, in the stored order (received, then stored
+        first)."""
+        return [r for r in self.requests if self.period.start <= r.received_at < self.period.end]
+
+    def received(self, accounts: tuple[str, ...] | None) -> list[Request]:
+        """Those of `of_period` of `accounts` (None: all)."""
         wanted = None if accounts is None else set(accounts)
-        return [
-            r
-            for r in self.requests
-            if (wanted is None or r.account in wanted)
-            and period.start <= r.received_at < period.end
-        ]
+        return [r for r in self.of_period if wanted is None or r.account in wanted]
 
     @cached_property
     def earlier_by_account(self) -> list[dict[str, list[Outcome]]]:
@@ -102,7 +103,7 @@ class PeriodFacts:
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
         """The digest of `recipient` over `accounts` (None: the whole agency)."""
         policy = self.settings.policy
-        requests = self.received_in(self.period, accounts)
+        requests = self.received(accounts)
         earlier_summaries = self.earlier_summaries(accounts)
         breaches = _worst_breaches(requests)
         names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)

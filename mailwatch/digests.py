@@ -155,7 +155,7 @@ def _digest(
     figures = facts.figures(recipient, accounts)
     context = digest_context(facts.settings, recipient, accounts, figures)
     rendered = renderer.render("digest", context)
-    requests = tuple(facts.received_in(facts.period, accounts))
+    requests = tuple(facts.received(accounts))
     return Digest(recipient, accounts, figures, rendered, requests)
 
 

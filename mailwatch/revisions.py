@@ -159,10 +159,12 @@ def scoped_summaries(
     requests: Sequence[Outcome], reported_accounts: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The agency's summary, then each account's: those reported and any new since."""
-    names = sorted(set(reported_accounts) | {r.account for r in requests})
+    of_account: dict[str, list[Outcome]] = {name: [] for name in reported_accounts}
+    for request in requests:
+        of_account.setdefault(request.account, []).append(request)
     return {
         AGENCY: summarize(requests).as_dict(),
-        **{name: summarize(r for r in requests if r.account == name).as_dict() for name in names},
+        **{name: summarize(of_account[name]).as_dict() for name in sorted(of_account)},
     }
 
 

@@ -8,6 +8,7 @@ of an even count is the mean of the middle two, p90 is the nearest rank.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -84,9 +85,7 @@ def nearest_rank(values: list[int], percent: float) -> int | None:
 
 def summarize(requests: Iterable[Measured]) -> Summary:
     requests = list(requests)
-    counts = {status: 0 for status in Status}
-    for request in requests:
-        counts[request.status] += 1
+    counts = Counter(request.status for request in requests)
     measured = counts[Status.MET] + counts[Status.BREACHED] + counts[Status.OVERDUE]
     answered = [r.response_seconds for r in requests if r.response_seconds is not None]
     return Summary(

@@ -59,7 +59,13 @@ class StoredOutcome:
 
     @property
     def messages(self) -> list[str]:
-        found: list[str] = json.loads(self.messages_json)
+        text = self.messages_json
+        # a list of strings as stored (`["a", "b"]`): with no backslash no value holds an
+        # escape or a quote, so splitting it gives the values as decoding would, in a
+        # fraction of the time; anything else is decoded
+        if text.startswith('["') and text.endswith('"]') and "\\" not in text and '","' not in text:
+            return text[2:-2].split('", "')
+        found: list[str] = json.loads(text)
         return found
 
 
@@ -506,8 +512,11 @@ def _union(parent: array[int], a: int, b: int) -> None:
         parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
+_STATUSES = {status.value: status for status in Status}  # a lookup: tens of thousands of rows
+
+
 def _stored_outcome(row: Any) -> StoredOutcome:
-    status = Status(row.status)
+    status = _STATUSES[row.status]
     # only a waived request has a waiver to read: the others hold JSON null
     waiver = json.loads(row.waiver) if status is Status.WAIVED else None
     return StoredOutcome(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import re
 import threading
@@ -22,6 +23,7 @@ from mailwatch.core.model import (
     Waiver,
 )
 from mailwatch.core.stats import Outcome
+from mailwatch.store.evaluation import StoredOutcome
 from mailwatch.store.repository import Store, StoredMessage
 from mailwatch.store.tables import COPIES, MESSAGES, QuarantineRow
 
@@ -410,6 +412,20 @@ def test_requests_before_an_instant_are_read_as_outcomes_and_in_full_only_those_
     ]
     assert stored[0].messages == ["<a@acme.example>", "<second@acme.example>"]
     assert (picked, after) == ([unanswered], [later])
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[], ["<a@acme.example>"], ["<a@acme.example>", "<b@acme.example>"], ['<"q"@x>', "<é\\>"]],
+)
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_a_stored_outcome_gives_its_messages_as_decoding_their_json_would(
+    keys: list[str], separators: tuple[str, str]
+):
+    outcome = Outcome("<a@acme.example>", "Acme Ltd", T0, Status.MET, 60)
+    stored = StoredOutcome(outcome, True, None, json.dumps(keys, separators=separators))
+
+    assert stored.messages == keys
 
 
 def test_the_last_contact_of_each_client_is_looked_up_in_an_index_not_by_scanning_mail(
