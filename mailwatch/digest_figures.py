@@ -9,11 +9,11 @@ history.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from mailwatch.claims import split_claim_key
@@ -50,7 +50,7 @@ class PeriodFacts:
     # as of `now`, in full: this period's and those since, and of the earlier periods
     # those shown beyond their figures (`digest_requests.py`)
     requests: Sequence[Request]
-    outcomes: Sequence[Outcome]  # as of `now`: every request received in `earlier`
+    outcomes: Sequence[Sequence[Outcome]]  # as of `now`: those received in each of `earlier`
     skipped: list[Claim]  # nudges skipped in the period
     syncs: list[SyncState]
     now: datetime
@@ -80,22 +80,21 @@ class PeriodFacts:
     @cached_property
     def earlier_by_account(self) -> list[dict[str, list[Outcome]]]:
         """The outcomes of each of `earlier` by account, grouped once for every digest."""
-        starts = [p.start for p in self.earlier]
-        groups: list[dict[str, list[Outcome]]] = [{} for _ in self.earlier]
-        for outcome in self.outcomes:
-            index = bisect_right(starts, outcome.received_at) - 1
-            if index >= 0 and outcome.received_at < self.earlier[index].end:
-                groups[index].setdefault(outcome.account, []).append(outcome)
+        groups: list[dict[str, list[Outcome]]] = [{} for _ in self.outcomes]
+        for group, outcomes in zip(groups, self.outcomes, strict=True):
+            for outcome in outcomes:
+                group.setdefault(outcome.account, []).append(outcome)
         return groups
 
     def earlier_summaries(self, accounts: tuple[str, ...] | None) -> list[Summary]:
         """The figures of `accounts` (None: all) in each of `earlier`, oldest first."""
         return [
             summarize(
-                outcome
-                for account, found in group.items()
-                if accounts is None or account in accounts
-                for outcome in found
+                chain.from_iterable(
+                    found
+                    for account, found in group.items()
+                    if accounts is None or account in accounts
+                )
             )
             for group in self.earlier_by_account
         ]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DigestRequests:
     requests: list[Request]  # in full, as of now: the period's and later, and those picked
-    earlier: list[Outcome]  # as of now: every request received in the earlier periods
+    earlier: list[list[Outcome]]  # as of now: those received in each earlier period
 
 
 def digest_requests(
@@ -48,13 +48,12 @@ def digest_requests(
 ) -> DigestRequests:
     """`earlier`: the periods before `period` its digests compare with, oldest first;
     `skipped_openers`: the requests whose nudges were skipped in the period."""
-    since = earlier[0].start
     if is_historical(store, now):
-        found = requests_as_of(settings, store, now, since=since)
-        return DigestRequests(found, [outcome_of(r) for r in found if r.received_at < period.start])
+        found = requests_as_of(settings, store, now, since=earlier[0].start)
+        return DigestRequests(found, _by_period(found, earlier))
     refresh_requests(settings, store, now)
-    reported = {p: first_agency_report(store, p.key) for p in earlier}
-    statuses = {p: r.statuses for p, r in reported.items() if r is not None}
+    reported = [first_agency_report(store, p.key) for p in earlier]
+    statuses = {index: r.statuses for index, r in enumerate(reported) if r is not None}
 
     def in_full(stored: StoredOutcome) -> bool:
         """Cheapest test first: it runs on every earlier request."""
@@ -63,26 +62,30 @@ def digest_requests(
             not stored.final
             or outcome.opened_by in skipped_openers
             or (seen is not None and period.start <= seen < period.end)
-            or (bool(statuses) and _revised(outcome, statuses))
+            or (
+                stored.period in statuses
+                and statuses[stored.period].get(outcome.opened_by) != outcome.status.value
+            )
             or (bool(lessons) and not lessons.keys().isdisjoint(stored.messages))
         )
 
-    stored, picked, later = store.requests_in_full_from(since, period.start, in_full)
+    stored, picked, later = store.requests_in_full_from(earlier, in_full)
     picked = [status_as_of(r, settings.policy, now) for r in picked]
     later = [status_as_of(r, settings.policy, now) for r in later]
-    outcomes = [s.outcome for s in stored if s.final]
-    outcomes += [outcome_of(r) for r in picked if not _final(r)]
+    outcomes = [[s.outcome for s in found if s.final] for found in stored]
+    as_of_now = _by_period([r for r in picked if not _final(r)], earlier)
+    for index, measured in enumerate(as_of_now):
+        outcomes[index] += measured
     return DigestRequests(picked + later, outcomes)
+
+
+def _by_period(requests: Sequence[Request], periods: Sequence[Period]) -> list[list[Outcome]]:
+    return [
+        [outcome_of(r) for r in requests if period.start <= r.received_at < period.end]
+        for period in periods
+    ]
 
 
 def _final(request: Request) -> bool:
     """As `status_as_of` has it: time passing changes nothing."""
     return request.answered_at is not None or request.status is Status.WAIVED
-
-
-def _revised(outcome: Outcome, statuses: Mapping[Period, Mapping[str, str]]) -> bool:
-    """Does its status differ from the one the sent digest of its period reported?"""
-    for period, reported in statuses.items():
-        if period.start <= outcome.received_at < period.end:
-            return reported.get(outcome.opened_by) != outcome.status.value
-    return False

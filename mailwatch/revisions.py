@@ -109,18 +109,17 @@ def digest_revisions(
     settings: Settings,
     store: Store,
     earlier: Sequence[Period],
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[Sequence[Outcome]],
     requests: Sequence[Request],
 ) -> list[dict[str, Any]]:
-    """The revisions to the `earlier` periods, oldest first; as of today, `outcomes`: every
-    request received in them; `requests`: in full, at least each whose status changed since
-    its period was reported (any others are passed over)."""
+    """The revisions to the `earlier` periods, oldest first; as of today, `outcomes`: those
+    of the requests received in each; `requests`: in full, at least each whose status
+    changed since its period was reported (any others are passed over)."""
     found = []
-    for period in earlier:
+    for period, within in zip(earlier, outcomes, strict=True):
         reference = first_agency_report(store, period.key)
         if reference is None:
             continue
-        within = [o for o in outcomes if period.start <= o.received_at < period.end]
         changed = [r for r in requests if period.start <= r.received_at < period.end]
         revision = compare(reference, within, changed, settings)
         if revision["figures"]:

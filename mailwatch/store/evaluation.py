@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -31,6 +30,7 @@ from sqlalchemy import (
 )
 
 from mailwatch.core.model import Request, Status
+from mailwatch.core.periods import Period
 from mailwatch.core.stats import Outcome
 from mailwatch.store.db import (
     CHUNK,
@@ -47,12 +47,12 @@ from mailwatch.store.rows import REQUEST_COLUMNS, json_as_text, read_requests, r
 from mailwatch.store.tables import COPIES, MESSAGES, PEOPLE, REFERENCES, REQUESTS
 
 
-@dataclass(frozen=True)
-class StoredOutcome:
+class StoredOutcome(NamedTuple):
     """A stored request read light: its outcome as stored (final when answered or waived),
-    with what tells whether it must be read in full."""
+    with what tells whether it must be read in full.  A tuple, as `Outcome` is."""
 
     outcome: Outcome
+    period: int  # the index of the period it was received in
     final: bool  # answered or waived: time passing changes nothing
     waiver_seen_at: datetime | None
     messages_json: str  # its human client messages, as stored: read only when needed
@@ -278,35 +278,38 @@ class EvaluationStore(Database):
             return read_requests(conn, query)
 
     def requests_in_full_from(
-        self,
-        since: datetime,
-        in_full_from: datetime,
-        in_full: Callable[[StoredOutcome], bool],
-    ) -> tuple[list[StoredOutcome], list[Request], list[Request]]:
-        """The stored requests received since `since`, in one transaction: those received
-        before `in_full_from` as outcomes; in full, those of them `in_full` picks; and in
-        full, every one received from `in_full_from` on (stored order in each)."""
+        self, periods: Sequence[Period], in_full: Callable[[StoredOutcome], bool]
+    ) -> tuple[list[list[StoredOutcome]], list[Request], list[Request]]:
+        """The stored requests received since the first of `periods` (one after the other),
+        in one transaction: those received in each period as outcomes; in full, those of
+        them `in_full` picks; and in full, every one received after the last period
+        (stored order in each)."""
+        ends = [p.end for p in periods]
+        # the period of each request told by the database: a time read back from SQLite is
+        # parsed from text, the larger part of reading these few columns
+        period = case(*((REQUESTS.c.received_at < end, index) for index, end in enumerate(ends)))
         light = (
             select(
                 REQUESTS.c.id,
+                period.label("period"),
                 REQUESTS.c.opened_by,
                 REQUESTS.c.account,
-                REQUESTS.c.received_at,
                 REQUESTS.c.status,
                 REQUESTS.c.response_seconds,
                 REQUESTS.c.answered_at.is_not(None).label("answered"),
                 json_as_text(REQUESTS.c.waiver),
                 json_as_text(REQUESTS.c.messages),
             )
-            .where(REQUESTS.c.received_at >= since, REQUESTS.c.received_at < in_full_from)
+            .where(REQUESTS.c.received_at >= periods[0].start, REQUESTS.c.received_at < ends[-1])
             .order_by(REQUESTS.c.received_at, REQUESTS.c.id)
         )
         whole = select(*REQUEST_COLUMNS).order_by(REQUESTS.c.received_at, REQUESTS.c.id)
         with reading(self.engine) as conn:
-            outcomes, picked = [], []
-            for row in conn.execute(light):
+            outcomes: list[list[StoredOutcome]] = [[] for _ in periods]
+            picked = []
+            for row in conn.execute(light).all():
                 stored = _stored_outcome(row)
-                outcomes.append(stored)
+                outcomes[stored.period].append(stored)
                 if in_full(stored):
                     picked.append(row.id)
             found = [
@@ -314,7 +317,7 @@ class EvaluationStore(Database):
                 for ids in chunks(picked)
                 for request in read_requests(conn, whole.where(REQUESTS.c.id.in_(ids)))
             ]
-            later = whole.where(REQUESTS.c.received_at >= in_full_from)
+            later = whole.where(REQUESTS.c.received_at >= ends[-1])
             return outcomes, found, read_requests(conn, later)
 
     def orphaned_requests(self, received_by: datetime) -> list[Request]:
@@ -520,7 +523,8 @@ def _stored_outcome(row: Any) -> StoredOutcome:
     # only a waived request has a waiver to read: the others hold JSON null
     waiver = json.loads(row.waiver) if status is Status.WAIVED else None
     return StoredOutcome(
-        outcome=Outcome(row.opened_by, row.account, row.received_at, status, row.response_seconds),
+        outcome=Outcome(row.opened_by, row.account, status, row.response_seconds),
+        period=row.period,
         final=bool(row.answered) or status is Status.WAIVED,
         waiver_seen_at=datetime.fromisoformat(waiver["seen_at"]) if waiver else None,
         messages_json=row.messages,

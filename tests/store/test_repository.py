@@ -22,6 +22,7 @@ from mailwatch.core.model import (
     Status,
     Waiver,
 )
+from mailwatch.core.periods import Period
 from mailwatch.core.stats import Outcome
 from mailwatch.store.evaluation import StoredOutcome
 from mailwatch.store.repository import Store, StoredMessage
@@ -376,9 +377,7 @@ def test_requests_round_trip_and_filter_on_received_time(store: Store):
     assert store.requests(T0 + timedelta(hours=1), T0 + timedelta(days=2)) == [waived]
 
 
-def test_requests_before_an_instant_are_read_as_outcomes_and_in_full_only_those_picked(
-    store: Store,
-):
+def test_requests_of_periods_are_read_as_outcomes_and_in_full_only_those_picked(store: Store):
     answered = a_request(
         "<a@acme.example>",
         T0,
@@ -395,22 +394,23 @@ def test_requests_before_an_instant_are_read_as_outcomes_and_in_full_only_those_
     later = a_request("<d@acme.example>", T0 + timedelta(days=3))
     before = a_request("<e@acme.example>", T0 - timedelta(days=1))
     replace_requests(store, [later, unanswered, waived, answered, before], T0 + timedelta(days=4))
-
-    stored, picked, after = store.requests_in_full_from(
-        T0, T0 + timedelta(days=3), lambda found: not found.final
-    )
-
-    assert [s.outcome for s in stored] == [
-        Outcome("<a@acme.example>", "Acme Ltd", T0, Status.MET, 7200),
-        Outcome("<b@acme.example>", "Acme Ltd", T0 + timedelta(days=1), Status.WAIVED, None),
-        Outcome("<c@acme.example>", "Acme Ltd", T0 + timedelta(days=2), Status.OPEN, None),
+    days = [
+        Period("day", "", "", T0 + timedelta(days=n), T0 + timedelta(days=n + 1)) for n in range(3)
     ]
-    assert [(s.final, s.waiver_seen_at) for s in stored] == [
-        (True, None),
-        (True, seen_at),
-        (False, None),
+
+    stored, picked, after = store.requests_in_full_from(days, lambda found: not found.final)
+
+    assert [[s.outcome for s in found] for found in stored] == [
+        [Outcome("<a@acme.example>", "Acme Ltd", Status.MET, 7200)],
+        [Outcome("<b@acme.example>", "Acme Ltd", Status.WAIVED, None)],
+        [Outcome("<c@acme.example>", "Acme Ltd", Status.OPEN, None)],
     ]
-    assert stored[0].messages == ["<a@acme.example>", "<second@acme.example>"]
+    assert [(s.period, s.final, s.waiver_seen_at) for (s,) in stored] == [
+        (0, True, None),
+        (1, True, seen_at),
+        (2, False, None),
+    ]
+    assert stored[0][0].messages == ["<a@acme.example>", "<second@acme.example>"]
     assert (picked, after) == ([unanswered], [later])
 
 
@@ -422,8 +422,8 @@ def test_requests_before_an_instant_are_read_as_outcomes_and_in_full_only_those_
 def test_a_stored_outcome_gives_its_messages_as_decoding_their_json_would(
     keys: list[str], separators: tuple[str, str]
 ):
-    outcome = Outcome("<a@acme.example>", "Acme Ltd", T0, Status.MET, 60)
-    stored = StoredOutcome(outcome, True, None, json.dumps(keys, separators=separators))
+    outcome = Outcome("<a@acme.example>", "Acme Ltd", Status.MET, 60)
+    stored = StoredOutcome(outcome, 0, True, None, json.dumps(keys, separators=separators))
 
     assert stored.messages == keys
 
