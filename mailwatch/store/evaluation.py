@@ -307,7 +307,7 @@ class EvaluationStore(Database):
         with reading(self.engine) as conn:
             outcomes: list[list[StoredOutcome]] = [[] for _ in periods]
             picked = []
-            for row in conn.execute(light).all():
+            for row in conn.execute(light):
                 stored = _stored_outcome(row)
                 outcomes[stored.period].append(stored)
                 if in_full(stored):

@@ -127,7 +127,7 @@ REQUEST_COLUMNS = tuple(json_as_text(column) for column in REQUESTS.c)
 def read_requests(conn: Connection, query: Select[Any]) -> list[Request]:
     """The requests `query` selects (its columns: `REQUEST_COLUMNS`)."""
     repeated = lru_cache(maxsize=1024)(json.loads)  # the values are only read, never changed
-    return [_request(row, repeated) for row in conn.execute(query).mappings().all()]
+    return [_request(row, repeated) for row in conn.execute(query).mappings()]
 
 
 def _request(row: RowMapping, repeated: Callable[[str], Any]) -> Request:
