@@ -9,18 +9,25 @@ history.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from mailwatch.claims import split_claim_key
 from mailwatch.core.lessons import Lesson, lesson_of
 from mailwatch.core.model import Request, Status
 from mailwatch.core.periods import Period
-from mailwatch.core.stats import Summary, by_person, late_seconds, summarize, wait_seconds
+from mailwatch.core.stats import (
+    Outcome,
+    Summary,
+    by_person,
+    late_seconds,
+    summarize,
+    wait_seconds,
+)
 from mailwatch.core.trends import periods_with_data, trends
 from mailwatch.digest_sections import DigestSections
 from mailwatch.output import iso, waiver_warnings
@@ -40,7 +47,10 @@ class PeriodFacts:
     settings: Settings
     period: Period
     earlier: Sequence[Period]  # the periods of its kind before it, oldest first (the trend)
-    requests: Sequence[Request]  # as of `now`: this period's and those before it
+    # as of `now`, in full: this period's and those since, and of the earlier periods
+    # those shown beyond their figures (`digest_requests.py`)
+    requests: Sequence[Request]
+    outcomes: Sequence[Sequence[Outcome]]  # as of `now`: those received in each of `earlier`
     skipped: list[Claim]  # nudges skipped in the period
     syncs: list[SyncState]
     now: datetime
@@ -56,38 +66,44 @@ class PeriodFacts:
     def by_opener(self) -> dict[str, Request]:
         return {r.opened_by: r for r in self.requests}
 
-    def received_in(self, period: Period, accounts: tuple[str, ...] | None) -> list[Request]:
-        """In the stored order (received, then stored first)."""
-        wanted = None if accounts is None else set(accounts)
-        return [
-            r
-            for r in self.requests
-            if (wanted is None or r.account in wanted)
-            and period.start <= r.received_at < period.end
-        ]
+    @cached_property
+    def of_period(self) -> list[Request]:
+        """The requests received in the period, in the stored order (received, then stored
+        first)."""
+        return [r for r in self.requests if self.period.start <= r.received_at < self.period.end]
 
-    def received_by_period(self, accounts: tuple[str, ...] | None) -> list[list[Request]]:
-        """The requests of `accounts` received in each of `earlier`, then in `period`, in
-        one pass over them all (stored order within each)."""
-        periods = [*self.earlier, self.period]
-        starts = [p.start for p in periods]
-        groups: list[list[Request]] = [[] for _ in periods]
+    def received(self, accounts: tuple[str, ...] | None) -> list[Request]:
+        """Those of `of_period` of `accounts` (None: all)."""
         wanted = None if accounts is None else set(accounts)
-        for request in self.requests:
-            index = bisect_right(starts, request.received_at) - 1
-            if (
-                index >= 0
-                and request.received_at < periods[index].end
-                and (wanted is None or request.account in wanted)
-            ):
-                groups[index].append(request)
+        return [r for r in self.of_period if wanted is None or r.account in wanted]
+
+    @cached_property
+    def earlier_by_account(self) -> list[dict[str, list[Outcome]]]:
+        """The outcomes of each of `earlier` by account, grouped once for every digest."""
+        groups: list[dict[str, list[Outcome]]] = [{} for _ in self.outcomes]
+        for group, outcomes in zip(groups, self.outcomes, strict=True):
+            for outcome in outcomes:
+                group.setdefault(outcome.account, []).append(outcome)
         return groups
+
+    def earlier_summaries(self, accounts: tuple[str, ...] | None) -> list[Summary]:
+        """The figures of `accounts` (None: all) in each of `earlier`, oldest first."""
+        return [
+            summarize(
+                chain.from_iterable(
+                    found
+                    for account, found in group.items()
+                    if accounts is None or account in accounts
+                )
+            )
+            for group in self.earlier_by_account
+        ]
 
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
         """The digest of `recipient` over `accounts` (None: the whole agency)."""
         policy = self.settings.policy
-        *earlier, requests = self.received_by_period(accounts)
-        earlier_summaries = [summarize(group) for group in earlier]
+        requests = self.received(accounts)
+        earlier_summaries = self.earlier_summaries(accounts)
         breaches = _worst_breaches(requests)
         names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)
         of_account: dict[str, list[Request]] = {name: [] for name in names}
@@ -160,6 +176,11 @@ class PeriodFacts:
     def waivers_to_check(self, accounts: tuple[str, ...] | None) -> list[Request]:
         """Waivers made in the period after the deadline or the answer, whenever the request
         was received: a breach must not leave the figures unseen."""
+        return [r for r in self.late_waivers if accounts is None or r.account in accounts]
+
+    @cached_property
+    def late_waivers(self) -> list[Request]:
+        """`waivers_to_check` of every account, found once for all digests."""
         return sorted(
             (
                 r
@@ -167,7 +188,6 @@ class PeriodFacts:
                 if r.status is Status.WAIVED
                 and r.waiver is not None
                 and self.period.start <= r.waiver.seen_at < self.period.end
-                and (accounts is None or r.account in accounts)
                 and waiver_warnings(r)
             ),
             key=lambda r: (r.waiver.seen_at if r.waiver else r.received_at, r.opened_by),

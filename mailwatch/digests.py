@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from mailwatch.adapters.render import RenderedEmail, Renderer
 from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError, compose
-from mailwatch.claims import DIGEST, SKIPPED, digest_key
+from mailwatch.claims import DIGEST, SKIPPED, digest_key, split_claim_key
 from mailwatch.core.model import Policy, Request
 from mailwatch.core.periods import Period, last_complete
 from mailwatch.digest_figures import PeriodFacts
+from mailwatch.digest_requests import digest_requests
 from mailwatch.digest_sections import DigestSections
 from mailwatch.digest_text import digest_context
 from mailwatch.lessons import lessons_as_of
-from mailwatch.requests_as_of import requests_as_of
 from mailwatch.revisions import digest_revisions, lookback, to_keep
 
 if TYPE_CHECKING:
@@ -109,20 +109,23 @@ def build_digests(
 
 def period_facts(settings: Settings, store: Store, now: datetime, period: Period) -> PeriodFacts:
     earlier = lookback(period, settings.policy.timezone)
-    # this period and those before it (trend, revisions); the longest waits still open too
-    requests = requests_as_of(settings, store, now, since=earlier[0].start)
     lessons = lessons_as_of(store, now)
+    skipped = [c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end]
+    openers = {split_claim_key(c.key)[0] for c in skipped}
+    # this period and those before it (trend, revisions); the longest waits still open too
+    found = digest_requests(settings, store, now, period, earlier, openers, lessons)
     return PeriodFacts(
         settings=settings,
         period=period,
         earlier=earlier,
-        requests=requests,
-        skipped=[c for c in store.claims(SKIPPED) if period.start <= c.claimed_at < period.end],
+        requests=found.requests,
+        outcomes=found.earlier,
+        skipped=skipped,
         syncs=store.sync_states(),
         now=now,
-        revisions=digest_revisions(settings, store, earlier, requests),
+        revisions=digest_revisions(settings, store, earlier, found.earlier, found.requests),
         lessons=lessons,
-        sections=DigestSections.gather(settings, store, period, requests, lessons, now),
+        sections=DigestSections.gather(settings, store, period, found.requests, lessons, now),
     )
 
 
@@ -152,7 +155,7 @@ def _digest(
     figures = facts.figures(recipient, accounts)
     context = digest_context(facts.settings, recipient, accounts, figures)
     rendered = renderer.render("digest", context)
-    requests = tuple(facts.received_in(facts.period, accounts))
+    requests = tuple(facts.received(accounts))
     return Digest(recipient, accounts, figures, rendered, requests)
 
 

@@ -21,7 +21,7 @@ from mailwatch.claims import DIGEST
 from mailwatch.core.durations import human_duration
 from mailwatch.core.model import Request, Status
 from mailwatch.core.periods import Period, last_complete, previous
-from mailwatch.core.stats import summarize
+from mailwatch.core.stats import Outcome, outcome_of, summarize
 from mailwatch.evaluation import policy_fingerprint
 from mailwatch.output import iso
 from mailwatch.requests_as_of import requests_as_of
@@ -106,27 +106,37 @@ def lookback(period: Period, timezone: str) -> list[Period]:
 
 
 def digest_revisions(
-    settings: Settings, store: Store, earlier: Sequence[Period], requests: Sequence[Request]
+    settings: Settings,
+    store: Store,
+    earlier: Sequence[Period],
+    outcomes: Sequence[Sequence[Outcome]],
+    requests: Sequence[Request],
 ) -> list[dict[str, Any]]:
-    """The revisions to the `earlier` periods, oldest first; `requests` as of today, those
-    received in them among others."""
+    """The revisions to the `earlier` periods, oldest first; as of today, `outcomes`: those
+    of the requests received in each; `requests`: in full, at least each whose status
+    changed since its period was reported (any others are passed over)."""
     found = []
-    for period in earlier:
+    for period, within in zip(earlier, outcomes, strict=True):
         reference = first_agency_report(store, period.key)
         if reference is None:
             continue
-        within = [r for r in requests if period.start <= r.received_at < period.end]
-        revision = compare(reference, within, settings)
+        changed = [r for r in requests if period.start <= r.received_at < period.end]
+        revision = compare(reference, within, changed, settings)
         if revision["figures"]:
             found.append(revision)
     return found
 
 
 def compare(
-    reference: ReportedFigures, requests: Sequence[Request], settings: Settings
+    reference: ReportedFigures,
+    outcomes: Sequence[Outcome],
+    requests: Sequence[Request],
+    settings: Settings,
 ) -> dict[str, Any]:
-    """Each figure of the agency and of every account that differs today, and why."""
-    today = scoped_summaries(requests, reference.figures["accounts"])
+    """Each figure of the agency and of every account that differs today, and why:
+    `outcomes` of every request of the period, and in full at least those whose status
+    changed since (`requests`, in stored order)."""
+    today = scoped_summaries(outcomes, reference.figures["accounts"])
     changed = []
     for scope, summary in today.items():
         old = reference.figures["summary"] if scope == AGENCY else reference.figures["accounts"]
@@ -140,23 +150,28 @@ def compare(
         "period": reference.figures["period"],
         "reported_at": iso(reference.reported_at),
         "figures": changed,
-        "why": _why(reference, requests, settings) if changed else [],
+        "why": _why(reference, outcomes, requests, settings) if changed else [],
     }
 
 
 def scoped_summaries(
-    requests: Sequence[Request], reported_accounts: dict[str, Any]
+    requests: Sequence[Outcome], reported_accounts: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The agency's summary, then each account's: those reported and any new since."""
-    names = sorted(set(reported_accounts) | {r.account for r in requests})
+    of_account: dict[str, list[Outcome]] = {name: [] for name in reported_accounts}
+    for request in requests:
+        of_account.setdefault(request.account, []).append(request)
     return {
         AGENCY: summarize(requests).as_dict(),
-        **{name: summarize(r for r in requests if r.account == name).as_dict() for name in names},
+        **{name: summarize(of_account[name]).as_dict() for name in sorted(of_account)},
     }
 
 
 def _why(
-    reference: ReportedFigures, requests: Sequence[Request], settings: Settings
+    reference: ReportedFigures,
+    outcomes: Sequence[Outcome],
+    requests: Sequence[Request],
+    settings: Settings,
 ) -> list[dict[str, Any]]:
     zone = ZoneInfo(settings.policy.timezone)
     reconfigured = reference.policy != policy_fingerprint(settings.policy)
@@ -183,7 +198,7 @@ def _why(
                 "reason": _cause(request, then, reference.reported_at, reconfigured, zone),
             }
         )
-    now_counted = {r.opened_by for r in requests}
+    now_counted = {o.opened_by for o in outcomes}
     reasons += [
         {
             "opened_by": opened_by,
@@ -275,8 +290,9 @@ def as_reported(settings: Settings, store: Store, now: datetime, kind: str) -> A
     if reference is None:
         return AsReported(period, {})
     requests = requests_as_of(settings, store, now, period.start, period.end)
-    today = scoped_summaries(requests, reference.figures["accounts"])
-    revision = compare(reference, requests, settings)
+    outcomes = [outcome_of(r) for r in requests]
+    today = scoped_summaries(outcomes, reference.figures["accounts"])
+    revision = compare(reference, outcomes, requests, settings)
     figures = {
         "period": period_json(period),
         "as_reported": {

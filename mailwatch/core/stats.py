@@ -8,11 +8,38 @@ of an even count is the mean of the middle two, p90 is the nearest rank.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from mailwatch.core.model import Request, Status
+
+
+class Measured(Protocol):
+    """What a summary reads of a request: a `Request`, or its `Outcome`."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def response_seconds(self) -> int | None: ...
+
+
+class Outcome(NamedTuple):
+    """A request as its period's figures see it (status as of now): read alone, the few
+    columns cost a fraction of whole requests, for the periods a digest compares with.
+    A tuple: built for every request of months, where a frozen dataclass cost more to
+    build than reading the row."""
+
+    opened_by: str
+    account: str
+    status: Status
+    response_seconds: int | None
+
+
+def outcome_of(request: Request) -> Outcome:
+    return Outcome(request.opened_by, request.account, request.status, request.response_seconds)
 
 
 @dataclass(frozen=True)
@@ -49,11 +76,9 @@ def nearest_rank(values: list[int], percent: float) -> int | None:
     return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]
 
 
-def summarize(requests: Iterable[Request]) -> Summary:
+def summarize(requests: Iterable[Measured]) -> Summary:
     requests = list(requests)
-    counts = {status: 0 for status in Status}
-    for request in requests:
-        counts[request.status] += 1
+    counts = Counter(request.status for request in requests)
     measured = counts[Status.MET] + counts[Status.BREACHED] + counts[Status.OVERDUE]
     answered = [r.response_seconds for r in requests if r.response_seconds is not None]
     return Summary(

@@ -8,10 +8,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 
 from mailwatch.store.db import CHUNK, Database, reading
-from mailwatch.store.tables import MESSAGES, REFERENCES
+from mailwatch.store.tables import HUMAN_CLIENT_MAIL, MESSAGES, REFERENCES
 
 _HUMAN = MESSAGES.c.automated.is_(None)
 
@@ -78,11 +78,7 @@ class ContactStore(Database):
             if account in wanted and (account not in found or at > found[account]):
                 found[account] = at
 
-        from_clients = (
-            select(MESSAGES.c.from_addr, func.max(MESSAGES.c.arrived_at))
-            .where(MESSAGES.c.role == "client", _HUMAN, MESSAGES.c.arrived_at <= until)
-            .group_by(MESSAGES.c.from_addr)
-        )
+        from_clients = _last_from_each_client(until)
         staff_mail = (
             select(MESSAGES.c.to, MESSAGES.c.cc, MESSAGES.c.bcc, MESSAGES.c.arrived_at)
             .where(and_(MESSAGES.c.role == "staff", _HUMAN, MESSAGES.c.arrived_at <= until))
@@ -91,7 +87,8 @@ class ContactStore(Database):
         )
         with reading(self.engine) as conn:
             for address, at in conn.execute(from_clients):
-                seen(address, at)
+                if at is not None:  # none of their mail had arrived by `until`
+                    seen(address, at)
             unseen_by_staff = set(wanted)
             with conn.execute(staff_mail) as rows:
                 for row in rows:
@@ -103,3 +100,27 @@ class ContactStore(Database):
                         seen(address, row.arrived_at)
                         unseen_by_staff.discard(account_of(address) or "")
         return found
+
+
+def _last_from_each_client(until: datetime) -> Select[str | None, datetime | None]:
+    """Each client sender's last human message by `until` (None: none by then), from the
+    index of human client mail: a loose index scan, one seek to the next sender and one to
+    their last message each, where grouping read every client message stored."""
+    address = func.min(MESSAGES.c.from_addr).label("address")
+    senders = select(address).where(HUMAN_CLIENT_MAIL).cte("senders", recursive=True)
+    following = (
+        select(func.min(MESSAGES.c.from_addr))
+        .where(HUMAN_CLIENT_MAIL, MESSAGES.c.from_addr > senders.c.address)
+        .scalar_subquery()
+    )
+    senders = senders.union_all(select(following).where(senders.c.address.is_not(None)))
+    last = (
+        select(func.max(MESSAGES.c.arrived_at))
+        .where(
+            HUMAN_CLIENT_MAIL,
+            MESSAGES.c.from_addr == senders.c.address,
+            MESSAGES.c.arrived_at <= until,
+        )
+        .scalar_subquery()
+    )
+    return select(senders.c.address, last).where(senders.c.address.is_not(None))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, RowMapping, Select, Text, cast
+from sqlalchemy import JSON, Column, ColumnElement, Connection, RowMapping, Select, Text, cast
 
 from mailwatch.core.model import ClockKind, Copy, Message, Request, Status, Waiver, WaiverVia
 from mailwatch.store.tables import COPIES, MESSAGES, REQUESTS
@@ -145,10 +145,12 @@ def request_row(request: Request, evaluated_at: datetime) -> dict[str, Any]:
 # A request's JSON columns are read as text and decoded by `read_requests`, the texts that
 # repeat across thousands of requests (`responsible`, `waiver`) once per read: PostgreSQL's
 # driver decoding every value was half the time of reading a monthly digest's requests.
-REQUEST_COLUMNS = tuple(
-    cast(column, Text).label(column.name) if isinstance(column.type, JSON) else column
-    for column in REQUESTS.c
-)
+def json_as_text(column: Column[Any]) -> ColumnElement[Any]:
+    """A JSON column read as its text (any other column as it is)."""
+    return cast(column, Text).label(column.name) if isinstance(column.type, JSON) else column
+
+
+REQUEST_COLUMNS = tuple(json_as_text(column) for column in REQUESTS.c)
 
 
 def read_requests(conn: Connection, query: Select[Any]) -> list[Request]:

@@ -26,6 +26,8 @@ SQLModel.metadata.naming_convention = {
 
 
 HUMAN_STAFF_MAIL = text("role = 'staff' AND automated IS NULL")
+# a query the partial index below serves says it in these words: SQLite matches the text
+HUMAN_CLIENT_MAIL = text("role = 'client' AND automated IS NULL")
 AWAITING_EVALUATION = text("dirty > 0")
 
 
@@ -42,6 +44,14 @@ class MessageRow(SQLModel, table=True):
             "at",
             sqlite_where=HUMAN_STAFF_MAIL,
             postgresql_where=HUMAN_STAFF_MAIL,
+        ),
+        # "when did each client last write?" (accounts gone quiet): a few lookups per sender
+        Index(
+            "ix_message_human_client_mail",
+            "from_addr",
+            "arrived_at",
+            sqlite_where=HUMAN_CLIENT_MAIL,
+            postgresql_where=HUMAN_CLIENT_MAIL,
         ),
         # the few messages awaiting evaluation, in arrival order; a full index on `dirty`
         # (0 for nearly every row) lured SQLite off the key index in the privacy reduction

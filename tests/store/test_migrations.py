@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import column, insert, select, table, update
+from sqlalchemy import column, insert, inspect, select, table, update
 from sqlmodel import SQLModel
 
 from mailwatch.cli import main
@@ -322,3 +322,29 @@ def test_an_upgrade_from_0007_says_earlier_answers_were_emails(store_url: str):
         ("answered", "email", False),
         ("waiting", None, False),
     ]
+
+
+# ---------------------------------------------------------------- 0010: human client mail index
+
+
+def message_indexes(store: Store) -> set[str]:
+    return {index["name"] or "" for index in inspect(store.engine).get_indexes("message")}
+
+
+def test_0010_adds_the_index_of_human_client_mail_and_its_downgrade_drops_it(store_url: str):
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0009")
+        before = message_indexes(store)
+        store.upgrade()
+        upgraded = message_indexes(store)
+        alembic = alembic_config()
+        with writing(store.engine) as conn:
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0009")
+        downgraded = message_indexes(store)
+    finally:
+        store.close()
+
+    assert upgraded - before == {"ix_message_human_client_mail"}
+    assert downgraded == before

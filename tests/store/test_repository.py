@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import re
 import threading
 import zlib
 from dataclasses import replace
@@ -20,10 +22,14 @@ from mailwatch.core.model import (
     Status,
     Waiver,
 )
+from mailwatch.core.periods import Period
+from mailwatch.core.stats import Outcome
+from mailwatch.store.evaluation import StoredOutcome
 from mailwatch.store.repository import Store, StoredMessage
 from mailwatch.store.tables import COPIES, MESSAGES, QuarantineRow
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+READS = re.compile(r"SCAN|SEARCH|Scan")  # a table read in SQLite's and PostgreSQL's plans
 
 
 def imap_copy(
@@ -369,6 +375,81 @@ def test_requests_round_trip_and_filter_on_received_time(store: Store):
     assert store.requests(received_since=T0 + timedelta(days=1)) == [waived, later]
     assert store.requests(received_until=T0 + timedelta(days=1)) == [answered]
     assert store.requests(T0 + timedelta(hours=1), T0 + timedelta(days=2)) == [waived]
+
+
+def test_requests_of_periods_are_read_as_outcomes_and_in_full_only_those_picked(store: Store):
+    answered = a_request(
+        "<a@acme.example>",
+        T0,
+        status=Status.MET,
+        answered_at=T0 + timedelta(hours=2),
+        response_seconds=7200,
+    )
+    seen_at = T0 + timedelta(days=1, hours=1)
+    waiver = Waiver("<b@acme.example>", "cli: root", seen_at, "call")
+    waived = a_request(
+        "<b@acme.example>", T0 + timedelta(days=1), status=Status.WAIVED, waiver=waiver
+    )
+    unanswered = a_request("<c@acme.example>", T0 + timedelta(days=2))
+    later = a_request("<d@acme.example>", T0 + timedelta(days=3))
+    before = a_request("<e@acme.example>", T0 - timedelta(days=1))
+    replace_requests(store, [later, unanswered, waived, answered, before], T0 + timedelta(days=4))
+    days = [
+        Period("day", "", "", T0 + timedelta(days=n), T0 + timedelta(days=n + 1)) for n in range(3)
+    ]
+
+    stored, picked, after = store.requests_in_full_from(days, lambda found: not found.final)
+
+    assert [[s.outcome for s in found] for found in stored] == [
+        [Outcome("<a@acme.example>", "Acme Ltd", Status.MET, 7200)],
+        [Outcome("<b@acme.example>", "Acme Ltd", Status.WAIVED, None)],
+        [Outcome("<c@acme.example>", "Acme Ltd", Status.OPEN, None)],
+    ]
+    assert [(s.period, s.final, s.waiver_seen_at) for (s,) in stored] == [
+        (0, True, None),
+        (1, True, seen_at),
+        (2, False, None),
+    ]
+    assert stored[0][0].messages == ["<a@acme.example>", "<second@acme.example>"]
+    assert (picked, after) == ([unanswered], [later])
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[], ["<a@acme.example>"], ["<a@acme.example>", "<b@acme.example>"], ['<"q"@x>', "<é\\>"]],
+)
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_a_stored_outcome_gives_its_messages_as_decoding_their_json_would(
+    keys: list[str], separators: tuple[str, str]
+):
+    outcome = Outcome("<a@acme.example>", "Acme Ltd", Status.MET, 60)
+    stored = StoredOutcome(outcome, 0, True, None, json.dumps(keys, separators=separators))
+
+    assert stored.messages == keys
+
+
+def test_the_last_contact_of_each_client_is_looked_up_in_an_index_not_by_scanning_mail(
+    store: Store,
+):
+    statements: list[tuple[str, object]] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def keep(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "max(message.arrived_at)" in statement:
+            statements.append((statement, parameters))
+
+    store.last_contacts(T0, lambda address: "Acme Ltd", ["Acme Ltd"])
+    event.remove(store.engine, "before_cursor_execute", keep)
+    ((statement, parameters),) = statements
+    sqlite = store.engine.dialect.name == "sqlite"
+    with store.engine.begin() as conn:
+        if not sqlite:  # on a handful of rows PostgreSQL would rather read them all
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        plan = [str(row[-1]) for row in conn.exec_driver_sql(explain + statement, parameters)]
+
+    reads = [line for line in plan if " message" in line and READS.search(line)]
+    assert reads and all("ix_message_human_client_mail" in line for line in reads), plan
 
 
 def test_replacing_requests_drops_the_ones_no_longer_computed(store: Store):
