@@ -135,17 +135,6 @@ class EvaluationStore(Database):
                 subjects.update(conn.scalars(query))
         return subjects
 
-    def thread_ids_of(self, keys: set[str]) -> set[str]:
-        found: set[str] = set()
-        with reading(self.engine) as conn:
-            for chunk in chunks(sorted(keys)):
-                # no `thread_id IS NOT NULL` in SQL: on a first evaluation PostgreSQL's
-                # statistics say it is rare and scan the thread index, a growing part of the
-                # table for every chunk of keys
-                query = select(MESSAGES.c.thread_id).where(MESSAGES.c.key.in_(chunk))
-                found.update(thread for thread in conn.scalars(query) if thread is not None)
-        return found
-
     # ------------------------------------------------------------ reference components
 
     def times_after(self, now: datetime) -> list[int]:
