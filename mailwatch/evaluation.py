@@ -163,7 +163,13 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     run = _Run(settings, store, now, replace(attention(store), set_aside=()))
     for part in _parts_of_whole_threads(store, keys, settings.policy, now):
         loaded = store.loaded_by_keys(part)
-        run.evaluate(loaded, {row.row_id: changes.get(row.message.key, 0) for row in loaded})
+        # a message stored since `changes` was read has no verdict yet: found again
+        classified = [row for row in loaded if row.dirty == 0 or row.message.key in changes]
+        run.evaluate(
+            loaded,
+            {row.row_id: changes.get(row.message.key, 0) for row in loaded},
+            {row.message.key: row.automated for row in classified},
+        )
     run.finish(fingerprint)
     _reduce(settings, store, keys, now)
     return Refresh(len(keys), run.requests, False)
@@ -181,13 +187,15 @@ def _evaluate_everything(
     run = _Run(settings, store, now, Attention((), (), ()))
     late = _known_late(store, Directory(settings.policy), now)
     for part, thread_of in _parts_of_all_threads(store, settings.policy, now, late):
-        run.evaluate(part, _changes_seen(part, seen), thread_of)
+        run.evaluate(part, _changes_seen(part, seen), _verdicts(part), thread_of)
     threaded = {row.row_id for row, _ in late}
-    alone = [i for i in store.outside_time_order(now) if i not in threaded]
-    # untimed mail, and mail not arrived yet, stands alone
+    # untimed mail, and mail not arrived yet, stands alone; mail stored since it was
+    # classified (not timed, no verdict yet) waits for the next evaluation
+    outside = store.outside_time_order(now)
+    alone = [i for i in outside if i not in threaded and i < len(seen)]
     for ids in _pages(alone, EVALUATION_BATCH):
         part = store.loaded_by_ids(ids)
-        run.evaluate(part, _changes_seen(part, seen))
+        run.evaluate(part, _changes_seen(part, seen), _verdicts(part))
     run.finish(fingerprint)
     _reduce(settings, store, None, now)
     return Refresh(run.messages, run.requests, True)
@@ -196,6 +204,10 @@ def _evaluate_everything(
 def _pages(values: list[Value], size: int) -> Iterator[list[Value]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _verdicts(part: list[Loaded]) -> dict[str, str | None]:
+    return {row.message.key: row.automated for row in part}
 
 
 def _changes_seen(part: list[Loaded], seen: array[int]) -> dict[int, int]:
@@ -227,11 +239,11 @@ class _Run:
         self,
         part: list[Loaded],
         changes_seen: dict[int, int],
+        verdicts: dict[str, str | None],
         thread_of: dict[str, str] | None = None,
     ) -> None:
-        """Evaluate and store a union of whole threads (`thread_of`: their threads, when
-        known)."""
-        verdicts = {row.message.key: row.automated for row in part}
+        """Evaluate and store a union of whole threads, with the automation verdicts stored
+        (`verdicts`; the others are found) and, when known, their threads (`thread_of`)."""
         messages = [row.message for row in part]
         evaluation, set_aside = _evaluate_setting_aside(
             self.settings, messages, self.now, self.context, verdicts, thread_of

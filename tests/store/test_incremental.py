@@ -73,6 +73,29 @@ def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(
             store.close()
 
 
+def test_mail_stored_while_a_first_evaluation_runs_waits_for_the_next_one(store, monkeypatch):
+    import mailwatch.evaluation as engine
+
+    history = [client("c1", at(0, 10)), staff("s1", at(0, 11), refs=("<c1>",))]
+    chaser = client("c2", at(0, 12), subject="Re: Homepage banner", refs=("<c1>",))
+    classify_everything = engine._classify_everything
+
+    def then_a_poll_stores_more(settings, store):
+        seen = classify_everything(settings, store)
+        store.add_messages(stored([chaser]))  # after every message was classified
+        return seen
+
+    monkeypatch.setattr(engine, "_classify_everything", then_a_poll_stores_more)
+    store.add_messages(stored(history))
+    refresh_requests(settings_with(), store, NOW)
+    assert stored_requests(store) == from_scratch(history)
+    assert set(store.dirty_keys()) == {"<c2>"}
+
+    monkeypatch.setattr(engine, "_classify_everything", classify_everything)
+    refresh_requests(settings_with(), store, NOW)
+    assert stored_requests(store) == from_scratch([*history, chaser])
+
+
 def test_a_later_poll_joins_a_thread_by_a_subject_it_had_before_the_window(store):
     # the subject fallback matches a thread by any subject it ever had while its latest
     # message is within the window: here "Site down" (day 0) through the reply of day 10
