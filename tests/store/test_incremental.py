@@ -96,6 +96,32 @@ def test_mail_stored_while_a_first_evaluation_runs_waits_for_the_next_one(store,
     assert stored_requests(store) == from_scratch([*history, chaser])
 
 
+def test_an_auto_reply_stored_while_a_poll_is_evaluated_is_not_taken_for_an_answer(
+    store, monkeypatch
+):
+    import mailwatch.evaluation as engine
+
+    question = client("c1", at(0, 10))
+    store.add_messages(stored([question]))
+    refresh_requests(settings_with(), store, at(0, 10, 30))
+    auto_reply = staff(
+        "ooo", at(0, 11), refs=("<c1>",), headers=(("auto-submitted", "auto-replied"),)
+    )
+    closure = engine.closure
+
+    def a_poll_stores_more_first(store, seeds, policy):
+        store.add_messages(stored([auto_reply]))  # not classified by this refresh
+        return closure(store, seeds, policy)
+
+    monkeypatch.setattr(engine, "closure", a_poll_stores_more_first)
+    chaser = client("c1b", at(0, 10, 45), subject="Re: Homepage banner", refs=("<c1>",))
+    store.add_messages(stored([chaser]))
+    refresh_requests(settings_with(), store, NOW)
+
+    (request,) = [r for r in stored_requests(store) if r.opened_by == "<c1>"]
+    assert request.answered_by is None
+
+
 def test_a_later_poll_joins_a_thread_by_a_subject_it_had_before_the_window(store):
     # the subject fallback matches a thread by any subject it ever had while its latest
     # message is within the window: here "Site down" (day 0) through the reply of day 10
