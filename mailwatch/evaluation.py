@@ -185,14 +185,15 @@ def _evaluate_everything(
     if not seen:
         return Refresh(0, 0, False)
     run = _Run(settings, store, now, Attention((), (), ()))
-    late = _known_late(store, Directory(settings.policy), now)
+    # mail stored since it was classified (no time, no verdict yet) waits for the next
+    # evaluation
+    outside = [i for i in store.outside_time_order(now) if i < len(seen)]
+    late = _known_late(store, Directory(settings.policy), now, outside)
     for part, thread_of in _parts_of_all_threads(store, settings.policy, now, late):
         run.evaluate(part, _changes_seen(part, seen), _verdicts(part), thread_of)
     threaded = {row.row_id for row, _ in late}
-    # untimed mail, and mail not arrived yet, stands alone; mail stored since it was
-    # classified (not timed, no verdict yet) waits for the next evaluation
-    outside = store.outside_time_order(now)
-    alone = [i for i in outside if i not in threaded and i < len(seen)]
+    # untimed mail, and mail not arrived yet, stands alone
+    alone = [i for i in outside if i not in threaded]
     for ids in _pages(alone, EVALUATION_BATCH):
         part = store.loaded_by_ids(ids)
         run.evaluate(part, _changes_seen(part, seen), _verdicts(part))
@@ -369,11 +370,13 @@ def _parts_of_all_threads(
         yield store.loaded_by_keys(thread_of, rule_headers), thread_of
 
 
-def _known_late(store: Store, directory: Directory, now: datetime) -> list[tuple[Loaded, datetime]]:
-    """The few messages with some time after `now` that had arrived by then, with their
-    time as known at `now`."""
+def _known_late(
+    store: Store, directory: Directory, now: datetime, outside: Sequence[int]
+) -> list[tuple[Loaded, datetime]]:
+    """Those of the messages outside the time order (`outside`: untimed, or with some time
+    after `now`) that had arrived by `now` and have a time then, with that time."""
     known = []
-    for row in store.loaded_by_ids(store.times_after(now)):
+    for row in store.loaded_by_ids(outside):
         if found := timed_as_of(row.message, directory, now):
             known.append((row, found[1]))
     return known

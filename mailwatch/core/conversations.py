@@ -108,8 +108,9 @@ def thread_messages(
         threader.add(group)
     thread_of: dict[str, str] = {}
     for thread in threader.threads:
+        root = _root(thread)
         for key in thread.members:
-            thread_of[key] = _root(thread)
+            thread_of[key] = root
     return Threading(thread_of, frozenset(threader.linked_by_subject))
 
 

@@ -137,12 +137,6 @@ class EvaluationStore(Database):
 
     # ------------------------------------------------------------ reference components
 
-    def times_after(self, now: datetime) -> list[int]:
-        """The row ids of the messages with some time after `now`: whether they had
-        arrived by then, and which of their copies had, is for the core to decide."""
-        with reading(self.engine) as conn:
-            return list(conn.scalars(select(MESSAGES.c.id).where(_time_after(now))))
-
     def in_time_order(self, now: datetime, late: Sequence[tuple[datetime, str, int]]) -> array[int]:
         """The row ids of every timed message with no time after `now`, merged with `late`
         ((time, key, row id) of the messages the core decided about), in order of time,

@@ -109,19 +109,19 @@ class MessageStore(Database):
 
     def loaded_by_keys(self, keys: Iterable[str], rule_headers: bool = True) -> list[Loaded]:
         """These stored messages with their stored evaluation (unknown keys are left out)."""
-        result: list[Loaded] = []
-        with reading(self.engine) as conn:
-            for chunk in chunks(sorted(set(keys))):
-                query = select(*message_columns(rule_headers)).where(MESSAGES.c.key.in_(chunk))
-                result += _loaded(conn, conn.execute(query).mappings().all())
-        return result
+        return self._loaded_where(MESSAGES.c.key, sorted(set(keys)), rule_headers)
 
     def loaded_by_ids(self, ids: Sequence[int], rule_headers: bool = True) -> list[Loaded]:
         """These stored messages (by row id) with their stored evaluation."""
+        return self._loaded_where(MESSAGES.c.id, ids, rule_headers)
+
+    def _loaded_where(
+        self, column: ColumnElement[Any], values: Sequence[Any], rule_headers: bool
+    ) -> list[Loaded]:
         result: list[Loaded] = []
         with reading(self.engine) as conn:
-            for chunk in chunks(ids):
-                query = select(*message_columns(rule_headers)).where(MESSAGES.c.id.in_(chunk))
+            for chunk in chunks(values):
+                query = select(*message_columns(rule_headers)).where(column.in_(chunk))
                 result += _loaded(conn, conn.execute(query).mappings().all())
         return result
 

@@ -392,14 +392,15 @@ def test_a_first_evaluation_threads_every_message_group_by_group_into_whole_thre
         try:
             store.add_messages(stored(messages))
             engine._classify_everything(settings_with(), store)
-            late = engine._known_late(store, Directory(policy()), now)
+            outside = store.outside_time_order(now)
+            late = engine._known_late(store, Directory(policy()), now, outside)
             parts = [
                 [row.message.key for row in p]
                 for p, _ in engine._parts_of_all_threads(store, policy(), now, late)
             ]
             # the rest (untimed, not arrived by `now`) is evaluated alone: every message once
             threaded = {row.row_id for row, _ in late}
-            alone = [i for i in store.outside_time_order(now) if i not in threaded]
+            alone = [i for i in outside if i not in threaded]
             rest = [row.message.key for row in store.loaded_by_ids(alone)]
             every = sorted({m.key for m in messages})
             assert sorted([*rest, *(k for p in parts for k in p)]) == every
