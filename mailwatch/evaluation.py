@@ -23,26 +23,19 @@ from typing import TypeVar
 
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
-from mailwatch.core.automated import is_out_of_office
-from mailwatch.core.clock import (
-    Evaluation,
-    classify,
-    evaluate,
-    people_seen_sending,
-    thread_accounts,
-    threads_of,
-    timed_as_of,
-)
+from mailwatch.core.clock import Evaluation, thread_accounts, threads_of, timed_as_of
 from mailwatch.core.conversations import is_generic_subject, stream_threads, thread_links
-from mailwatch.core.model import (
-    Absence,
-    Classification,
-    Message,
-    Policy,
-    RecordedAnswer,
-    Role,
-    Waiver,
+from mailwatch.core.model import Absence, Message, Policy, Role
+from mailwatch.evaluation_parts import (
+    Classified,
+    MailContext,
+    PartEvaluation,
+    classified,
+    error_text,
+    evaluate_messages,
+    evaluated_part,
 )
+from mailwatch.evaluation_workers import Workers, worker_processes
 from mailwatch.privacy_policy import UNRELATED_MAIL
 from mailwatch.store.messages import Loaded
 from mailwatch.store.repository import Store
@@ -64,6 +57,8 @@ TURN_WAIT = timedelta(seconds=60)
 EVALUATION_BATCH = 10_000
 # Messages read at once while threading every stored message (whole reference groups)
 GROUP_PAGE = 2_000
+# Stored messages from which a first evaluation is shared with worker processes
+WORKERS_FROM = 50_000
 
 
 @dataclass(frozen=True)
@@ -140,7 +135,7 @@ def refresh_requests(settings: Settings, store: Store, now: datetime) -> Refresh
             return _refresh(settings, store, now)
         except Exception as error:
             failed_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-            store.set_state(FAILURE_STATE, f"at {failed_at}: {_error_text(error)}")
+            store.set_state(FAILURE_STATE, f"at {failed_at}: {error_text(error)}")
             raise
 
 
@@ -157,18 +152,22 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     if not changes:
         return Refresh(0, 0, False)
     for some in _pages(list(changes), EVALUATION_BATCH):
-        _classify(settings, store, store.loaded_by_keys(some))
+        _save_classified(store, classified(settings, store.loaded_by_keys(some)))
     keys = closure(store, set(changes), settings.policy)
     # set-aside threads stay to be evaluated: this refresh tries each of them again
-    run = _Run(settings, store, now, replace(attention(store), set_aside=()))
+    run = _Run(store, now, replace(attention(store), set_aside=()))
+    context = mail_context(settings, store, now)
     for part in _parts_of_whole_threads(store, keys, settings.policy, now):
         loaded = store.loaded_by_keys(part)
         # a message stored since `changes` was read has no verdict yet: found again
-        classified = [row for row in loaded if row.dirty == 0 or row.message.key in changes]
-        run.evaluate(
-            loaded,
-            {row.row_id: changes.get(row.message.key, 0) for row in loaded},
-            {row.message.key: row.automated for row in classified},
+        verdicts = {
+            row.message.key: row.automated
+            for row in loaded
+            if row.dirty == 0 or row.message.key in changes
+        }
+        run.save(
+            evaluated_part(settings, now, context, loaded, verdicts),
+            lambda row_id, key: changes.get(key, 0),
         )
     run.finish(fingerprint)
     _reduce(settings, store, keys, now)
@@ -180,23 +179,33 @@ def _evaluate_everything(
 ) -> Refresh:
     """Evaluate every stored message (a first sync, a new policy) in bounded memory: each
     message classified a page at a time, then threaded a reference group at a time and
-    evaluated in parts of whole threads, read once and with the verdicts just stored."""
-    seen = _classify_everything(settings, store)
-    if not seen:
+    evaluated in parts of whole threads, read once and with the verdicts just stored.
+    Years of mail share the reading, classifying and evaluating with worker processes."""
+    last = store.last_row_id()
+    processes = worker_processes(store, last, WORKERS_FROM)
+    with Workers(settings, store, processes) as workers:
+        seen = _classify_everything(store, workers, last)
+    if not any(counter >= 0 for counter in seen):
         return Refresh(0, 0, False)
-    run = _Run(settings, store, now, Attention((), (), ()))
+    run = _Run(store, now, Attention((), (), ()))
+    context = mail_context(settings, store, now)
     # mail stored since it was classified (no time, no verdict yet) waits for the next
     # evaluation
-    outside = [i for i in store.outside_time_order(now) if i < len(seen)]
+    outside = [i for i in store.outside_time_order(now) if i < len(seen) and seen[i] >= 0]
     late = _known_late(store, Directory(settings.policy), now, outside)
-    for part, thread_of in _parts_of_all_threads(store, settings.policy, now, late):
-        run.evaluate(part, _changes_seen(part, seen), _verdicts(part), thread_of)
+    # rule headers only for tiers matching on them: the automation verdicts are stored
+    rule_headers = any(tier.high_priority for tier in settings.policy.tiers)
+    with Workers(settings, store, processes, now, context) as workers:
+        parts = _parts_of_all_threads(store, settings.policy, now, late)
+        for found in workers.evaluated_parts(parts, rule_headers):
+            run.save(found, _changes_seen(seen))
     threaded = {row.row_id for row, _ in late}
     # untimed mail, and mail not arrived yet, stands alone
     alone = [i for i in outside if i not in threaded]
     for ids in _pages(alone, EVALUATION_BATCH):
         part = store.loaded_by_ids(ids)
-        run.evaluate(part, _changes_seen(part, seen), _verdicts(part))
+        found = evaluated_part(settings, now, context, part, _verdicts(part))
+        run.save(found, _changes_seen(seen))
     run.finish(fingerprint)
     _reduce(settings, store, None, now)
     return Refresh(run.messages, run.requests, True)
@@ -211,10 +220,10 @@ def _verdicts(part: list[Loaded]) -> dict[str, str | None]:
     return {row.message.key: row.automated for row in part}
 
 
-def _changes_seen(part: list[Loaded], seen: array[int]) -> dict[int, int]:
+def _changes_seen(seen: array[int]) -> Callable[[int, str], int]:
     """Each message's change counter as its classification read it: a change stored since
     (a row added or changed after) leaves it to be evaluated again."""
-    return {row.row_id: seen[row.row_id] if row.row_id < len(seen) else -1 for row in part}
+    return lambda row_id, key: seen[row_id] if row_id < len(seen) else -1
 
 
 def _reduce(settings: Settings, store: Store, keys: set[str] | None, now: datetime) -> None:
@@ -229,97 +238,37 @@ class _Run:
     """One refresh's evaluation of its parts: what it stored, and the lists a person should
     look at, grown by each part."""
 
-    def __init__(self, settings: Settings, store: Store, now: datetime, notice: Attention):
-        self.settings, self.store, self.now, self.notice = settings, store, now, notice
-        self.context = mail_context(settings, store, now)
+    def __init__(self, store: Store, now: datetime, notice: Attention):
+        self.store, self.now, self.notice = store, now, notice
         self.written: set[str] = set()  # threads whose requests this refresh already stored
         self.messages = 0
         self.requests = 0
 
-    def evaluate(
-        self,
-        part: list[Loaded],
-        changes_seen: dict[int, int],
-        verdicts: dict[str, str | None],
-        thread_of: dict[str, str] | None = None,
-    ) -> None:
-        """Evaluate and store a union of whole threads, with the automation verdicts stored
-        (`verdicts`; the others are found) and, when known, their threads (`thread_of`)."""
-        messages = [row.message for row in part]
-        evaluation, set_aside = _evaluate_setting_aside(
-            self.settings, messages, self.now, self.context, verdicts, thread_of
-        )
-        left_out = {key for keys in set_aside for key in keys}
-        kept = [row for row in part if row.message.key not in left_out]
-        lines = [_set_aside_line(k, e) for k, e in set_aside.items()]
-        self.notice = _merged(self.notice, evaluation, lines)
+    def save(self, found: PartEvaluation, changes_seen: Callable[[int, str], int]) -> None:
+        """Store the evaluation of a union of whole threads, `changes_seen` telling each
+        message's change counter as read (by row id and key)."""
+        self.notice = _merged(self.notice, found)
         marks = {
-            row.row_id: (
-                evaluation.thread_of.get(row.message.key),
+            row_id: (
+                found.thread_of.get(key),
                 # mail stamped after `now` (a server clock ahead) was left out: it stays to
                 # be evaluated
-                changes_seen[row.row_id] if row.message.key in evaluation.classifications else -1,
+                changes_seen(row_id, key) if key in found.evaluated else -1,
             )
-            for row in kept
+            for row_id, key, _ in found.kept
         }
-        threads = set(evaluation.thread_of.values())
-        old = {row.thread_id for row in kept if row.thread_id is not None}
+        threads = set(found.thread_of.values())
+        old = {thread for _, _, thread in found.kept if thread is not None}
         self.store.save_evaluation(
-            marks, evaluation.requests, (threads | old) - self.written, self.now, {}
+            marks, found.requests, (threads | old) - self.written, self.now, {}
         )
         self.written |= threads
-        self.messages += len(part)
-        self.requests += len(evaluation.requests)
+        self.messages += found.messages
+        self.requests += len(found.requests)
 
     def finish(self, fingerprint: str) -> None:
         for name, value in _final_state(fingerprint, self.now, self.notice).items():
             self.store.set_state(name, value)
-
-
-def _evaluate_setting_aside(
-    settings: Settings,
-    messages: list[Message],
-    now: datetime,
-    context: MailContext,
-    verdicts: dict[str, str | None],
-    thread_of: dict[str, str] | None,
-) -> tuple[Evaluation, dict[tuple[str, ...], str]]:
-    """The evaluation of `messages`; a thread whose evaluation fails is left out of it, with
-    the error, so that hostile mail or a bug in one thread costs that thread only."""
-
-    def evaluated(some: list[Message]) -> Evaluation:
-        return _evaluate(settings, some, now, context, verdicts, thread_of)
-
-    try:
-        return evaluated(messages), {}
-    except Exception:
-        log.exception(
-            "the evaluation of %d messages failed; trying each thread alone", len(messages)
-        )
-    try:
-        groups = threads_of(messages, settings.policy, now)
-    except Exception:  # the threading itself fails: the whole part is set aside
-        groups = [sorted(m.key for m in messages)]
-    set_aside: dict[tuple[str, ...], str] = {}
-    for group in groups:
-        members = set(group)
-        try:
-            evaluated([m for m in messages if m.key in members])
-        except Exception as error:
-            set_aside[tuple(sorted(group))] = _error_text(error)
-    for keys, text in set_aside.items():
-        log.warning("set aside: %s", _set_aside_line(keys, text))
-    left_out = {key for keys in set_aside for key in keys}
-    return evaluated([m for m in messages if m.key not in left_out]), set_aside
-
-
-def _error_text(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _set_aside_line(keys: tuple[str, ...], error: str) -> str:
-    more = f" and {len(keys) - 1} more message(s)" if len(keys) > 1 else ""
-    return f"the thread of {keys[0]}{more}: {error}"
 
 
 def _parts_of_whole_threads(
@@ -339,14 +288,13 @@ def _parts_of_whole_threads(
 
 def _parts_of_all_threads(
     store: Store, policy: Policy, now: datetime, late: list[tuple[Loaded, datetime]]
-) -> Iterator[tuple[list[Loaded], dict[str, str]]]:
+) -> Iterator[dict[str, str]]:
     """Every timed message known at `now` (with the `late` ones the core decided about) in
     parts of about EVALUATION_BATCH messages (a longer thread alone), each a union of whole
     threads, threading one reference group at a time in order of its first message. Memory
-    holds arrays by row id, the keys of the threads active within the subject window (a
-    subject that recurs keeps a thread active for years) and one part, not the mail: a part
-    is read again, by key, once its threads are known. Each part comes with each message's
-    thread."""
+    holds arrays by row id and the keys of the threads active within the subject window (a
+    subject that recurs keeps a thread active for years), not the mail: a part is read
+    again, by key, once its threads are known. Each part is each message's thread, by key."""
     directory = Directory(policy)
     roots = store.reference_components(
         now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
@@ -358,16 +306,14 @@ def _parts_of_all_threads(
     def time_of(m: Message) -> datetime:
         return times[m.key]
 
-    # rule headers only for tiers matching on them: the automation verdicts are stored
-    rule_headers = any(tier.high_priority for tier in policy.tiers)
     thread_of: dict[str, str] = {}  # of the messages of the part being gathered
     for root, keys in stream_threads(groups, time_of, thread_accounts(directory), policy):
         if thread_of and len(thread_of) + len(keys) > EVALUATION_BATCH:
-            yield store.loaded_by_keys(thread_of, rule_headers), thread_of
+            yield thread_of
             thread_of = {}
         thread_of.update((key, root) for key in keys)
     if thread_of:
-        yield store.loaded_by_keys(thread_of, rule_headers), thread_of
+        yield thread_of
 
 
 def _known_late(
@@ -443,46 +389,26 @@ def _members_by_root(roots: array[int]) -> Callable[[int], list[int]]:
     return members
 
 
-def _classify_everything(settings: Settings, store: Store) -> array[int]:
-    """Classify every stored message a page at a time (what evaluating any thread needs to
-    know about all the others); each one's change counter as read, by row id."""
+def _classify_everything(store: Store, workers: Workers, last: int) -> array[int]:
+    """Classify every stored message a page of row ids at a time (what evaluating any thread
+    needs to know about all the others); each one's change counter as read, by row id (-1:
+    no message, or stored since)."""
     store.forget_people()
-    seen = array("q")
-    for page in store.loaded_pages(EVALUATION_BATCH):
-        _classify(settings, store, page)
-        seen.extend([-1] * (page[-1].row_id + 1 - len(seen)))
-        for row in page:
-            seen[row.row_id] = row.dirty
+    seen = array("q", [-1]) * (last + 1)
+    # up to `last`: a message stored since has no place in `seen`, and waits
+    pages = (
+        (after, min(after + EVALUATION_BATCH, last)) for after in range(0, last, EVALUATION_BATCH)
+    )
+    for found in workers.classified_pages(pages):
+        _save_classified(store, found)
+        for row_id, counter in found.changes_seen:
+            seen[row_id] = counter
     return seen
 
 
-def _classify(settings: Settings, store: Store, rows: Sequence[Loaded]) -> None:
-    """Store each message's role, responder, time and automation verdict, and the people
-    seen sending: what evaluating any thread needs to know about all the others."""
-    policy = settings.policy
-    directory = Directory(policy)
-    messages = [row.message for row in rows]
-    classes = classify(messages, policy, directory)
-    store.save_classifications(
-        [_derived_row(row, classes[row.message.key], policy) for row in rows]
-    )
-    automated = {key: c.automated for key, c in classes.items()}
-    store.add_people(people_seen_sending(messages, directory, automated))
-
-
-def _derived_row(row: Loaded, c: Classification, policy: Policy) -> dict[str, object]:
-    """The stored columns of a message's classification."""
-    out_of_office = (
-        c.role is Role.STAFF and c.automated is not None and is_out_of_office(row.message, policy)
-    )
-    return {
-        "id": row.row_id,
-        "role": c.role.value,
-        "responder": c.responder,
-        "at": c.at,
-        "automated": c.automated,
-        "out_of_office": out_of_office,
-    }
+def _save_classified(store: Store, found: Classified) -> None:
+    store.save_classifications(found.derived)
+    store.add_people(found.people)
 
 
 def _final_state(fingerprint: str, now: datetime, notice: Attention) -> dict[str, str]:
@@ -495,13 +421,13 @@ def _final_state(fingerprint: str, now: datetime, notice: Attention) -> dict[str
     }
 
 
-def _merged(notice: Attention, evaluation: Evaluation, set_aside: list[str]) -> Attention:
+def _merged(notice: Attention, found: PartEvaluation) -> Attention:
     """Lists a person should look at, grown by each partial evaluation."""
     return Attention(
-        tuple(sorted(set(notice.untimed) | set(evaluation.untimed))),
-        tuple(sorted(set(notice.unlisted_senders) | set(evaluation.unlisted_senders))),
-        tuple(sorted(set(notice.unknown_correspondents) | set(evaluation.unknown_correspondents))),
-        (*notice.set_aside, *set_aside),
+        tuple(sorted(set(notice.untimed) | set(found.untimed))),
+        tuple(sorted(set(notice.unlisted_senders) | set(found.unlisted_senders))),
+        tuple(sorted(set(notice.unknown_correspondents) | set(found.unknown_correspondents))),
+        (*notice.set_aside, *found.set_aside),
     )
 
 
@@ -517,16 +443,6 @@ def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
     return keys
 
 
-@dataclass(frozen=True)
-class MailContext:
-    """What evaluating some threads needs to know of all the other mail, from the store."""
-
-    people: frozenset[str]  # staff seen sending human mail from a Sent folder
-    absences: list[Absence]
-    waivers: list[Waiver]
-    recorded_answers: list[RecordedAnswer]
-
-
 def mail_context(settings: Settings, store: Store, now: datetime) -> MailContext:
     absences = store_absences(store, settings.policy, datetime.min.replace(tzinfo=UTC), now)
     return MailContext(
@@ -537,28 +453,7 @@ def mail_context(settings: Settings, store: Store, now: datetime) -> MailContext
 def evaluate_subset(settings: Settings, store: Store, keys: set[str], now: datetime) -> Evaluation:
     """The clock over a closed set of stored messages, with the rest of the mail's context."""
     context = mail_context(settings, store, now)
-    return _evaluate(settings, store.messages_by_keys(keys), now, context, {})
-
-
-def _evaluate(
-    settings: Settings,
-    messages: list[Message],
-    now: datetime,
-    context: MailContext,
-    verdicts: dict[str, str | None],
-    thread_of: dict[str, str] | None = None,
-) -> Evaluation:
-    return evaluate(
-        messages,
-        settings.policy,
-        now,
-        context.waivers,
-        known_people=context.people,
-        absences=context.absences,
-        recorded_answers=context.recorded_answers,
-        verdicts=verdicts,
-        thread_of=thread_of,
-    )
+    return evaluate_messages(settings, store.messages_by_keys(keys), now, context, {})
 
 
 def store_absences(store: Store, policy: Policy, since: datetime, until: datetime) -> list[Absence]:

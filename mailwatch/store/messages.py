@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -125,23 +125,21 @@ class MessageStore(Database):
                 result += _loaded(conn, conn.execute(query).mappings().all())
         return result
 
-    def loaded_pages(self, size: int) -> Iterator[list[Loaded]]:
-        """Every stored message with its stored evaluation, `size` at a time in order of row
-        id, each page read on its own (by a range of ids: no list of keys is held)."""
-        after = -1
-        while True:
-            query = (
-                select(*message_columns())
-                .where(MESSAGES.c.id > after)
-                .order_by(MESSAGES.c.id)
-                .limit(size)
-            )
-            with reading(self.engine) as conn:
-                page = _loaded(conn, conn.execute(query).mappings().all())
-            if not page:
-                return
-            yield page
-            after = page[-1].row_id
+    def loaded_between(self, after: int, upto: int) -> list[Loaded]:
+        """The stored messages with a row id in (after, upto], with their stored evaluation,
+        in order of row id (a page read by a range of ids: no list of keys is held)."""
+        query = (
+            select(*message_columns())
+            .where(MESSAGES.c.id > after, MESSAGES.c.id <= upto)
+            .order_by(MESSAGES.c.id)
+        )
+        with reading(self.engine) as conn:
+            return _loaded(conn, conn.execute(query).mappings().all())
+
+    def last_row_id(self) -> int:
+        """The largest row id of a stored message (0 for none)."""
+        with reading(self.engine) as conn:
+            return conn.scalar(select(func.max(MESSAGES.c.id))) or 0
 
     def messages_with_subject(
         self, norm_subject: str, arrived_by: datetime

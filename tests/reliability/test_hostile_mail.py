@@ -259,7 +259,7 @@ def test_a_thread_whose_evaluation_fails_is_set_aside_and_the_others_are_measure
     (folder / "1.eml").write_bytes(client_mail("<good@acme.example>", date, "Banner colours"))
     (folder / "2.eml").write_bytes(client_mail("<bad@acme.example>", date, "Invoice query"))
     config = agency_config(tmp_path)
-    monkeypatch.setattr("mailwatch.evaluation.evaluate", failing_on("<bad@acme.example>"))
+    monkeypatch.setattr("mailwatch.evaluation_parts.evaluate", failing_on("<bad@acme.example>"))
 
     imported = main(["--config", str(config), "import", str(folder), "--now", "2026-11-27"])
     status = main(["--config", str(config), "status", "--now", "2026-11-27"])

@@ -17,6 +17,7 @@ from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import evaluate, status_as_of, threads_of
 from mailwatch.core.model import Message, Waiver
 from mailwatch.evaluation import policy_fingerprint, refresh_requests
+from mailwatch.evaluation_workers import Workers
 from mailwatch.requests_as_of import current_requests, waiting_requests
 from mailwatch.store.repository import Store, StoredMessage
 from tests.core.factory import at, client, policy, staff
@@ -80,8 +81,8 @@ def test_mail_stored_while_a_first_evaluation_runs_waits_for_the_next_one(store,
     chaser = client("c2", at(0, 12), subject="Re: Homepage banner", refs=("<c1>",))
     classify_everything = engine._classify_everything
 
-    def then_a_poll_stores_more(settings, store):
-        seen = classify_everything(settings, store)
+    def then_a_poll_stores_more(store, workers, last):
+        seen = classify_everything(store, workers, last)
         store.add_messages(stored([chaser]))  # after every message was classified
         return seen
 
@@ -391,13 +392,11 @@ def test_a_first_evaluation_threads_every_message_group_by_group_into_whole_thre
         store = Store(migrated_sqlite.copy(Path(folder) / "m.db"))
         try:
             store.add_messages(stored(messages))
-            engine._classify_everything(settings_with(), store)
+            with Workers(settings_with(), store, processes=0) as workers:
+                engine._classify_everything(store, workers, store.last_row_id())
             outside = store.outside_time_order(now)
             late = engine._known_late(store, Directory(policy()), now, outside)
-            parts = [
-                [row.message.key for row in p]
-                for p, _ in engine._parts_of_all_threads(store, policy(), now, late)
-            ]
+            parts = [list(p) for p in engine._parts_of_all_threads(store, policy(), now, late)]
             # the rest (untimed, not arrived by `now`) is evaluated alone: every message once
             threaded = {row.row_id for row, _ in late}
             alone = [i for i in outside if i not in threaded]

@@ -1,0 +1,200 @@
+"""The work of an evaluation that writes nothing: classifying stored messages, and
+evaluating a part of whole threads.  It runs in the evaluating process, or in the worker
+processes of a first evaluation (`evaluation_workers.py`): its results are plain values
+that the evaluating process stores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailwatch.config import Settings
+from mailwatch.core.addresses import Directory
+from mailwatch.core.automated import is_out_of_office
+from mailwatch.core.clock import (
+    Evaluation,
+    classify,
+    evaluate,
+    people_seen_sending,
+    threads_of,
+)
+from mailwatch.core.model import (
+    Absence,
+    Classification,
+    Message,
+    Policy,
+    RecordedAnswer,
+    Request,
+    Role,
+    Waiver,
+)
+from mailwatch.store.messages import Loaded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MailContext:
+    """What evaluating some threads needs to know of all the other mail, from the store."""
+
+    people: frozenset[str]  # staff seen sending human mail from a Sent folder
+    absences: list[Absence]
+    waivers: list[Waiver]
+    recorded_answers: list[RecordedAnswer]
+
+
+@dataclass(frozen=True)
+class Classified:
+    """A page of stored messages classified: what to store about each, by row id."""
+
+    derived: list[dict[str, object]]  # the stored columns of each classification
+    people: set[str]  # staff seen sending human mail
+    changes_seen: list[tuple[int, int]]  # (row id, change counter as read)
+
+
+def classified(settings: Settings, rows: Sequence[Loaded]) -> Classified:
+    """Each message's role, responder, time and automation verdict, and the people seen
+    sending: what evaluating any thread needs to know about all the others."""
+    policy = settings.policy
+    directory = Directory(policy)
+    messages = [row.message for row in rows]
+    classes = classify(messages, policy, directory)
+    automated = {key: c.automated for key, c in classes.items()}
+    return Classified(
+        [_derived_row(row, classes[row.message.key], policy) for row in rows],
+        people_seen_sending(messages, directory, automated),
+        [(row.row_id, row.dirty) for row in rows],
+    )
+
+
+def _derived_row(row: Loaded, c: Classification, policy: Policy) -> dict[str, object]:
+    out_of_office = (
+        c.role is Role.STAFF and c.automated is not None and is_out_of_office(row.message, policy)
+    )
+    return {
+        "id": row.row_id,
+        "role": c.role.value,
+        "responder": c.responder,
+        "at": c.at,
+        "automated": c.automated,
+        "out_of_office": out_of_office,
+    }
+
+
+@dataclass(frozen=True)
+class PartEvaluation:
+    """What evaluating a part of whole threads found, for the evaluating process to store."""
+
+    messages: int  # how many were evaluated
+    # (row id, key, thread the last evaluation stored) of each message not set aside
+    kept: list[tuple[int, str, str | None]]
+    thread_of: dict[str, str]
+    # the keys the clock took part in; the others (stamped after `now`) stay to be evaluated
+    evaluated: frozenset[str]
+    requests: tuple[Request, ...]
+    untimed: tuple[str, ...]
+    unlisted_senders: tuple[str, ...]
+    unknown_correspondents: tuple[str, ...]
+    set_aside: tuple[str, ...]  # a line for each thread whose evaluation failed
+
+
+def evaluated_part(
+    settings: Settings,
+    now: datetime,
+    context: MailContext,
+    part: list[Loaded],
+    verdicts: dict[str, str | None],
+    thread_of: dict[str, str] | None = None,
+) -> PartEvaluation:
+    """Evaluate a union of whole threads, with the automation verdicts stored (`verdicts`;
+    the others are found) and, when known, their threads (`thread_of`)."""
+    messages = [row.message for row in part]
+    evaluation, set_aside = _evaluate_setting_aside(
+        settings, messages, now, context, verdicts, thread_of
+    )
+    left_out = {key for keys in set_aside for key in keys}
+    return PartEvaluation(
+        messages=len(part),
+        kept=[
+            (row.row_id, row.message.key, row.thread_id)
+            for row in part
+            if row.message.key not in left_out
+        ],
+        thread_of=evaluation.thread_of,
+        evaluated=frozenset(evaluation.classifications),
+        requests=evaluation.requests,
+        untimed=evaluation.untimed,
+        unlisted_senders=evaluation.unlisted_senders,
+        unknown_correspondents=evaluation.unknown_correspondents,
+        set_aside=tuple(_set_aside_line(k, e) for k, e in set_aside.items()),
+    )
+
+
+def _evaluate_setting_aside(
+    settings: Settings,
+    messages: list[Message],
+    now: datetime,
+    context: MailContext,
+    verdicts: dict[str, str | None],
+    thread_of: dict[str, str] | None,
+) -> tuple[Evaluation, dict[tuple[str, ...], str]]:
+    """The evaluation of `messages`; a thread whose evaluation fails is left out of it, with
+    the error, so that hostile mail or a bug in one thread costs that thread only."""
+
+    def evaluated(some: list[Message]) -> Evaluation:
+        return evaluate_messages(settings, some, now, context, verdicts, thread_of)
+
+    try:
+        return evaluated(messages), {}
+    except Exception:
+        log.exception(
+            "the evaluation of %d messages failed; trying each thread alone", len(messages)
+        )
+    try:
+        groups = threads_of(messages, settings.policy, now)
+    except Exception:  # the threading itself fails: the whole part is set aside
+        groups = [sorted(m.key for m in messages)]
+    set_aside: dict[tuple[str, ...], str] = {}
+    for group in groups:
+        members = set(group)
+        try:
+            evaluated([m for m in messages if m.key in members])
+        except Exception as error:
+            set_aside[tuple(sorted(group))] = error_text(error)
+    for keys, text in set_aside.items():
+        log.warning("set aside: %s", _set_aside_line(keys, text))
+    left_out = {key for keys in set_aside for key in keys}
+    return evaluated([m for m in messages if m.key not in left_out]), set_aside
+
+
+def error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _set_aside_line(keys: tuple[str, ...], error: str) -> str:
+    more = f" and {len(keys) - 1} more message(s)" if len(keys) > 1 else ""
+    return f"the thread of {keys[0]}{more}: {error}"
+
+
+def evaluate_messages(
+    settings: Settings,
+    messages: list[Message],
+    now: datetime,
+    context: MailContext,
+    verdicts: dict[str, str | None],
+    thread_of: dict[str, str] | None = None,
+) -> Evaluation:
+    """The clock over these messages, with the rest of the mail's `context`."""
+    return evaluate(
+        messages,
+        settings.policy,
+        now,
+        context.waivers,
+        known_people=context.people,
+        absences=context.absences,
+        recorded_answers=context.recorded_answers,
+        verdicts=verdicts,
+        thread_of=thread_of,
+    )

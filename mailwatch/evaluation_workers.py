@@ -1,0 +1,161 @@
+"""Worker processes for a first evaluation of years of mail: they read and classify pages
+of messages, then read and evaluate parts of whole threads, while the evaluating process
+threads the mail and stores what they found (docs/benchmarks.md: reading mail back and
+the clock are most of a first evaluation, and CPython runs one core per process).
+
+Workers only read the database; every write stays in the evaluating process, in the
+order of the sequential evaluation's transactions.  A small store, an in-memory database
+or a single core evaluates in the evaluating process itself, through the same calls.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from mailwatch.config import Settings
+from mailwatch.evaluation_parts import (
+    Classified,
+    MailContext,
+    PartEvaluation,
+    classified,
+    evaluated_part,
+)
+from mailwatch.store.repository import Store
+
+Result = TypeVar("Result")
+
+# Worker processes at most: the evaluating process's own work (threading, writing) is
+# about a core's worth, so more cores than this would mostly wait for it.
+MOST_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a worker needs to evaluate parts (`now` and `context` unused when classifying)."""
+
+    settings: Settings
+    store: Store
+    now: datetime | None = None
+    context: MailContext | None = None
+
+    def classify_ids(self, after: int, upto: int) -> Classified:
+        return classified(self.settings, self.store.loaded_between(after, upto))
+
+    def evaluate_keys(self, thread_of: dict[str, str], rule_headers: bool) -> PartEvaluation:
+        assert self.now is not None and self.context is not None
+        part = self.store.loaded_by_keys(thread_of, rule_headers)
+        verdicts = {row.message.key: row.automated for row in part}
+        return evaluated_part(self.settings, self.now, self.context, part, verdicts, thread_of)
+
+
+_worker: _Work | None = None  # in a worker process: its work, opened by `_start`
+
+
+def _start(
+    settings: Settings, database_url: str, now: datetime | None, context: MailContext | None
+) -> None:
+    global _worker
+    # Ctrl-C reaches the whole process group: the evaluating process ends the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker = _Work(settings, Store(database_url), now, context)
+
+
+def _classify_ids(after: int, upto: int) -> Classified:
+    assert _worker is not None
+    return _worker.classify_ids(after, upto)
+
+
+def _evaluate_keys(thread_of: dict[str, str], rule_headers: bool) -> PartEvaluation:
+    assert _worker is not None
+    return _worker.evaluate_keys(thread_of, rule_headers)
+
+
+class Workers:
+    """Runs `classify_ids` and `evaluate_keys` in worker processes, or in this one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        processes: int,
+        now: datetime | None = None,
+        context: MailContext | None = None,
+    ):
+        self.processes = processes
+        self.executor: Executor
+        if processes:
+            self.executor = ProcessPoolExecutor(
+                processes,
+                # a fresh interpreter: forking a daemon's threads (the scheduler's, a
+                # database pool's) could copy a lock another thread held
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start,
+                initargs=(settings, store.url.render_as_string(hide_password=False), now, context),
+            )
+            self.classify: Callable[..., Classified] = _classify_ids
+            self.evaluate: Callable[..., PartEvaluation] = _evaluate_keys
+        else:
+            self.executor = _InThisProcess()
+            work = _Work(settings, store, now, context)
+            self.classify, self.evaluate = work.classify_ids, work.evaluate_keys
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def classified_pages(self, ranges: Iterable[tuple[int, int]]) -> Iterator[Classified]:
+        """Each range of row ids (after, upto] classified, in the order they end."""
+        return self._unordered(self.classify, ((after, upto) for after, upto in ranges))
+
+    def evaluated_parts(
+        self, parts: Iterable[dict[str, str]], rule_headers: bool
+    ) -> Iterator[PartEvaluation]:
+        """Each part (each message's thread, by key) evaluated, in the order they end."""
+        return self._unordered(self.evaluate, ((part, rule_headers) for part in parts))
+
+    def _unordered(
+        self, function: Callable[..., Result], arguments: Iterable[tuple[Any, ...]]
+    ) -> Iterator[Result]:
+        """The results as they come; a few tasks ahead of them, so that memory holds a few
+        parts whatever the number of parts (and `arguments` is drawn as they are done)."""
+        pending: set[Future[Result]] = set()
+        for args in arguments:
+            pending.add(self.executor.submit(function, *args))
+            if len(pending) > self.processes:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+
+
+def worker_processes(store: Store, messages: int, from_size: int) -> int:
+    """How many worker processes a first evaluation of `messages` uses: none for a small
+    store (starting one costs about a second), an in-memory database (another process
+    cannot open it) or one core."""
+    in_memory = store.dialect == "sqlite" and store.url.database in (None, "", ":memory:")
+    if messages < from_size or in_memory:
+        return 0
+    cores = len(os.sched_getaffinity(0))
+    return min(cores, MOST_WORKERS) if cores > 1 else 0
+
+
+class _InThisProcess(Executor):
+    """An executor that runs each call as it is submitted."""
+
+    def submit(self, fn: Callable[..., Result], /, *args: Any, **kwargs: Any) -> Future[Result]:
+        future: Future[Result] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future

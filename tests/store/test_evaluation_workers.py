@@ -1,0 +1,95 @@
+"""A first evaluation shared with worker processes stores exactly what one evaluation in
+the evaluating process stores, on both databases."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from mailwatch.evaluation import POLICY_STATE, refresh_requests
+from mailwatch.evaluation_workers import Workers, worker_processes
+from mailwatch.store.repository import Store
+from mailwatch.store.tables import MESSAGES, PEOPLE, REQUESTS
+from tests.core.factory import at, client, staff
+from tests.store.test_incremental import NOW, settings_with, stored
+
+AUTO_REPLY = (("auto-submitted", "auto-replied"),)
+
+
+def agency_history() -> list:
+    """A month of threads: answered, chased, auto-replied to, joined by subject alone."""
+    mail = []
+    for day in range(20):
+        subject = f"Topic {day % 4}"
+        mail.append(client(f"c{day}", at(day, 9), subject=subject))
+        if day % 3:
+            mail.append(
+                staff(f"s{day}", at(day, 15), subject=f"Re: {subject}", refs=(f"<c{day}>",))
+            )
+        if day % 4 == 1:
+            mail.append(staff(f"ooo{day}", at(day, 9, 5), refs=(f"<c{day}>",), headers=AUTO_REPLY))
+        if day % 5 == 2:  # a chaser with no reference: the subject fallback joins it
+            mail.append(client(f"chase{day}", at(day + 1, 10), subject=f"Re: {subject}"))
+    return mail
+
+
+def what_is_stored(store: Store) -> dict[str, object]:
+    """Every stored fact an evaluation writes, in an order of its own."""
+    columns = (
+        MESSAGES.c.key,
+        MESSAGES.c.thread_id,
+        MESSAGES.c.dirty,
+        MESSAGES.c.role,
+        MESSAGES.c.responder,
+        MESSAGES.c.at,
+        MESSAGES.c.automated,
+        MESSAGES.c.out_of_office,
+    )
+    skipped = {"id", "evaluated_at"}
+    request_columns = [c for c in REQUESTS.c if c.name not in skipped]
+    with store.engine.connect() as conn:
+        messages = sorted(tuple(row) for row in conn.execute(select(*columns)))
+        requests = sorted(
+            json.dumps(tuple(row), default=str) for row in conn.execute(select(*request_columns))
+        )
+        people = sorted(conn.scalars(select(PEOPLE.c.address)))
+    return {"messages": messages, "requests": requests, "people": people}
+
+
+def test_a_first_evaluation_in_worker_processes_stores_what_one_in_this_process_does(
+    store, monkeypatch
+):
+    import mailwatch.evaluation as engine
+
+    store.add_messages(stored(agency_history()))
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)  # many pages and parts, out of order
+    refresh_requests(settings_with(), store, NOW)
+    in_this_process = what_is_stored(store)
+
+    store.set_state(POLICY_STATE, "")  # as after a change of policy: everything again
+    monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
+    pools = []
+
+    class Recorded(Workers):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(type(self.executor).__name__)
+
+    monkeypatch.setattr(engine, "Workers", Recorded)
+    refreshed = refresh_requests(settings_with(), store, NOW)
+
+    assert pools == ["ProcessPoolExecutor", "ProcessPoolExecutor"]  # classifying, evaluating
+    assert refreshed.rebuilt
+    assert refreshed.messages == len(in_this_process["messages"])
+    assert what_is_stored(store) == in_this_process
+    assert len(in_this_process["requests"]) >= 10  # a history worth comparing
+
+
+def test_a_small_store_or_an_in_memory_database_is_evaluated_without_worker_processes(store):
+    in_memory = Store("sqlite://")
+    try:
+        assert worker_processes(in_memory, 1_000_000, 50_000) == 0
+    finally:
+        in_memory.close()
+    assert worker_processes(store, 49_999, 50_000) == 0
