@@ -301,7 +301,8 @@ def _parts_of_all_threads(
     )
     order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
     times: dict[str, datetime] = {}  # of the messages of the page being threaded
-    groups = _reference_groups(store, roots, order, directory, now, times)
+    late_times = {row.row_id: at for row, at in late}
+    groups = _reference_groups(store, roots, order, late_times, times)
 
     def time_of(m: Message) -> datetime:
         return times[m.key]
@@ -332,23 +333,23 @@ def _reference_groups(
     store: Store,
     roots: array[int],
     order: array[int],
-    directory: Directory,
-    now: datetime,
+    late_times: dict[int, datetime],
     times: dict[str, datetime],
 ) -> Iterator[list[Message]]:
-    """Each reference group's messages as known at `now` (light copies), in order of (time,
-    key), the groups in the `order` of their first message, read a page of groups at a
-    time; each message's time is in `times` while its page is threaded."""
+    """Each reference group's messages (copies with what threading reads), in order of
+    (time, key), the groups in the `order` of their first message, read a page of groups
+    at a time; each message's time (classified, or as known at `now` for the late ones in
+    `late_times`) is in `times` while its page is threaded."""
 
     def page_of_groups(roots_of_page: list[int]) -> Iterator[list[Message]]:
         ids = [row_id for root in roots_of_page for row_id in members(root)]
         groups: dict[int, list[Message]] = {root: [] for root in roots_of_page}
         times.clear()  # the groups of the page before are threaded
-        for row in store.loaded_by_ids(ids, rule_headers=False):
-            found = timed_as_of(row.message, directory, now)
-            if found is not None:  # always: the store's time decided it takes part
-                known, times[known.key] = found
-                groups[roots[row.row_id]].append(known)
+        for row_id, message, at in store.threading_copies(ids):
+            found = late_times.get(row_id, at)
+            assert found is not None  # the store's time decided it takes part
+            times[message.key] = found
+            groups[roots[row_id]].append(message)
         for group in groups.values():
             yield sorted(group, key=lambda m: (times[m.key], m.key))
 

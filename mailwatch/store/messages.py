@@ -14,8 +14,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     RowMapping,
+    Text,
     bindparam,
     case,
+    cast,
     delete,
     func,
     select,
@@ -26,10 +28,11 @@ from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Waiver
 from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
-from mailwatch.store.rows import message_columns, messages_with_copies
+from mailwatch.store.rows import message_columns, messages_with_copies, threading_copy
 from mailwatch.store.tables import CHECKPOINTS, COPIES, MESSAGES, QUARANTINE, REFERENCES, WAIVERS
 
 QUARANTINE_RAW_LIMIT = 1024 * 1024
+_THREADING_LISTS = ("to", "cc", "bcc", "in_reply_to", "references")
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,19 @@ class MessageStore(Database):
         )
         with reading(self.engine) as conn:
             return _loaded(conn, conn.execute(query).mappings().all())
+
+    def threading_copies(self, ids: Sequence[int]) -> list[tuple[int, Message, datetime | None]]:
+        """(row id, copy, classified time) of these stored messages, each copy holding only
+        what the subject fallback reads: key, addresses, subject and references (no
+        copies, no headers: building whole messages was most of threading years of mail)."""
+        columns = [MESSAGES.c[name] for name in ("id", "key", "from_addr", "subject", "at")]
+        listed = [cast(MESSAGES.c[name], Text).label(name) for name in _THREADING_LISTS]
+        found = []
+        with reading(self.engine) as conn:
+            for chunk in chunks(ids):
+                query = select(*columns, *listed).where(MESSAGES.c.id.in_(chunk))
+                found += [(row.id, threading_copy(row), row.at) for row in conn.execute(query)]
+        return found
 
     def last_row_id(self) -> int:
         """The largest row id of a stored message (0 for none)."""

@@ -83,6 +83,27 @@ def _message(row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any])
     )
 
 
+def threading_copy(row: Any) -> Message:
+    """A message with only what threading reads, from a row of those columns (the lists as
+    JSON text)."""
+    return Message(
+        key=row.key,
+        from_addr=_shared(row.from_addr),
+        to=tuple(map(sys.intern, _json_list(row.to))),
+        cc=tuple(map(sys.intern, _json_list(row.cc))),
+        bcc=tuple(map(sys.intern, _json_list(row.bcc))),
+        subject=row.subject,
+        in_reply_to=tuple(_json_list(row.in_reply_to)),
+        references=tuple(_json_list(row.references)),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _json_list(text: str) -> list[str]:
+    # the same lists of addresses recur across thousands of messages: decoded once each
+    return [] if text == "[]" else json.loads(text)
+
+
 def _shared(text: str | None) -> str | None:
     return None if text is None else sys.intern(text)
 
