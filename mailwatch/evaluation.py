@@ -27,13 +27,13 @@ from mailwatch.core.clock import Evaluation, thread_accounts, threads_of, timed_
 from mailwatch.core.conversations import is_generic_subject, stream_threads, thread_links
 from mailwatch.core.model import Absence, Message, Policy, Role
 from mailwatch.evaluation_parts import (
-    Classified,
     MailContext,
     PartEvaluation,
     classified,
     error_text,
     evaluate_messages,
     evaluated_part,
+    save_classified,
 )
 from mailwatch.evaluation_workers import Workers, worker_processes
 from mailwatch.privacy_policy import UNRELATED_MAIL
@@ -152,7 +152,7 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     if not changes:
         return Refresh(0, 0, False)
     for some in _pages(list(changes), EVALUATION_BATCH):
-        _save_classified(store, classified(settings, store.loaded_by_keys(some)))
+        save_classified(store, classified(settings, store.loaded_by_keys(some)))
     keys = closure(store, set(changes), settings.policy)
     # set-aside threads stay to be evaluated: this refresh tries each of them again
     run = _Run(store, now, replace(attention(store), set_aside=()))
@@ -400,16 +400,10 @@ def _classify_everything(store: Store, workers: Workers, last: int) -> array[int
     pages = (
         (after, min(after + EVALUATION_BATCH, last)) for after in range(0, last, EVALUATION_BATCH)
     )
-    for found in workers.classified_pages(pages):
-        _save_classified(store, found)
-        for row_id, counter in found.changes_seen:
+    for changes_seen in workers.classified_pages(pages):
+        for row_id, counter in changes_seen:
             seen[row_id] = counter
     return seen
-
-
-def _save_classified(store: Store, found: Classified) -> None:
-    store.save_classifications(found.derived)
-    store.add_people(found.people)
 
 
 def _final_state(fingerprint: str, now: datetime, notice: Attention) -> dict[str, str]:

@@ -1,7 +1,7 @@
-"""The work of an evaluation that writes nothing: classifying stored messages, and
-evaluating a part of whole threads.  It runs in the evaluating process, or in the worker
-processes of a first evaluation (`evaluation_workers.py`): its results are plain values
-that the evaluating process stores."""
+"""The work of an evaluation on stored messages: classifying them, and evaluating a part
+of whole threads.  It runs in the evaluating process, or in the worker processes of a
+first evaluation (`evaluation_workers.py`): a part's evaluation is a plain value that the
+evaluating process stores."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from mailwatch.core.model import (
     Waiver,
 )
 from mailwatch.store.messages import Loaded
+from mailwatch.store.repository import Store
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ def classified(settings: Settings, rows: Sequence[Loaded]) -> Classified:
         people_seen_sending(messages, directory, automated),
         [(row.row_id, row.dirty) for row in rows],
     )
+
+
+def save_classified(store: Store, found: Classified) -> None:
+    store.save_classifications(found.derived)
+    store.add_people(found.people)
 
 
 def _derived_row(row: Loaded, c: Classification, policy: Policy) -> dict[str, object]:

@@ -1,11 +1,13 @@
-"""Worker processes for a first evaluation of years of mail: they read and classify pages
-of messages, then read and evaluate parts of whole threads, while the evaluating process
-threads the mail and stores what they found (docs/benchmarks.md: reading mail back and
-the clock are most of a first evaluation, and CPython runs one core per process).
+"""Worker processes for a first evaluation of years of mail: they read, classify and
+store pages of messages, then read and evaluate parts of whole threads while the
+evaluating process threads the mail and stores what they found (docs/benchmarks.md:
+reading mail back and the clock are most of a first evaluation, and CPython runs one core
+per process).
 
-Workers only read the database; every write stays in the evaluating process, in the
-order of the sequential evaluation's transactions.  A small store, an in-memory database
-or a single core evaluates in the evaluating process itself, through the same calls.
+A page's classification is its own transaction, in any order; the requests of the parts
+are stored by the evaluating process alone, which knows the threads already written. A
+small store, an in-memory database or a single core evaluates in the evaluating process
+itself, through the same calls.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from typing import Any, TypeVar
 
 from mailwatch.config import Settings
 from mailwatch.evaluation_parts import (
-    Classified,
     MailContext,
     PartEvaluation,
     classified,
     evaluated_part,
+    save_classified,
 )
 from mailwatch.store.repository import Store
 
@@ -45,8 +47,12 @@ class _Work:
     now: datetime | None = None
     context: MailContext | None = None
 
-    def classify_ids(self, after: int, upto: int) -> Classified:
-        return classified(self.settings, self.store.loaded_between(after, upto))
+    def classify_ids(self, after: int, upto: int) -> list[tuple[int, int]]:
+        """Classify and store the messages with row ids in (after, upto]: each one's row id
+        and change counter as read."""
+        found = classified(self.settings, self.store.loaded_between(after, upto))
+        save_classified(self.store, found)
+        return found.changes_seen
 
     def evaluate_keys(self, thread_of: dict[str, str], rule_headers: bool) -> PartEvaluation:
         assert self.now is not None and self.context is not None
@@ -67,7 +73,7 @@ def _start(
     _worker = _Work(settings, Store(database_url), now, context)
 
 
-def _classify_ids(after: int, upto: int) -> Classified:
+def _classify_ids(after: int, upto: int) -> list[tuple[int, int]]:
     assert _worker is not None
     return _worker.classify_ids(after, upto)
 
@@ -99,7 +105,7 @@ class Workers:
                 initializer=_start,
                 initargs=(settings, store.url.render_as_string(hide_password=False), now, context),
             )
-            self.classify: Callable[..., Classified] = _classify_ids
+            self.classify: Callable[..., list[tuple[int, int]]] = _classify_ids
             self.evaluate: Callable[..., PartEvaluation] = _evaluate_keys
         else:
             self.executor = _InThisProcess()
@@ -112,8 +118,11 @@ class Workers:
     def __exit__(self, *exc: object) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def classified_pages(self, ranges: Iterable[tuple[int, int]]) -> Iterator[Classified]:
-        """Each range of row ids (after, upto] classified, in the order they end."""
+    def classified_pages(
+        self, ranges: Iterable[tuple[int, int]]
+    ) -> Iterator[list[tuple[int, int]]]:
+        """Each range of row ids (after, upto] classified and stored, in the order they end:
+        each message's row id and change counter as read."""
         return self._unordered(self.classify, ((after, upto) for after, upto in ranges))
 
     def evaluated_parts(
