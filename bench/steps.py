@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -210,10 +211,14 @@ def refresh(config: str, now: str) -> dict[str, Any]:
     settings, store = _open(config)
     started, cpu = time.perf_counter(), time.process_time()
     refreshed = refresh_requests(settings, store, datetime.fromisoformat(now))
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "seconds": time.perf_counter() - started,
         "requests": _count(refreshed.requests),
         "cpu": time.process_time() - cpu,
+        # the worker processes of a first evaluation of years of mail (none for a small one)
+        "workers_cpu": workers.ru_utime + workers.ru_stime,
+        "largest_worker_rss_mb": workers.ru_maxrss / 1024,
     }
 
 
