@@ -28,7 +28,12 @@ from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Waiver
 from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
-from mailwatch.store.rows import message_columns, messages_with_copies, threading_copy
+from mailwatch.store.rows import (
+    copy_columns,
+    message_columns,
+    messages_with_copies,
+    threading_copy,
+)
 from mailwatch.store.tables import CHECKPOINTS, COPIES, MESSAGES, QUARANTINE, REFERENCES, WAIVERS
 
 QUARANTINE_RAW_LIMIT = 1024 * 1024
@@ -102,7 +107,8 @@ class MessageStore(Database):
             # messages first: a copy stored in between belongs to no listed message, or to
             # one that exists either way (PostgreSQL reads each statement's own snapshot)
             rows = conn.execute(messages).mappings().all()
-            return messages_with_copies(conn, rows, select(COPIES).join(MESSAGES).where(*arrived))
+            copies = select(*copy_columns()).select_from(COPIES.join(MESSAGES)).where(*arrived)
+            return messages_with_copies(conn, rows, copies)
 
     def messages_by_keys(self, keys: Iterable[str], rule_headers: bool = True) -> list[Message]:
         """These stored messages with all their copies (unknown keys are left out); without
@@ -527,7 +533,8 @@ def _loaded(conn: Connection, rows: Sequence[RowMapping]) -> list[Loaded]:
     """The message `rows` (read by `message_columns`) with their copies."""
     if not rows:
         return []
-    copies = select(COPIES).where(COPIES.c.message_id.in_([row["id"] for row in rows]))
+    ids = [row["id"] for row in rows]
+    copies = select(*copy_columns()).where(COPIES.c.message_id.in_(ids))
     messages = messages_with_copies(conn, rows, copies)
     return [
         Loaded(row["id"], message, row["automated"], row["thread_id"], row["dirty"])

@@ -11,7 +11,19 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Column, ColumnElement, Connection, RowMapping, Select, Text, cast
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    RowMapping,
+    Select,
+    Text,
+    cast,
+    type_coerce,
+)
+from sqlalchemy.types import NullType
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from mailwatch.core.model import ClockKind, Copy, Message, Request, Status, Waiver, WaiverVia
 from mailwatch.store.tables import COPIES, MESSAGES, REQUESTS
@@ -29,11 +41,32 @@ def message_columns(rule_headers: bool = True) -> list[Any]:
     """The columns a Message is read from; without `rule_headers`, a light copy's, which can
     be threaded but not classified."""
     left_out = {"raw_headers"} if rule_headers else {"raw_headers", "headers"}
-    return [
-        cast(column, Text).label(column.name) if column.name in _JSON_COLUMNS else column
-        for column in MESSAGES.c
-        if column.name not in left_out
-    ]
+    return [_as_read(column) for column in MESSAGES.c if column.name not in left_out]
+
+
+def copy_columns() -> list[Any]:
+    """The columns a Copy is read from."""
+    return [_as_read(column) for column in COPIES.c]
+
+
+def _as_read(column: Column[Any]) -> Any:
+    if column.name in _JSON_COLUMNS:
+        return cast(column, Text).label(column.name)
+    if isinstance(column.type, UTCDateTime):
+        # as the driver gives it, made a UTC time by `_time`: the column type's processing
+        # was a tenth of reading a message back
+        return type_coerce(column, NullType()).label(column.name)
+    return column
+
+
+def _time(value: datetime | str | None) -> datetime | None:
+    """A time read by `_as_read` (or by its column type) as a UTC time, as the column type
+    makes it: SQLite gives the text it stored, without an offset, PostgreSQL a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
 
 
 def messages_with_copies(
@@ -72,8 +105,8 @@ def _message(row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any])
         cc=tuple(map(sys.intern, decoded(row["cc"]))),
         bcc=tuple(map(sys.intern, decoded(row["bcc"]))),
         subject=row["subject"],
-        date=row["date"],
-        received_time=row["received_time"],
+        date=_time(row["date"]),
+        received_time=_time(row["received_time"]),
         in_reply_to=tuple(decoded(row["in_reply_to"])),
         references=tuple(decoded(row["references"])),
         thread_index=row["thread_index"],
@@ -113,12 +146,12 @@ def _copy(row: RowMapping) -> Copy:
         mailbox=sys.intern(row["mailbox"]),
         folder=sys.intern(row["folder"]),
         sent_folder=row["sent_folder"],
-        internal_date=row["internal_date"],
-        envelope_time=row["envelope_time"],
-        received_time=row["received_time"],
+        internal_date=_time(row["internal_date"]),
+        envelope_time=_time(row["envelope_time"]),
+        received_time=_time(row["received_time"]),
         waive_keyword=row["waive_keyword"],
         waive_folder=row["waive_folder"],
-        waive_seen_at=row["waive_seen_at"],
+        waive_seen_at=_time(row["waive_seen_at"]),
         gm_thrid=row["gm_thrid"],
     )
 
