@@ -107,8 +107,8 @@ def _message(row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any])
         subject=row["subject"],
         date=_time(row["date"]),
         received_time=_time(row["received_time"]),
-        in_reply_to=tuple(decoded(row["in_reply_to"])),
-        references=tuple(decoded(row["references"])),
+        in_reply_to=tuple(_references(row["in_reply_to"])),
+        references=tuple(_references(row["references"])),
         thread_index=row["thread_index"],
         headers=tuple((name, value) for name, value in decoded(row.get("headers", ()))),
         courtesy=row["courtesy"],
@@ -135,6 +135,14 @@ def threading_copy(row: Any) -> Message:
 def _json_list(text: str) -> list[str]:
     # the same lists of addresses recur across thousands of messages: decoded once each
     return [] if text == "[]" else json.loads(text)
+
+
+def _references(value: Any) -> Any:
+    """A list of Message-IDs as read by `message_columns`: each one is of one thread, so
+    decoded without the cache the recurring lists of addresses go through."""
+    if value == "[]":
+        return ()
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _shared(text: str | None) -> str | None:
