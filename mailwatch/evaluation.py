@@ -185,19 +185,18 @@ def _evaluate_everything(
     processes = worker_processes(store, last, WORKERS_FROM)
     with Workers(settings, store, processes) as workers:
         seen = _classify_everything(store, workers, last)
-    if not any(counter >= 0 for counter in seen):
-        return Refresh(0, 0, False)
-    run = _Run(store, now, Attention((), (), ()))
-    context = mail_context(settings, store, now)
-    # mail stored since it was classified (no time, no verdict yet) waits for the next
-    # evaluation
-    outside = [i for i in store.outside_time_order(now) if i < len(seen) and seen[i] >= 0]
-    late = _known_late(store, Directory(settings.policy), now, outside)
-    # rule headers only for tiers matching on them: the automation verdicts are stored
-    rule_headers = any(tier.high_priority for tier in settings.policy.tiers)
-    with Workers(settings, store, processes, now, context) as workers:
+        if not any(counter >= 0 for counter in seen):
+            return Refresh(0, 0, False)
+        run = _Run(store, now, Attention((), (), ()))
+        context = mail_context(settings, store, now)
+        # mail stored since it was classified (no time, no verdict yet) waits for the next
+        # evaluation
+        outside = [i for i in store.outside_time_order(now) if i < len(seen) and seen[i] >= 0]
+        late = _known_late(store, Directory(settings.policy), now, outside)
+        # rule headers only for tiers matching on them: the automation verdicts are stored
+        rule_headers = any(tier.high_priority for tier in settings.policy.tiers)
         parts = _parts_of_all_threads(store, settings.policy, now, late)
-        for found in workers.evaluated_parts(parts, rule_headers):
+        for found in workers.evaluated_parts(parts, rule_headers, now, context):
             run.save(found, _changes_seen(seen))
     threaded = {row.row_id for row, _ in late}
     # untimed mail, and mail not arrived yet, stands alone

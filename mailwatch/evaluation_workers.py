@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -40,12 +41,8 @@ MOST_WORKERS = 2
 
 @dataclass(frozen=True)
 class _Work:
-    """What a worker needs to evaluate parts (`now` and `context` unused when classifying)."""
-
     settings: Settings
     store: Store
-    now: datetime | None = None
-    context: MailContext | None = None
 
     def classify_ids(self, after: int, upto: int) -> list[tuple[int, int]]:
         """Classify and store the messages with row ids in (after, upto]: each one's row id
@@ -54,23 +51,25 @@ class _Work:
         save_classified(self.store, found)
         return found.changes_seen
 
-    def evaluate_keys(self, thread_of: dict[str, str], rule_headers: bool) -> PartEvaluation:
-        assert self.now is not None and self.context is not None
+    def evaluate_keys(
+        self, now: datetime, context: MailContext, thread_of: dict[str, str], rule_headers: bool
+    ) -> PartEvaluation:
+        """Read and evaluate a part: each message's thread, by key."""
         part = self.store.loaded_by_keys(thread_of, rule_headers)
         verdicts = {row.message.key: row.automated for row in part}
-        return evaluated_part(self.settings, self.now, self.context, part, verdicts, thread_of)
+        return evaluated_part(self.settings, now, context, part, verdicts, thread_of)
 
 
 _worker: _Work | None = None  # in a worker process: its work, opened by `_start`
+# in a worker process: (`now`, context) of the evaluation, and the bytes they came as
+_circumstances: tuple[bytes, datetime, MailContext] | None = None
 
 
-def _start(
-    settings: Settings, database_url: str, now: datetime | None, context: MailContext | None
-) -> None:
+def _start(settings: Settings, database_url: str) -> None:
     global _worker
     # Ctrl-C reaches the whole process group: the evaluating process ends the pool
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker = _Work(settings, Store(database_url), now, context)
+    _worker = _Work(settings, Store(database_url))
 
 
 def _classify_ids(after: int, upto: int) -> list[tuple[int, int]]:
@@ -78,23 +77,26 @@ def _classify_ids(after: int, upto: int) -> list[tuple[int, int]]:
     return _worker.classify_ids(after, upto)
 
 
-def _evaluate_keys(thread_of: dict[str, str], rule_headers: bool) -> PartEvaluation:
+def _evaluate_keys(
+    circumstances: bytes, thread_of: dict[str, str], rule_headers: bool
+) -> PartEvaluation:
+    """`circumstances`: `now` and the context, pickled once for every part and decoded once
+    by each worker (the context holds every absence of years of mail)."""
+    global _circumstances
     assert _worker is not None
-    return _worker.evaluate_keys(thread_of, rule_headers)
+    if _circumstances is None or _circumstances[0] != circumstances:
+        _circumstances = (circumstances, *pickle.loads(circumstances))
+    _, now, context = _circumstances
+    return _worker.evaluate_keys(now, context, thread_of, rule_headers)
 
 
 class Workers:
-    """Runs `classify_ids` and `evaluate_keys` in worker processes, or in this one."""
+    """Runs the classification of pages and the evaluation of parts in worker processes,
+    or in this one (`processes` 0)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        processes: int,
-        now: datetime | None = None,
-        context: MailContext | None = None,
-    ):
+    def __init__(self, settings: Settings, store: Store, processes: int):
         self.processes = processes
+        self.work = _Work(settings, store)
         self.executor: Executor
         if processes:
             self.executor = ProcessPoolExecutor(
@@ -103,14 +105,10 @@ class Workers:
                 # database pool's) could copy a lock another thread held
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start,
-                initargs=(settings, store.url.render_as_string(hide_password=False), now, context),
+                initargs=(settings, store.url.render_as_string(hide_password=False)),
             )
-            self.classify: Callable[..., list[tuple[int, int]]] = _classify_ids
-            self.evaluate: Callable[..., PartEvaluation] = _evaluate_keys
         else:
             self.executor = _InThisProcess()
-            work = _Work(settings, store, now, context)
-            self.classify, self.evaluate = work.classify_ids, work.evaluate_keys
 
     def __enter__(self) -> Workers:
         return self
@@ -123,13 +121,25 @@ class Workers:
     ) -> Iterator[list[tuple[int, int]]]:
         """Each range of row ids (after, upto] classified and stored, in the order they end:
         each message's row id and change counter as read."""
-        return self._unordered(self.classify, ((after, upto) for after, upto in ranges))
+        classify = _classify_ids if self.processes else self.work.classify_ids
+        return self._unordered(classify, ((after, upto) for after, upto in ranges))
 
     def evaluated_parts(
-        self, parts: Iterable[dict[str, str]], rule_headers: bool
+        self,
+        parts: Iterable[dict[str, str]],
+        rule_headers: bool,
+        now: datetime,
+        context: MailContext,
     ) -> Iterator[PartEvaluation]:
         """Each part (each message's thread, by key) evaluated, in the order they end."""
-        return self._unordered(self.evaluate, ((part, rule_headers) for part in parts))
+        if not self.processes:
+            return self._unordered(
+                self.work.evaluate_keys, ((now, context, part, rule_headers) for part in parts)
+            )
+        circumstances = pickle.dumps((now, context))
+        return self._unordered(
+            _evaluate_keys, ((circumstances, part, rule_headers) for part in parts)
+        )
 
     def _unordered(
         self, function: Callable[..., Result], arguments: Iterable[tuple[Any, ...]]

@@ -79,7 +79,7 @@ def test_a_first_evaluation_in_worker_processes_stores_what_one_in_this_process_
     monkeypatch.setattr(engine, "Workers", Recorded)
     refreshed = refresh_requests(settings_with(), store, NOW)
 
-    assert pools == ["ProcessPoolExecutor", "ProcessPoolExecutor"]  # classifying, evaluating
+    assert pools == ["ProcessPoolExecutor"]  # one pool classifies, then evaluates
     assert refreshed.rebuilt
     assert refreshed.messages == len(in_this_process["messages"])
     assert what_is_stored(store) == in_this_process
