@@ -79,7 +79,9 @@ def messages_with_copies(
     for row in conn.execute(ordered).mappings():
         copies_of[row["message_id"]].append(_copy(row))
     decoded = _decoder()
-    return [_message(row, copies_of[row["id"]], decoded) for row in rows]
+    # a light copy is read without its rule headers (`message_columns`)
+    with_headers = bool(rows) and "headers" in rows[0]
+    return [_message(row, copies_of[row["id"]], decoded, with_headers) for row in rows]
 
 
 def _decoder() -> Callable[[Any], Any]:
@@ -93,7 +95,9 @@ def _decoder() -> Callable[[Any], Any]:
     return decoded
 
 
-def _message(row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any]) -> Message:
+def _message(
+    row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any], with_headers: bool
+) -> Message:
     # Addresses repeat across thousands of messages: one string each keeps a first
     # evaluation of years of mail within memory.
     return Message(
@@ -110,7 +114,7 @@ def _message(row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any])
         in_reply_to=tuple(_references(row["in_reply_to"])),
         references=tuple(_references(row["references"])),
         thread_index=row["thread_index"],
-        headers=tuple((name, value) for name, value in decoded(row.get("headers", ()))),
+        headers=_rule_headers(row["headers"]) if with_headers else (),
         courtesy=row["courtesy"],
         copies=tuple(copies),
     )
@@ -135,6 +139,19 @@ def threading_copy(row: Any) -> Message:
 def _json_list(text: str) -> list[str]:
     # the same lists of addresses recur across thousands of messages: decoded once each
     return [] if text == "[]" else json.loads(text)
+
+
+def _rule_headers(value: str | list[list[str]]) -> tuple[tuple[str, str], ...]:
+    """The rule headers as read by `message_columns` (text: most messages have the same
+    few, decoded once each), or by the column type (a list of pairs)."""
+    if isinstance(value, str):
+        return _decoded_rule_headers(value)
+    return tuple((name, text) for name, text in value)
+
+
+@lru_cache(maxsize=4096)
+def _decoded_rule_headers(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in json.loads(text))
 
 
 def _references(value: Any) -> Any:
