@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from typing import TypeVar
 
+from mailwatch.collector import collector_paused
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation, thread_accounts, threads_of, timed_as_of
@@ -147,7 +148,8 @@ def evaluation_failure(store: Store) -> str | None:
 def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
     fingerprint = policy_fingerprint(settings.policy)
     if store.state(POLICY_STATE) != fingerprint:
-        return _evaluate_everything(settings, store, now, fingerprint)
+        with collector_paused():
+            return _evaluate_everything(settings, store, now, fingerprint)
     changes = store.dirty_keys()
     if not changes:
         return Refresh(0, 0, False)

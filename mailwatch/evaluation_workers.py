@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from mailwatch.collector import collector_paused
 from mailwatch.config import Settings
 from mailwatch.evaluation_parts import (
     MailContext,
@@ -47,17 +48,19 @@ class _Work:
     def classify_ids(self, after: int, upto: int) -> list[tuple[int, int]]:
         """Classify and store the messages with row ids in (after, upto]: each one's row id
         and change counter as read."""
-        found = classified(self.settings, self.store.loaded_between(after, upto))
-        save_classified(self.store, found)
+        with collector_paused():
+            found = classified(self.settings, self.store.loaded_between(after, upto))
+            save_classified(self.store, found)
         return found.changes_seen
 
     def evaluate_keys(
         self, now: datetime, context: MailContext, thread_of: dict[str, str], rule_headers: bool
     ) -> PartEvaluation:
         """Read and evaluate a part: each message's thread, by key."""
-        part = self.store.loaded_by_keys(thread_of, rule_headers)
-        verdicts = {row.message.key: row.automated for row in part}
-        return evaluated_part(self.settings, now, context, part, verdicts, thread_of)
+        with collector_paused():
+            part = self.store.loaded_by_keys(thread_of, rule_headers)
+            verdicts = {row.message.key: row.automated for row in part}
+            return evaluated_part(self.settings, now, context, part, verdicts, thread_of)
 
 
 _worker: _Work | None = None  # in a worker process: its work, opened by `_start`

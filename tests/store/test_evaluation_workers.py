@@ -3,6 +3,7 @@ the evaluating process stores, on both databases."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 from sqlalchemy import select
@@ -93,3 +94,24 @@ def test_a_small_store_or_an_in_memory_database_is_evaluated_without_worker_proc
     finally:
         in_memory.close()
     assert worker_processes(store, 49_999, 50_000) == 0
+
+
+def test_a_first_evaluation_runs_with_the_cyclic_collector_paused_and_it_runs_after(
+    store, monkeypatch
+):
+    import mailwatch.evaluation as engine
+    import mailwatch.evaluation_workers as workers
+
+    collecting = []
+    classified = workers.classified
+
+    def noting_the_collector(*args):
+        collecting.append(gc.isenabled())
+        return classified(*args)
+
+    monkeypatch.setattr(workers, "classified", noting_the_collector)
+    store.add_messages(stored(agency_history()))
+    engine.refresh_requests(settings_with(), store, NOW)
+
+    assert collecting and not any(collecting)
+    assert gc.isenabled()
