@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from typing import TypeVar
 
-from mailwatch.collector import collector_paused
+from mailwatch.collector import collect_young, collector_paused
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation, thread_accounts, threads_of, timed_as_of
@@ -200,6 +200,7 @@ def _evaluate_everything(
         parts = _parts_of_all_threads(store, settings.policy, now, late)
         for found in workers.evaluated_parts(parts, rule_headers, now, context):
             run.save(found, _changes_seen(seen))
+            collect_young()  # the collector is paused: a part's cycles, not all of memory
     threaded = {row.row_id for row, _ in late}
     # untimed mail, and mail not arrived yet, stands alone
     alone = [i for i in outside if i not in threaded]
