@@ -303,7 +303,7 @@ class EvaluationStore(Database):
         with reading(self.engine) as conn:
             outcomes: list[list[StoredOutcome]] = [[] for _ in periods]
             picked = []
-            for row_id, *columns in _plain_rows(conn, light):
+            for row_id, *columns in _driver_rows(conn, light):
                 stored = _stored_outcome(*columns)
                 outcomes[stored.period].append(stored)
                 if in_full(stored):
@@ -520,12 +520,13 @@ def _union(parent: array[int], a: int, b: int) -> None:
         parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
-def _plain_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:
+def _driver_rows(conn: Connection, query: Select[Any]) -> Iterator[Any]:
     """The rows of `query` as the driver gives them, for tens of thousands of rows of
     columns that need no conversion: SQLAlchemy's rows cost as much again as the driver's
-    (the columns bound and typed by SQLAlchemy all the same)."""
+    (the query still bound and compiled by SQLAlchemy)."""
     with conn.execute(query) as result:
-        return result.cursor.fetchall()
+        while rows := result.cursor.fetchmany(CHUNK):
+            yield from rows
 
 
 def _stored_outcome(

@@ -161,7 +161,7 @@ _CLOCKS = {clock.value: clock for clock in ClockKind}
 def read_requests(conn: Connection, query: Select[Any]) -> list[Request]:
     """The requests `query` selects (its columns: `REQUEST_COLUMNS`)."""
     repeated = lru_cache(maxsize=1024)(json.loads)  # the values are only read, never changed
-    return [_request(row, repeated) for row in conn.execute(query).mappings().all()]
+    return [_request(row, repeated) for row in conn.execute(query).mappings()]
 
 
 def json_strings(text: str) -> list[str]:
