@@ -74,9 +74,16 @@ class PeriodFacts:
         return [r for r in self.requests if self.period.start <= r.received_at < self.period.end]
 
     def received(self, accounts: tuple[str, ...] | None) -> list[Request]:
-        """Those of `of_period` of `accounts` (None: all)."""
-        wanted = None if accounts is None else set(accounts)
-        return [r for r in self.of_period if wanted is None or r.account in wanted]
+        """Those of `of_period` of `accounts` (None: all), found once per digest."""
+        if accounts not in self.received_by_accounts:
+            wanted = None if accounts is None else set(accounts)
+            found = [r for r in self.of_period if wanted is None or r.account in wanted]
+            self.received_by_accounts[accounts] = found
+        return self.received_by_accounts[accounts]
+
+    @cached_property
+    def received_by_accounts(self) -> dict[tuple[str, ...] | None, list[Request]]:
+        return {}
 
     @cached_property
     def account_tallies(self) -> dict[str, Tally]:

@@ -142,7 +142,9 @@ def period_facts(settings: Settings, store: Store, now: datetime, period: Period
         skipped=skipped,
         syncs=store.sync_states(),
         now=now,
-        revisions=digest_revisions(settings, store, earlier, found.earlier, found.requests),
+        revisions=digest_revisions(
+            settings, found.references, earlier, found.earlier, found.requests
+        ),
         lessons=lessons,
         sections=DigestSections.gather(settings, store, period, found.requests, lessons, now),
     )
