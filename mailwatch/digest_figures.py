@@ -9,12 +9,11 @@ history.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailwatch.claims import split_claim_key
 from mailwatch.core.lessons import Lesson, lesson_of
@@ -23,9 +22,11 @@ from mailwatch.core.periods import Period
 from mailwatch.core.stats import (
     Outcome,
     Summary,
-    by_person,
+    Tally,
     late_seconds,
-    summarize,
+    of_person,
+    summary_of,
+    tally,
     wait_seconds,
 )
 from mailwatch.core.trends import periods_with_data, trends
@@ -73,46 +74,57 @@ class PeriodFacts:
         return [r for r in self.requests if self.period.start <= r.received_at < self.period.end]
 
     def received(self, accounts: tuple[str, ...] | None) -> list[Request]:
-        """Those of `of_period` of `accounts` (None: all)."""
-        wanted = None if accounts is None else set(accounts)
-        return [r for r in self.of_period if wanted is None or r.account in wanted]
+        """Those of `of_period` of `accounts` (None: all), found once per digest."""
+        if accounts not in self.received_by_accounts:
+            wanted = None if accounts is None else set(accounts)
+            found = [r for r in self.of_period if wanted is None or r.account in wanted]
+            self.received_by_accounts[accounts] = found
+        return self.received_by_accounts[accounts]
 
     @cached_property
-    def earlier_by_account(self) -> list[dict[str, list[Outcome]]]:
-        """The outcomes of each of `earlier` by account, grouped once for every digest."""
-        groups: list[dict[str, list[Outcome]]] = [{} for _ in self.outcomes]
-        for group, outcomes in zip(groups, self.outcomes, strict=True):
-            for outcome in outcomes:
-                group.setdefault(outcome.account, []).append(outcome)
-        return groups
+    def received_by_accounts(self) -> dict[tuple[str, ...] | None, list[Request]]:
+        return {}
+
+    @cached_property
+    def account_tallies(self) -> dict[str, Tally]:
+        """The requests of `of_period` of each account, tallied once for every digest."""
+        return {account: tally(found) for account, found in _by_account(self.of_period).items()}
+
+    @cached_property
+    def person_tallies(self) -> dict[str, dict[str, Tally]]:
+        """Those of each account, by responsible person (shared: counted for each)."""
+        return {
+            account: {person: tally(group) for person, group in of_person(found).items()}
+            for account, found in _by_account(self.of_period).items()
+        }
+
+    @cached_property
+    def earlier_tallies(self) -> list[dict[str, Tally]]:
+        """The outcomes of each of `earlier`, tallied by account once for every digest."""
+        return [
+            {account: tally(found) for account, found in _by_account(outcomes).items()}
+            for outcomes in self.outcomes
+        ]
 
     def earlier_summaries(self, accounts: tuple[str, ...] | None) -> list[Summary]:
         """The figures of `accounts` (None: all) in each of `earlier`, oldest first."""
-        return [
-            summarize(
-                chain.from_iterable(
-                    found
-                    for account, found in group.items()
-                    if accounts is None or account in accounts
-                )
-            )
-            for group in self.earlier_by_account
-        ]
+        return [_summary_of(tallies, accounts) for tallies in self.earlier_tallies]
 
     def figures(self, recipient: str, accounts: tuple[str, ...] | None) -> dict[str, Any]:
         """The digest of `recipient` over `accounts` (None: the whole agency)."""
         policy = self.settings.policy
         requests = self.received(accounts)
+        summary = _summary_of(self.account_tallies, accounts)
         earlier_summaries = self.earlier_summaries(accounts)
         breaches = _worst_breaches(requests)
         names = accounts if accounts is not None else tuple(a.name for a in policy.accounts)
-        of_account: dict[str, list[Request]] = {name: [] for name in names}
-        for request in requests:
-            of_account.setdefault(request.account, []).append(request)
-        managers: dict[str, list[Request]] = {}
+        of_account = {name: self.account_tallies.get(name, _NOTHING) for name in names}
+        if accounts is None:
+            of_account |= self.account_tallies  # accounts no longer configured too
+        managers: dict[str, list[Tally]] = {}
         for account in policy.accounts:
             if account.manager and account.name in names:
-                managers.setdefault(account.manager, []).extend(of_account[account.name])
+                managers.setdefault(account.manager, []).append(of_account[account.name])
         return {
             "period": {
                 "kind": self.period.kind,
@@ -124,18 +136,18 @@ class PeriodFacts:
             "generated_at": iso(self.now),
             "recipient": recipient,
             "scope": "agency" if accounts is None else list(accounts),
-            "summary": summarize(requests).as_dict(),
+            "summary": summary.as_dict(),
             "accounts": {
-                name: summarize(of_account[name]).as_dict() for name in sorted(of_account)
+                name: summary_of([of_account[name]]).as_dict() for name in sorted(of_account)
             },
-            "managers": {who: summarize(rs).as_dict() for who, rs in sorted(managers.items())},
-            "people": {who: s.as_dict() for who, s in by_person(requests).items()},
+            "managers": {who: summary_of(ts).as_dict() for who, ts in sorted(managers.items())},
+            "people": {who: s.as_dict() for who, s in self.people(accounts).items()},
             "previous": {
                 "key": self.before.key,
                 "label": self.before.label,
                 "summary": earlier_summaries[-1].as_dict(),
             },
-            "trend": self.trend_json(summarize(requests), earlier_summaries),
+            "trend": self.trend_json(summary, earlier_summaries),
             "no_data": not requests and not self.synced_since(self.period.start),
             "worst_waits": [_wait_json(r) for r in _worst(requests)],
             "breaches": [_breach_json(r, lesson_of(r, self.lessons)) for r in breaches],
@@ -149,6 +161,15 @@ class PeriodFacts:
             # digest_text.digest_context, its block in templates/digest*.{html,txt}
             **self.sections.figures(recipient, accounts, requests),
         }
+
+    def people(self, accounts: tuple[str, ...] | None) -> dict[str, Summary]:
+        """Per responsible person, over the requests of `accounts` (None: all)."""
+        tallies: dict[str, list[Tally]] = {}
+        for account, persons in self.person_tallies.items():
+            if accounts is None or account in accounts:
+                for person, found in persons.items():
+                    tallies.setdefault(person, []).append(found)
+        return {person: summary_of(found) for person, found in sorted(tallies.items())}
 
     def trend_json(self, current: Summary, earlier: Sequence[Summary]) -> dict[str, Any]:
         """Compliance, volume and median reply against the period before and the average
@@ -253,6 +274,24 @@ class PeriodFacts:
                     }
                 )
         return {"mailboxes": len(self.settings.mailboxes), "gaps": gaps}
+
+
+_NOTHING = tally(())  # of an account that received no request
+_Grouped = TypeVar("_Grouped", Request, Outcome)
+
+
+def _summary_of(tallies: Mapping[str, Tally], accounts: tuple[str, ...] | None) -> Summary:
+    """The summary of the requests of `accounts` (None: all) from their tallies."""
+    return summary_of(
+        t for account, t in tallies.items() if accounts is None or account in accounts
+    )
+
+
+def _by_account(requests: Iterable[_Grouped]) -> dict[str, list[_Grouped]]:
+    groups: dict[str, list[_Grouped]] = {}
+    for request in requests:
+        groups.setdefault(request.account, []).append(request)
+    return groups
 
 
 def _worst(requests: Sequence[Request]) -> list[Request]:

@@ -28,6 +28,7 @@ from mailwatch.revisions import first_agency_report
 if TYPE_CHECKING:
     from mailwatch.config import Settings
     from mailwatch.store.evaluation import StoredOutcome
+    from mailwatch.store.figures import ReportedFigures
     from mailwatch.store.repository import Store
 
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 class DigestRequests:
     requests: list[Request]  # in full, as of now: the period's and later, and those picked
     earlier: list[list[Outcome]]  # as of now: those received in each earlier period
+    references: list[ReportedFigures | None]  # the first agency report of each earlier period
 
 
 def digest_requests(
@@ -48,11 +50,11 @@ def digest_requests(
 ) -> DigestRequests:
     """`earlier`: the periods before `period` its digests compare with, oldest first;
     `skipped_openers`: the requests whose nudges were skipped in the period."""
+    reported = [first_agency_report(store, p.key) for p in earlier]
     if is_historical(store, now):
         found = requests_as_of(settings, store, now, since=earlier[0].start)
-        return DigestRequests(found, _by_period(found, earlier))
+        return DigestRequests(found, _by_period(found, earlier), reported)
     refresh_requests(settings, store, now)
-    reported = [first_agency_report(store, p.key) for p in earlier]
     statuses = {index: r.statuses for index, r in enumerate(reported) if r is not None}
 
     def in_full(stored: StoredOutcome) -> bool:
@@ -76,7 +78,7 @@ def digest_requests(
     as_of_now = _by_period([r for r in picked if not _final(r)], earlier)
     for index, measured in enumerate(as_of_now):
         outcomes[index] += measured
-    return DigestRequests(picked + later, outcomes)
+    return DigestRequests(picked + later, outcomes, reported)
 
 
 def _by_period(requests: Sequence[Request], periods: Sequence[Period]) -> list[list[Outcome]]:

@@ -107,17 +107,17 @@ def lookback(period: Period, timezone: str) -> list[Period]:
 
 def digest_revisions(
     settings: Settings,
-    store: Store,
+    references: Sequence[ReportedFigures | None],
     earlier: Sequence[Period],
     outcomes: Sequence[Sequence[Outcome]],
     requests: Sequence[Request],
 ) -> list[dict[str, Any]]:
-    """The revisions to the `earlier` periods, oldest first; as of today, `outcomes`: those
-    of the requests received in each; `requests`: in full, at least each whose status
-    changed since its period was reported (any others are passed over)."""
+    """The revisions to the `earlier` periods, oldest first, against `references`: the first
+    agency report of each (`first_agency_report`); as of today, `outcomes`: those of the
+    requests received in each; `requests`: in full, at least each whose status changed
+    since its period was reported (any others are passed over)."""
     found = []
-    for period, within in zip(earlier, outcomes, strict=True):
-        reference = first_agency_report(store, period.key)
+    for period, reference, within in zip(earlier, references, outcomes, strict=True):
         if reference is None:
             continue
         changed = [r for r in requests if period.start <= r.received_at < period.end]

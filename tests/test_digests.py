@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailwatch import digests
+from mailwatch.adapters.render import RenderedEmail, Renderer
 from mailwatch.bootstrap import make_mailer, make_renderer
 from mailwatch.config import MailboxSettings, Secret, Settings, SmtpSettings
 from mailwatch.core.model import Waiver
@@ -188,6 +191,31 @@ def test_managers_and_backups_get_the_figures_of_their_own_accounts(smtp_server,
     assert "Compliance: 33%" in alice and "Globex" not in alice
     assert "Compliance: 100%" in carol and "Acme" not in carol
     assert "Acme Ltd, Globex" in mails["bob@rouge.example"]["Subject"]
+
+
+class CollectorWatchingRenderer(Renderer):
+    """The packaged templates, noting whether Python's cyclic garbage collector was on as
+    each digest was rendered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collecting: list[bool] = []
+
+    def render(self, name: str, context: dict[str, Any]) -> RenderedEmail:
+        self.collecting.append(gc.isenabled())
+        return super().render(name, context)
+
+
+def test_a_period_s_digests_are_built_with_the_cyclic_collector_paused_and_it_runs_after(
+    smtp_server, week
+):
+    renderer = CollectorWatchingRenderer()
+    period = last_complete("week", NOW, "UTC")
+
+    built = digests.build_digests(settings_for(smtp_server), week, NOW, period, renderer)
+
+    assert renderer.collecting == [False] * len(built) and len(built) == 4
+    assert gc.isenabled()
 
 
 def test_a_digest_is_sent_once_only_even_after_a_restart(smtp_server, week, store_url):

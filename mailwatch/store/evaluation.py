@@ -5,7 +5,6 @@ out-of-office replies, the computed requests, and named state rows."""
 from __future__ import annotations
 
 import heapq
-import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,7 +43,14 @@ from mailwatch.store.db import (
     writing,
 )
 from mailwatch.store.privacy import retention_horizon
-from mailwatch.store.rows import REQUEST_COLUMNS, json_as_text, read_requests, request_row
+from mailwatch.store.rows import (
+    REQUEST_COLUMNS,
+    STATUSES,
+    json_as_text,
+    json_strings,
+    read_requests,
+    request_row,
+)
 from mailwatch.store.tables import COPIES, MESSAGES, PEOPLE, REFERENCES, REQUESTS
 
 
@@ -60,14 +66,7 @@ class StoredOutcome(NamedTuple):
 
     @property
     def messages(self) -> list[str]:
-        text = self.messages_json
-        # a list of strings as stored (`["a", "b"]`): with no backslash no value holds an
-        # escape or a quote, so splitting it gives the values as decoding would, in a
-        # fraction of the time; anything else is decoded
-        if text.startswith('["') and text.endswith('"]') and "\\" not in text and '","' not in text:
-            return text[2:-2].split('", "')
-        found: list[str] = json.loads(text)
-        return found
+        return json_strings(self.messages_json)
 
 
 class EvaluationStore(Database):
@@ -283,6 +282,7 @@ class EvaluationStore(Database):
         # the period of each request told by the database: a time read back from SQLite is
         # parsed from text, the larger part of reading these few columns
         period = case(*((REQUESTS.c.received_at < end, index) for index, end in enumerate(ends)))
+        waived = REQUESTS.c.status == Status.WAIVED.value
         light = (
             select(
                 REQUESTS.c.id,
@@ -291,8 +291,9 @@ class EvaluationStore(Database):
                 REQUESTS.c.account,
                 REQUESTS.c.status,
                 REQUESTS.c.response_seconds,
-                REQUESTS.c.answered_at.is_not(None).label("answered"),
-                json_as_text(REQUESTS.c.waiver),
+                or_(REQUESTS.c.answered_at.is_not(None), waived).label("final"),
+                # only a waived request has a waiver to read: the others hold JSON null
+                case((waived, REQUESTS.c.waiver["seen_at"].as_string())).label("seen_at"),
                 json_as_text(REQUESTS.c.messages),
             )
             .where(REQUESTS.c.received_at >= periods[0].start, REQUESTS.c.received_at < ends[-1])
@@ -302,11 +303,11 @@ class EvaluationStore(Database):
         with reading(self.engine) as conn:
             outcomes: list[list[StoredOutcome]] = [[] for _ in periods]
             picked = []
-            for row in conn.execute(light):
-                stored = _stored_outcome(row)
+            for row_id, *columns in _driver_rows(conn, light):
+                stored = _stored_outcome(*columns)
                 outcomes[stored.period].append(stored)
                 if in_full(stored):
-                    picked.append(row.id)
+                    picked.append(row_id)
             found = [
                 request
                 for ids in chunks(picked)
@@ -519,17 +520,29 @@ def _union(parent: array[int], a: int, b: int) -> None:
         parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
-_STATUSES = {status.value: status for status in Status}  # a lookup: tens of thousands of rows
+def _driver_rows(conn: Connection, query: Select[Any]) -> Iterator[Any]:
+    """The rows of `query` as the driver gives them, for tens of thousands of rows of
+    columns that need no conversion: SQLAlchemy's rows cost as much again as the driver's
+    (the query still bound and compiled by SQLAlchemy)."""
+    with conn.execute(query) as result:
+        while rows := result.cursor.fetchmany(CHUNK):
+            yield from rows
 
 
-def _stored_outcome(row: Any) -> StoredOutcome:
-    status = _STATUSES[row.status]
-    # only a waived request has a waiver to read: the others hold JSON null
-    waiver = json.loads(row.waiver) if status is Status.WAIVED else None
+def _stored_outcome(
+    period: int,
+    opened_by: str,
+    account: str,
+    status: str,
+    response_seconds: int | None,
+    final: bool | int,  # 1 or 0 from SQLite
+    seen_at: str | None,
+    messages: str,
+) -> StoredOutcome:
     return StoredOutcome(
-        outcome=Outcome(row.opened_by, row.account, status, row.response_seconds),
-        period=row.period,
-        final=bool(row.answered) or status is Status.WAIVED,
-        waiver_seen_at=datetime.fromisoformat(waiver["seen_at"]) if waiver else None,
-        messages_json=row.messages,
+        outcome=Outcome(opened_by, account, STATUSES[status], response_seconds),
+        period=period,
+        final=bool(final),
+        waiver_seen_at=None if seen_at is None else datetime.fromisoformat(seen_at),
+        messages_json=messages,
     )

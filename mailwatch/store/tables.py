@@ -28,6 +28,7 @@ SQLModel.metadata.naming_convention = {
 HUMAN_STAFF_MAIL = text("role = 'staff' AND automated IS NULL")
 # a query the partial index below serves says it in these words: SQLite matches the text
 HUMAN_CLIENT_MAIL = text("role = 'client' AND automated IS NULL")
+HUMAN_OTHER_MAIL = text("role = 'other' AND automated IS NULL")
 AWAITING_EVALUATION = text("dirty > 0")
 
 
@@ -52,6 +53,14 @@ class MessageRow(SQLModel, table=True):
             "arrived_at",
             sqlite_where=HUMAN_CLIENT_MAIL,
             postgresql_where=HUMAN_CLIENT_MAIL,
+        ),
+        # "which outside senders wrote in this period?" (senders nobody configured): the
+        # few of them, where the period's messages were read to find them
+        Index(
+            "ix_message_human_other_mail",
+            "arrived_at",
+            sqlite_where=HUMAN_OTHER_MAIL,
+            postgresql_where=HUMAN_OTHER_MAIL,
         ),
         # the few messages awaiting evaluation, in arrival order; a full index on `dirty`
         # (0 for nearly every row) lured SQLite off the key index in the privacy reduction

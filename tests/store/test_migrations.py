@@ -336,7 +336,7 @@ def test_0010_adds_the_index_of_human_client_mail_and_its_downgrade_drops_it(sto
     try:
         upgrade_to(store, "0009")
         before = message_indexes(store)
-        store.upgrade()
+        upgrade_to(store, "0010")
         upgraded = message_indexes(store)
         alembic = alembic_config()
         with writing(store.engine) as conn:
@@ -347,4 +347,28 @@ def test_0010_adds_the_index_of_human_client_mail_and_its_downgrade_drops_it(sto
         store.close()
 
     assert upgraded - before == {"ix_message_human_client_mail"}
+    assert downgraded == before
+
+
+# ---------------------------------------------------------------- 0011: human other mail index
+
+
+def test_0011_adds_the_index_of_human_mail_from_outside_senders_and_its_downgrade_drops_it(
+    store_url: str,
+):
+    store = Store(store_url)
+    try:
+        upgrade_to(store, "0010")
+        before = message_indexes(store)
+        store.upgrade()
+        upgraded = message_indexes(store)
+        alembic = alembic_config()
+        with writing(store.engine) as conn:
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0010")
+        downgraded = message_indexes(store)
+    finally:
+        store.close()
+
+    assert upgraded - before == {"ix_message_human_other_mail"}
     assert downgraded == before

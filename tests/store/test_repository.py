@@ -452,6 +452,32 @@ def test_the_last_contact_of_each_client_is_looked_up_in_an_index_not_by_scannin
     assert reads and all("ix_message_human_client_mail" in line for line in reads), plan
 
 
+def test_outside_senders_staff_replied_to_are_found_in_an_index_not_by_reading_the_period(
+    store: Store,
+):
+    statements: list[tuple[str, object]] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def keep(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "message_ref" in statement:
+            statements.append((statement, parameters))
+
+    store.unconfigured_senders(T0, T0 + timedelta(days=7))
+    event.remove(store.engine, "before_cursor_execute", keep)
+    ((statement, parameters),) = statements
+    sqlite = store.engine.dialect.name == "sqlite"
+    with store.engine.begin() as conn:
+        if not sqlite:  # on a handful of rows PostgreSQL would rather read them all
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        plan = [str(row[-1]) for row in conn.exec_driver_sql(explain + statement, parameters)]
+
+    # the outside sender's mail, counted and replied to: both read from the index of it
+    reads = [line for line in plan if READS.search(line) and "ix_message_human_other_mail" in line]
+    assert len(reads) == 2, plan
+    assert not any("ix_message_arrived_at" in line or "SCAN message" in line for line in plan)
+
+
 def test_replacing_requests_drops_the_ones_no_longer_computed(store: Store):
     replace_requests(store, [a_request("<a@acme.example>", T0)], T0)
     fresh = a_request("<b@acme.example>", T0 + timedelta(hours=1))
