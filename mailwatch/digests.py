@@ -17,12 +17,9 @@ This module reads the store and sends; the figures are `digest_figures.py`'s, th
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from mailwatch.adapters.render import RenderedEmail, Renderer
 from mailwatch.adapters.smtp import Mailer, NotConfigured, TransportError, compose
 from mailwatch.claims import DIGEST, SKIPPED, digest_key, split_claim_key
+from mailwatch.collector import collector_paused
 from mailwatch.core.model import Policy, Request
 from mailwatch.core.periods import Period, last_complete
 from mailwatch.digest_figures import PeriodFacts
@@ -107,23 +105,8 @@ def send_digests(
 def build_digests(
     settings: Settings, store: Store, now: datetime, period: Period, renderer: Renderer
 ) -> list[Digest]:
-    with _collector_paused():
+    with collector_paused():
         return digests_of(period_facts(settings, store, now, period), renderer)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused while the digests of a period are built: the
-    build keeps the hundreds of thousands of small objects it makes (the requests and
-    outcomes of five periods) and makes few cycles, yet the collector went over all of them
-    again and again, a quarter of the build at a million messages.  It catches up after."""
-    paused = gc.isenabled()  # a build in another thread may have paused it already
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
 
 
 def period_facts(settings: Settings, store: Store, now: datetime, period: Period) -> PeriodFacts:
