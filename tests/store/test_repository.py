@@ -7,6 +7,7 @@ import multiprocessing
 import re
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -428,25 +429,35 @@ def test_a_stored_outcome_gives_its_messages_as_decoding_their_json_would(
     assert stored.messages == keys
 
 
-def test_the_last_contact_of_each_client_is_looked_up_in_an_index_not_by_scanning_mail(
-    store: Store,
-):
+def query_plan(store: Store, marker: str, call: Callable[[], object]) -> list[str]:
+    """The plan of the one statement holding `marker` that `call` runs (PostgreSQL told to
+    prefer an index, as it would on more than a handful of rows)."""
     statements: list[tuple[str, object]] = []
 
     @event.listens_for(store.engine, "before_cursor_execute")
     def keep(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if "max(message.arrived_at)" in statement:
+        if marker in statement:
             statements.append((statement, parameters))
 
-    store.last_contacts(T0, lambda address: "Acme Ltd", ["Acme Ltd"])
+    call()
     event.remove(store.engine, "before_cursor_execute", keep)
     ((statement, parameters),) = statements
     sqlite = store.engine.dialect.name == "sqlite"
     with store.engine.begin() as conn:
-        if not sqlite:  # on a handful of rows PostgreSQL would rather read them all
+        if not sqlite:
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-        plan = [str(row[-1]) for row in conn.exec_driver_sql(explain + statement, parameters)]
+        return [str(row[-1]) for row in conn.exec_driver_sql(explain + statement, parameters)]
+
+
+def test_the_last_contact_of_each_client_is_looked_up_in_an_index_not_by_scanning_mail(
+    store: Store,
+):
+    plan = query_plan(
+        store,
+        "max(message.arrived_at)",
+        lambda: store.last_contacts(T0, lambda address: "Acme Ltd", ["Acme Ltd"]),
+    )
 
     reads = [line for line in plan if " message" in line and READS.search(line)]
     assert reads and all("ix_message_human_client_mail" in line for line in reads), plan
@@ -455,22 +466,9 @@ def test_the_last_contact_of_each_client_is_looked_up_in_an_index_not_by_scannin
 def test_outside_senders_staff_replied_to_are_found_in_an_index_not_by_reading_the_period(
     store: Store,
 ):
-    statements: list[tuple[str, object]] = []
-
-    @event.listens_for(store.engine, "before_cursor_execute")
-    def keep(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if "message_ref" in statement:
-            statements.append((statement, parameters))
-
-    store.unconfigured_senders(T0, T0 + timedelta(days=7))
-    event.remove(store.engine, "before_cursor_execute", keep)
-    ((statement, parameters),) = statements
-    sqlite = store.engine.dialect.name == "sqlite"
-    with store.engine.begin() as conn:
-        if not sqlite:  # on a handful of rows PostgreSQL would rather read them all
-            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-        plan = [str(row[-1]) for row in conn.exec_driver_sql(explain + statement, parameters)]
+    plan = query_plan(
+        store, "message_ref", lambda: store.unconfigured_senders(T0, T0 + timedelta(days=7))
+    )
 
     # the outside sender's mail, counted and replied to: both read from the index of it
     reads = [line for line in plan if READS.search(line) and "ix_message_human_other_mail" in line]
