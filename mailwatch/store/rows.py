@@ -78,41 +78,25 @@ def messages_with_copies(
     ordered = copies.order_by(COPIES.c.message_id, COPIES.c.id)
     for row in conn.execute(ordered).mappings():
         copies_of[row["message_id"]].append(_copy(row))
-    decoded = _decoder()
     # a light copy is read without its rule headers (`message_columns`)
     with_headers = bool(rows) and "headers" in rows[0]
-    return [_message(row, copies_of[row["id"]], decoded, with_headers) for row in rows]
+    return [_message(row, copies_of[row["id"]], with_headers) for row in rows]
 
 
-def _decoder() -> Callable[[Any], Any]:
-    """A JSON column's value, decoded from text once per distinct text (read as text by
-    `message_columns`; a whole row selected is decoded by the column type already)."""
-    repeated = lru_cache(maxsize=4096)(json.loads)
-
-    def decoded(value: Any) -> Any:
-        return repeated(value) if isinstance(value, str) else value
-
-    return decoded
-
-
-def _message(
-    row: RowMapping, copies: list[Copy], decoded: Callable[[Any], Any], with_headers: bool
-) -> Message:
-    # Addresses repeat across thousands of messages: one string each keeps a first
-    # evaluation of years of mail within memory.
+def _message(row: RowMapping, copies: list[Copy], with_headers: bool) -> Message:
     return Message(
         key=row["key"],
         from_addr=_shared(row["from_addr"]),
         from_name=row["from_name"],
         sender_addr=_shared(row["sender_addr"]),
-        to=tuple(map(sys.intern, decoded(row["to"]))),
-        cc=tuple(map(sys.intern, decoded(row["cc"]))),
-        bcc=tuple(map(sys.intern, decoded(row["bcc"]))),
+        to=_addresses(row["to"]),
+        cc=_addresses(row["cc"]),
+        bcc=_addresses(row["bcc"]),
         subject=row["subject"],
         date=_time(row["date"]),
         received_time=_time(row["received_time"]),
-        in_reply_to=tuple(_references(row["in_reply_to"])),
-        references=tuple(_references(row["references"])),
+        in_reply_to=_message_ids(row["in_reply_to"]),
+        references=_message_ids(row["references"]),
         thread_index=row["thread_index"],
         headers=_rule_headers(row["headers"]) if with_headers else (),
         courtesy=row["courtesy"],
@@ -126,19 +110,31 @@ def threading_copy(row: Any) -> Message:
     return Message(
         key=row.key,
         from_addr=_shared(row.from_addr),
-        to=tuple(map(sys.intern, _json_list(row.to))),
-        cc=tuple(map(sys.intern, _json_list(row.cc))),
-        bcc=tuple(map(sys.intern, _json_list(row.bcc))),
+        to=_addresses(row.to),
+        cc=_addresses(row.cc),
+        bcc=_addresses(row.bcc),
         subject=row.subject,
-        in_reply_to=tuple(_json_list(row.in_reply_to)),
-        references=tuple(_json_list(row.references)),
+        in_reply_to=_message_ids(row.in_reply_to),
+        references=_message_ids(row.references),
     )
 
 
+def _addresses(value: str | list[str]) -> tuple[str, ...]:
+    """A list of addresses as read by `message_columns` (text), or by the column type."""
+    return _decoded_addresses(value) if isinstance(value, str) else tuple(map(sys.intern, value))
+
+
 @lru_cache(maxsize=4096)
-def _json_list(text: str) -> list[str]:
-    # the same lists of addresses recur across thousands of messages: decoded once each
-    return [] if text == "[]" else json.loads(text)
+def _decoded_addresses(text: str) -> tuple[str, ...]:
+    # Addresses repeat across thousands of messages: each list decoded once, and one string
+    # each keeps a first evaluation of years of mail within memory
+    return tuple(map(sys.intern, json_strings(text)))
+
+
+def _message_ids(value: str | list[str]) -> tuple[str, ...]:
+    """A list of Message-IDs as read by `message_columns` (text), or by the column type:
+    each is of one thread, so not worth a cache."""
+    return tuple(json_strings(value) if isinstance(value, str) else value)
 
 
 def _rule_headers(value: str | list[list[str]]) -> tuple[tuple[str, str], ...]:
@@ -152,14 +148,6 @@ def _rule_headers(value: str | list[list[str]]) -> tuple[tuple[str, str], ...]:
 @lru_cache(maxsize=4096)
 def _decoded_rule_headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((name, value) for name, value in json.loads(text))
-
-
-def _references(value: Any) -> Any:
-    """A list of Message-IDs as read by `message_columns`: each one is of one thread, so
-    decoded without the cache the recurring lists of addresses go through."""
-    if value == "[]":
-        return ()
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _shared(text: str | None) -> str | None:
@@ -246,8 +234,10 @@ def read_requests(conn: Connection, query: Select[Any]) -> list[Request]:
 def json_strings(text: str) -> list[str]:
     """A JSON list of strings as stored (`["a", "b"]`), decoded: with no backslash no value
     holds an escape or a quote, so splitting it gives the values as decoding would, in a
-    fraction of the time (a request's messages, thousands of them); anything else is
-    decoded."""
+    fraction of the time (a request's messages, a message's addresses and references,
+    hundreds of thousands of them); anything else is decoded."""
+    if text == "[]":
+        return []
     if text.startswith('["') and text.endswith('"]') and "\\" not in text and '","' not in text:
         return text[2:-2].split('", "')
     found: list[str] = json.loads(text)
