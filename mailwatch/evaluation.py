@@ -35,6 +35,7 @@ from mailwatch.evaluation_parts import (
     evaluate_messages,
     evaluated_part,
     save_classified,
+    stored_verdicts,
 )
 from mailwatch.evaluation_workers import Workers, worker_processes
 from mailwatch.privacy_policy import UNRELATED_MAIL
@@ -206,7 +207,7 @@ def _evaluate_everything(
     alone = [i for i in outside if i not in threaded]
     for ids in _pages(alone, EVALUATION_BATCH):
         part = store.loaded_by_ids(ids)
-        found = evaluated_part(settings, now, context, part, _verdicts(part))
+        found = evaluated_part(settings, now, context, part, stored_verdicts(part))
         run.save(found, _changes_seen(seen))
     run.finish(fingerprint)
     _reduce(settings, store, None, now)
@@ -216,10 +217,6 @@ def _evaluate_everything(
 def _pages(values: list[Value], size: int) -> Iterator[list[Value]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _verdicts(part: list[Loaded]) -> dict[str, str | None]:
-    return {row.message.key: row.automated for row in part}
 
 
 def _changes_seen(seen: array[int]) -> Callable[[int, str], int]:

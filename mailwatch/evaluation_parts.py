@@ -106,6 +106,11 @@ class PartEvaluation:
     set_aside: tuple[str, ...]  # a line for each thread whose evaluation failed
 
 
+def stored_verdicts(part: list[Loaded]) -> dict[str, str | None]:
+    """Each message's automation verdict as its classification stored it."""
+    return {row.message.key: row.automated for row in part}
+
+
 def evaluated_part(
     settings: Settings,
     now: datetime,

@@ -30,6 +30,7 @@ from mailwatch.evaluation_parts import (
     classified,
     evaluated_part,
     save_classified,
+    stored_verdicts,
 )
 from mailwatch.store.repository import Store
 
@@ -59,7 +60,7 @@ class _Work:
         """Read and evaluate a part: each message's thread, by key."""
         with collector_paused():
             part = self.store.loaded_by_keys(thread_of, rule_headers)
-            verdicts = {row.message.key: row.automated for row in part}
+            verdicts = stored_verdicts(part)
             return evaluated_part(self.settings, now, context, part, verdicts, thread_of)
 
 
@@ -167,7 +168,11 @@ def worker_processes(store: Store, messages: int, from_size: int) -> int:
     in_memory = store.dialect == "sqlite" and store.url.database in (None, "", ":memory:")
     if messages < from_size or in_memory:
         return 0
-    cores = len(os.sched_getaffinity(0))
+    # the cores this process may use (a container's share); where that is not told, all
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     return min(cores, MOST_WORKERS) if cores > 1 else 0
 
 
