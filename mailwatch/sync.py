@@ -8,7 +8,6 @@ starts where the last stored batch ended.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import logging
@@ -16,13 +15,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from threading import Event
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import (
     Batch,
-    FetchedMessage,
     Folder,
     FolderError,
     FolderStatus,
@@ -33,13 +31,12 @@ from mailwatch.adapters.imap import (
     connect,
     open_mailbox,
 )
-from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.config import ConfigError
 from mailwatch.core.addresses import Directory
-from mailwatch.core.model import Checkpoint, Copy, Message, Role
-from mailwatch.core.times import trusted_times
+from mailwatch.core.model import Checkpoint, Message, Role
 from mailwatch.progress import Progress, Task
-from mailwatch.store.repository import LoginRefusal, StoredMessage
+from mailwatch.store.repository import LoginRefusal
+from mailwatch.sync_batches import FolderBatches
 
 if TYPE_CHECKING:
     from mailwatch.config import MailboxSettings, Settings, SyncSettings
@@ -459,14 +456,13 @@ def poll_folder(
         fetched = new = quarantined = 0
         task: Task | None = None
         finished = True
+        batches = FolderBatches(opened, store, now, sync.waive_keyword, wants_body)
         try:
-            for batch in opened.new_messages(checkpoint, since, sync.batch_size):
-                stored = with_courtesy(
-                    to_store(batch, folder, sync, store, now), opened, wants_body
-                )
+            for done in batches.stored(opened.new_messages(checkpoint, since, sync.batch_size)):
+                batch = done.batch
                 fetched += len(batch.messages)
-                quarantined += len(batch.messages) - len(stored)
-                new += store.add_messages(stored, batch.checkpoint)
+                quarantined += done.quarantined
+                new += done.new
                 if history.progress is not None:
                     task = task or history.progress.task(f"{mailbox}/{folder.name}", batch.total)
                     task.update(batch.done)
@@ -570,76 +566,4 @@ def too_many_resets(mailbox: str, folder: Folder) -> str:
     return (
         f"{mailbox}/{folder.name}: UIDVALIDITY changed more than {MAX_RESETS} times in 24 h; "
         "not re-syncing it again today: check the server"
-    )
-
-
-def with_courtesy(
-    stored: list[StoredMessage], opened: OpenFolder, wants_body: Callable[[Message], bool]
-) -> list[StoredMessage]:
-    """Read the first bytes of the messages that may be a "thanks!" after an answer (a
-    client's reply), and mark those whose text only thanks or acknowledges."""
-    candidates = {
-        item.uid: item
-        for item in stored
-        if item.uid is not None
-        and not item.message.copies[0].sent_folder
-        and wants_body(item.message)
-    }
-    prefixes = opened.body_prefixes(sorted(candidates))
-    result = []
-    for item in stored:
-        prefix = prefixes.get(item.uid) if item.uid is not None else None
-        if prefix and courtesy_of(item.raw_headers, prefix):
-            item = dataclasses.replace(
-                item, message=dataclasses.replace(item.message, courtesy=True)
-            )
-        result.append(item)
-    return result
-
-
-def to_store(
-    batch: Batch, folder: Folder, sync: SyncSettings, store: Store, now: datetime
-) -> list[StoredMessage]:
-    """The batch as StoredMessages; one that cannot be parsed is quarantined instead."""
-    stored = []
-    checkpoint = batch.checkpoint
-    for fetched in batch.messages:
-        location = f"{checkpoint.mailbox}/{folder.name} uid {fetched.uid}"
-        try:
-            stored.append(stored_message(fetched, checkpoint, location, sync, now))
-        except Exception as error:  # one bad message never stops the sync
-            where = {"mailbox": checkpoint.mailbox, "folder": folder.name}
-            log.warning("%s: quarantined: %s", location, error, extra=where)
-            store.quarantine(location, f"{type(error).__name__}: {error}", fetched.raw_headers, now)
-    return stored
-
-
-def stored_message(
-    fetched: FetchedMessage,
-    checkpoint: Checkpoint,
-    location: str,
-    sync: SyncSettings,
-    now: datetime,
-) -> StoredMessage:
-    message = parse_message(fetched.raw_headers)
-    keyword = sync.waive_keyword.lower() in (flag.lower() for flag in fetched.flags)
-    copy = Copy(
-        mailbox=checkpoint.mailbox,
-        folder=checkpoint.folder,
-        sent_folder=fetched.sent,
-        internal_date=fetched.internal_date,
-        received_time=message.received_time,
-        waive_keyword=keyword,
-        waive_folder=fetched.waive_folder,
-        waive_seen_at=now if keyword or fetched.waive_folder else None,
-        gm_thrid=fetched.gm_thrid,
-    )
-    # seen today, even when `now` is an instant in the past
-    seen = max(now, datetime.now(UTC))
-    return StoredMessage(
-        message=trusted_times(dataclasses.replace(message, copies=(copy,)), seen),
-        raw_headers=fetched.raw_headers,
-        uidvalidity=checkpoint.uidvalidity,
-        uid=fetched.uid,
-        location=location,
     )

@@ -1,0 +1,183 @@
+"""A long first sync parses in a process of its own, batches ahead of the storing: against
+the real Dovecot, it stores exactly what a poll parsing in its own process stores, and a
+stop or a server lost midway loses and doubles nothing."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mailwatch import sync_batches
+from mailwatch.config import Settings
+from mailwatch.core.model import Account, Policy
+from mailwatch.progress import Progress
+from mailwatch.store.repository import Store
+from mailwatch.sync import SyncHistory, poll_all, poll_mailbox
+from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
+from tests.test_sync import StopAfterFirstBatch
+
+pytestmark = pytest.mark.dovecot
+
+
+class CountedPool(ProcessPoolExecutor):
+    """The parsing process's pool, counted as it is started."""
+
+    started = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        CountedPool.started += 1
+
+
+def parse_apart(monkeypatch: pytest.MonkeyPatch) -> type[CountedPool]:
+    """From now on every poll parses in a process of its own, however few its new messages."""
+    CountedPool.started = 0
+    monkeypatch.setattr(sync_batches, "PARSE_APART_FROM", 0)
+    monkeypatch.setattr(sync_batches, "ProcessPoolExecutor", CountedPool)
+    return CountedPool
+
+
+@pytest.fixture
+def parsing_apart(monkeypatch: pytest.MonkeyPatch) -> type[CountedPool]:
+    return parse_apart(monkeypatch)
+
+
+def a_store(path: Path) -> Store:
+    store = Store(f"sqlite:///{path}")
+    store.upgrade()
+    return store
+
+
+def mixed_mailbox(dovecot):
+    """Client questions, replies (one only thanks), staff replies in Sent, a message with the
+    waive keyword and one with no header at all: every path of a batch."""
+    user = dovecot.new_user("alice")
+    reply = "In-Reply-To: <r0@agency.test>\r\n"
+    inbox = [
+        mail("<q0@acme.example>"),
+        mail("<t1@acme.example>", subject="Re: Banner", body="Thanks, perfect!", extra=reply),
+        b"\r\n\r\nno header at all\r\n",
+        mail("<q3@acme.example>", body="Thanks! And the logo?", extra=reply),
+        mail("<q4@acme.example>", subject="Invoice"),
+        mail("<t5@acme.example>", subject="Re: Invoice", body="Thank you!", extra=reply),
+        mail("<q6@acme.example>", subject="Outage"),
+    ]
+    for number, raw in enumerate(inbox):
+        flags = ("$NoReplyNeeded",) if number == 4 else ()
+        dovecot.append(user, "INBOX", raw, hours_ago(20 - number), flags)
+    for number in range(5):
+        staff = mail(f"<s{number}@agency.test>", sender="alice@agency.test", extra=reply)
+        dovecot.append(user, "Sent", staff, hours_ago(10 - number))
+    return user
+
+
+def agency(dovecot, user, tmp_path, **sync_changes) -> Settings:
+    return Settings(
+        source=Path("mailwatch.toml"),
+        agency_name="Agency",
+        policy=Policy(
+            agency_domains=("agency.test",), accounts=(Account("Acme", domains=("acme.example",)),)
+        ),
+        mailboxes=(mailbox_settings(dovecot, user, tmp_path),),
+        sync=sync_settings(**sync_changes),
+    )
+
+
+def stored(store: Store) -> tuple[object, ...]:
+    messages = sorted(store.load_messages(), key=lambda message: message.key)
+    return (
+        messages,
+        [(q.location, q.error) for q in store.quarantined()],
+        [store.checkpoint("alice", folder) for folder in ("INBOX", "Sent")],
+    )
+
+
+def test_a_sync_parsed_in_a_process_of_its_own_stores_what_one_parsed_in_the_polling_process_stores(
+    dovecot, tmp_path, monkeypatch
+):
+    user = mixed_mailbox(dovecot)
+    settings = agency(dovecot, user, tmp_path, batch_size=2)
+    in_process = a_store(tmp_path / "in-process.db")
+    poll_all(settings, in_process, NOW)
+    pool = parse_apart(monkeypatch)
+    apart = a_store(tmp_path / "apart.db")
+
+    results = poll_all(settings, apart, NOW)
+
+    assert pool.started == 2  # one per folder
+    assert [(f.folder, f.fetched, f.quarantined) for f in results[0].folders] == [
+        ("Sent", 5, 0),
+        ("INBOX", 7, 1),
+    ]
+    assert stored(apart) == stored(in_process)
+    courteous = {m.key for m in apart.load_messages() if m.courtesy}
+    assert courteous == {"<t1@acme.example>", "<t5@acme.example>"}
+    (waived,) = [m for m in apart.load_messages() if m.copies[0].waive_keyword]
+    assert waived.key == "<q4@acme.example>"
+
+
+def test_a_sync_parsing_apart_stopped_midway_keeps_whole_batches_and_goes_on_from_there(
+    dovecot, store, tmp_path, parsing_apart
+):
+    user = dovecot.new_user("alice")
+    for number in range(30):
+        dovecot.append(user, "INBOX", mail(f"<m{number}@acme.example>"), hours_ago(30 - number))
+    stopping = threading.Event()
+    history = SyncHistory(
+        keeps_sessions=False, progress=Progress(lambda *_: stopping.set(), 0.0, shown_from=1)
+    )
+    history.stopping = stopping
+    settings = mailbox_settings(dovecot, user, tmp_path, folders=("INBOX",))
+
+    stopped = poll_mailbox(settings, sync_settings(batch_size=5), store, NOW, history)
+    after_stop = sorted(m.key for m in store.load_messages())
+    checkpoint = store.checkpoint("alice", "INBOX")
+    resumed = poll_mailbox(settings, sync_settings(batch_size=5), store, NOW)
+
+    assert [(f.fetched, f.finished) for f in stopped.folders] == [(5, False)]
+    # the batches parsed ahead of the stop were not stored: the checkpoint is the first one's
+    assert len(after_stop) == 5 and checkpoint is not None and checkpoint.last_uid == 5
+    assert (resumed.fetched, resumed.new_messages) == (25, 25)
+    assert [len(m.copies) for m in store.load_messages()] == [1] * 30
+    assert parsing_apart.started == 2
+
+
+def test_a_server_lost_while_batches_are_parsed_ahead_loses_and_doubles_nothing(
+    dovecot, store, tmp_path, parsing_apart
+):
+    user = dovecot.new_user("alice")
+    for number in range(12):
+        dovecot.append(user, "INBOX", mail(f"<m{number}@acme.example>"), hours_ago(12 - number))
+    settings = mailbox_settings(dovecot, user, tmp_path, folders=("INBOX",))
+
+    try:
+        lost = poll_mailbox(
+            settings, sync_settings(batch_size=2), StopAfterFirstBatch(store, dovecot), NOW
+        )
+        stored_while_down = len(store.load_messages())
+    finally:
+        dovecot.start()
+    resumed = poll_mailbox(settings, sync_settings(batch_size=2), store, NOW)
+
+    assert lost.error is not None and not lost.permanent
+    assert stored_while_down == 2  # the batch stored before the server went; none after it
+    assert (resumed.error, resumed.fetched) == (None, 10)
+    messages = store.load_messages()
+    assert sorted(m.key for m in messages) == sorted(f"<m{n}@acme.example>" for n in range(12))
+    assert all(len(message.copies) == 1 for message in messages)
+
+
+def test_a_few_new_messages_are_parsed_in_the_polling_process(
+    dovecot, store, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(sync_batches, "ProcessPoolExecutor", CountedPool)
+    CountedPool.started = 0
+    user = mixed_mailbox(dovecot)
+
+    poll_all(agency(dovecot, user, tmp_path), store, NOW)
+
+    assert CountedPool.started == 0
+    assert len(store.load_messages()) == 11
