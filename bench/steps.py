@@ -155,11 +155,15 @@ def poll(config: str, now: str) -> dict[str, Any]:
     errors = [error for result in results for error in result.errors]
     if errors:
         raise RuntimeError(f"poll failed: {errors}")
+    parser = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "seconds": seconds,
         "cpu": time.process_time() - cpu,
         "messages": sum(result.fetched for result in results),
         "new": sum(result.new_messages for result in results),
+        # the process parsing a long first sync's batches (none for a few new messages)
+        "workers_cpu": parser.ru_utime + parser.ru_stime,
+        "largest_worker_rss_mb": parser.ru_maxrss / 1024,
     }
 
 
