@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -26,9 +25,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailwatch.adapters.imap import Batch, FetchedMessage, OpenFolder
-from mailwatch.adapters.parse import courtesy_of, parse_message
-from mailwatch.core.model import Checkpoint, Copy, Message
-from mailwatch.core.times import trusted_times
+from mailwatch.core.model import Checkpoint, Message
+from mailwatch.header_parsing import Arrived, courteous_uids, ignore_ctrl_c, parsed_batch
 from mailwatch.store.repository import StoredMessage
 
 if TYPE_CHECKING:
@@ -50,54 +48,6 @@ class StoredBatch:
     batch: Batch
     new: int  # messages not stored before
     quarantined: int
-
-
-def parsed_batch(
-    fetched: tuple[FetchedMessage, ...],
-    checkpoint: Checkpoint,
-    waive_keyword: str,
-    now: datetime,
-    seen: datetime,
-) -> list[Message | str]:
-    """Each fetched message as a core Message with its one copy, or why it cannot be
-    parsed: one bad message never stops the sync. `seen`: today, even when `now` is an
-    instant in the past (it bounds the times a message can claim)."""
-    parsed: list[Message | str] = []
-    for message in fetched:
-        try:
-            parsed.append(copied_message(message, checkpoint, waive_keyword, now, seen))
-        except Exception as error:
-            parsed.append(f"{type(error).__name__}: {error}")
-    return parsed
-
-
-def copied_message(
-    fetched: FetchedMessage,
-    checkpoint: Checkpoint,
-    waive_keyword: str,
-    now: datetime,
-    seen: datetime,
-) -> Message:
-    message = parse_message(fetched.raw_headers)
-    keyword = waive_keyword.lower() in (flag.lower() for flag in fetched.flags)
-    copy = Copy(
-        mailbox=checkpoint.mailbox,
-        folder=checkpoint.folder,
-        sent_folder=fetched.sent,
-        internal_date=fetched.internal_date,
-        received_time=message.received_time,
-        waive_keyword=keyword,
-        waive_folder=fetched.waive_folder,
-        waive_seen_at=now if keyword or fetched.waive_folder else None,
-        gm_thrid=fetched.gm_thrid,
-    )
-    return trusted_times(dataclasses.replace(message, copies=(copy,)), seen)
-
-
-def courteous_uids(replies: list[tuple[int, bytes, bytes]]) -> set[int]:
-    """Of (uid, header block, first body bytes) of client replies, the UIDs of those whose
-    text only thanks or acknowledges."""
-    return {uid for uid, headers, prefix in replies if prefix and courtesy_of(headers, prefix)}
 
 
 class FolderBatches:
@@ -143,8 +93,12 @@ class FolderBatches:
 
     def _parse(self, executor: Executor, batch: Batch) -> Future[list[Message | str]]:
         seen = max(self.now, datetime.now(UTC))
+        arrived = [
+            Arrived(m.raw_headers, m.internal_date, m.flags, m.sent, m.waive_folder, m.gm_thrid)
+            for m in batch.messages
+        ]
         return executor.submit(
-            parsed_batch, batch.messages, batch.checkpoint, self.waive_keyword, self.now, seen
+            parsed_batch, arrived, batch.checkpoint, self.waive_keyword, self.now, seen
         )
 
     def _check(
@@ -210,13 +164,8 @@ def _parser(new_messages: int) -> Executor:
         1,
         # a fresh interpreter: forking a daemon's threads could copy a lock one of them held
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_ignore_ctrl_c,
+        initializer=ignore_ctrl_c,
     )
-
-
-def _ignore_ctrl_c() -> None:
-    # Ctrl-C reaches the whole process group: the polling process ends the parsing one
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cores() -> int:

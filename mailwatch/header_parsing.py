@@ -1,0 +1,75 @@
+"""What the process parsing a long first sync's batches does (`sync_batches.py`): pure
+work, header bytes in and core Messages out, so it imports neither the store nor IMAP and
+starts light."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from datetime import datetime
+from typing import NamedTuple
+
+from mailwatch.adapters.parse import courtesy_of, parse_message
+from mailwatch.core.model import Checkpoint, Copy, Message
+from mailwatch.core.times import trusted_times
+
+
+class Arrived(NamedTuple):
+    """What the parsing needs of a fetched message."""
+
+    raw_headers: bytes
+    internal_date: datetime  # UTC
+    flags: tuple[str, ...]
+    sent: bool  # in the Sent folder, or labelled \Sent in Gmail's \All
+    waive_folder: bool  # in the waive folder, or carrying the waive label
+    gm_thrid: str | None
+
+
+def parsed_batch(
+    arrived: list[Arrived],
+    checkpoint: Checkpoint,
+    waive_keyword: str,
+    now: datetime,
+    seen: datetime,
+) -> list[Message | str]:
+    """Each message as a core Message with its one copy, or why it cannot be parsed: one
+    bad message never stops the sync. `seen`: today, even when `now` is an instant in the
+    past (it bounds the times a message can claim)."""
+    parsed: list[Message | str] = []
+    for message in arrived:
+        try:
+            parsed.append(copied_message(message, checkpoint, waive_keyword, now, seen))
+        except Exception as error:
+            parsed.append(f"{type(error).__name__}: {error}")
+    return parsed
+
+
+def copied_message(
+    arrived: Arrived, checkpoint: Checkpoint, waive_keyword: str, now: datetime, seen: datetime
+) -> Message:
+    message = parse_message(arrived.raw_headers)
+    keyword = waive_keyword.lower() in (flag.lower() for flag in arrived.flags)
+    copy = Copy(
+        mailbox=checkpoint.mailbox,
+        folder=checkpoint.folder,
+        sent_folder=arrived.sent,
+        internal_date=arrived.internal_date,
+        received_time=message.received_time,
+        waive_keyword=keyword,
+        waive_folder=arrived.waive_folder,
+        waive_seen_at=now if keyword or arrived.waive_folder else None,
+        gm_thrid=arrived.gm_thrid,
+    )
+    return trusted_times(dataclasses.replace(message, copies=(copy,)), seen)
+
+
+def courteous_uids(replies: list[tuple[int, bytes, bytes]]) -> set[int]:
+    """Of (uid, header block, first body bytes) of client replies, the UIDs of those whose
+    text only thanks or acknowledges."""
+    return {uid for uid, headers, prefix in replies if prefix and courtesy_of(headers, prefix)}
+
+
+def ignore_ctrl_c() -> None:
+    """In the parsing process: Ctrl-C reaches the whole process group, and the polling
+    process ends this one."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
