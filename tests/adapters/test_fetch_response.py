@@ -1,0 +1,210 @@
+"""Our FETCH response parser against imapclient's `parse_fetch_response`, on the same imaplib
+data: crafted responses (the common shape parsed on the fast path, everything else handed to
+imapclient)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient.exceptions import ProtocolError
+from imapclient.response_parser import parse_fetch_response
+
+from mailwatch.adapters.fetch_response import Unrecognised, parse_common_shape, parse_fetch
+from mailwatch.adapters.imap import (
+    BODY_PREFIX_KEY,
+    HEADER_ITEM,
+)
+
+TRICKY = Path(__file__).parents[3] / "shared" / "corpus" / "tricky"
+SYNC_ITEMS = [HEADER_ITEM, "INTERNALDATE", "RFC822.SIZE", "FLAGS"]
+SECTION = b"BODY[HEADER.FIELDS (MESSAGE-ID FROM SUBJECT)]"
+HEADERS = b"Message-ID: <a@acme.example>\r\nFrom: Carol <carol@acme.example>\r\n\r\n"
+
+
+def imapclients(data: list[Any]) -> dict[int, dict[bytes, Any]]:
+    return dict(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
+
+
+def described(response: dict[int, dict[bytes, Any]]) -> dict[int, dict[bytes, Any]]:
+    """The response with each datetime shown with its zone's offset, name and class: equal
+    datetimes in other zones compare equal, and that must not hide a difference."""
+    return {
+        message: {
+            name: (value, value.utcoffset(), value.tzname(), type(value.tzinfo))
+            if isinstance(value, datetime)
+            else (value, type(value))
+            for name, value in items.items()
+        }
+        for message, items in response.items()
+    }
+
+
+def outcome(parse: Any, data: list[Any]) -> object:
+    """What a parser makes of the data: the response described, or the error it raises."""
+    try:
+        return described(dict(parse(data)))
+    except ProtocolError as error:
+        return repr(error)
+
+
+def assert_fast_path_reads_it_as_imapclient(data: list[Any]) -> None:
+    assert described(parse_common_shape(data)) == described(imapclients(data))
+    assert described(parse_fetch(data)) == described(imapclients(data))
+
+
+def header_response(seq: int, uid: int, literal: bytes = HEADERS, flags: bytes = b"") -> list[Any]:
+    line = (
+        f'{seq} (UID {uid} INTERNALDATE "01-Nov-2024 01:37:02 +0000" RFC822.SIZE 31126 '
+        f"FLAGS ({flags.decode()}) {SECTION.decode()} {{{len(literal)}}}"
+    ).encode()
+    return [(line, literal), b")"]
+
+
+# ---------------------------------------------------------------- crafted responses
+
+
+def test_the_sync_s_common_shape_is_read_on_the_fast_path_as_imapclient_reads_it():
+    data = [
+        *header_response(1, 11, flags=b"\\Seen \\Recent"),
+        *header_response(2, 12, flags=b"$Waived \\Seen $NoReplyNeeded \\Flagged"),
+        *header_response(3, 15),
+    ]
+
+    assert_fast_path_reads_it_as_imapclient(data)
+    assert parse_fetch(data)[12][b"FLAGS"] == (
+        b"$Waived",
+        b"\\Seen",
+        b"$NoReplyNeeded",
+        b"\\Flagged",
+    )
+
+
+def test_an_empty_header_block_is_read_as_imapclient_reads_it():
+    data = [*header_response(1, 4, literal=b""), *header_response(2, 5, literal=b"\r\n")]
+
+    assert_fast_path_reads_it_as_imapclient(data)
+    assert parse_fetch(data)[4][SECTION] == b""
+
+
+def test_a_literal_holding_parentheses_braces_and_line_breaks_is_kept_byte_for_byte():
+    literal = b'Subject: (re: {12}) "quoted" ]\r\nX: {12}\r\n)\r\n\r\n'
+
+    data = header_response(1, 3, literal=literal)
+
+    assert_fast_path_reads_it_as_imapclient(data)
+    assert parse_fetch(data)[3][SECTION] == literal
+
+
+def test_items_in_another_order_and_two_literals_in_one_response_are_read_as_imapclient_reads_them():
+    data = [
+        (b"1 (BODY[TEXT]<0> {5}", b"Hi)\r\n"),
+        (b" FLAGS (\\Seen) " + SECTION + b" {%d}" % len(HEADERS), HEADERS),
+        b' RFC822.SIZE 0 UID 8 INTERNALDATE " 2-Feb-2020 23:59:59 -0800")',
+        b"2 ()",
+    ]
+
+    assert_fast_path_reads_it_as_imapclient(data)
+    assert set(parse_fetch(data)[8]) == {
+        b"SEQ",
+        b"BODY[TEXT]<0>",
+        b"FLAGS",
+        SECTION,
+        b"RFC822.SIZE",
+        b"INTERNALDATE",
+    }
+
+
+def test_the_body_prefix_fetch_is_read_as_imapclient_reads_it():
+    data = [(b"4 (UID 21 BODY[TEXT]<0> {11}", b"Thanks!\r\n\xe9\xe9"), b")"]
+
+    assert_fast_path_reads_it_as_imapclient(data)
+    assert parse_fetch(data)[21][BODY_PREFIX_KEY] == b"Thanks!\r\n\xe9\xe9"
+
+
+def test_an_unsolicited_flags_change_mid_batch_is_keyed_and_merged_as_imapclient_does():
+    # Without a UID it is keyed by its sequence number; that number here is also a UID
+    # asked for, and imapclient merges the two: so must we.
+    data = [
+        *header_response(1, 6),
+        b"7 (FLAGS (\\Seen))",
+        *header_response(2, 9),
+        b"6 (FLAGS ($Waived))",
+    ]
+
+    assert_fast_path_reads_it_as_imapclient(data)
+    assert parse_fetch(data)[7] == {b"SEQ": 7, b"FLAGS": (b"\\Seen",)}
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        b"01-Nov-2024 01:37:02 +0000",
+        b"01-Nov-2024 01:37:02 -0000",
+        b" 1-Jan-2000 00:00:00 +0530",
+        b"29-Feb-2024 23:59:59 -0800",
+        b"31-Dec-1999 12:00:00 +1345",
+        b"15-Jul-2026 08:30:00 -0930",
+        b"15-Jul-2026 08:30:00 +0090",
+    ],
+)
+def test_internal_dates_are_the_datetimes_imapclient_gives_with_its_zones(date):
+    data = [b'3 (UID 5 INTERNALDATE "' + date + b'")']
+
+    assert_fast_path_reads_it_as_imapclient(data)
+
+
+def test_no_fetch_response_at_all_is_an_empty_result_as_imapclient_gives():
+    assert parse_common_shape([None]) == imapclients([None]) == {}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param([b"1 (UID 5 " + SECTION + b' "From: x")'], id="quoted string for a literal"),
+        pytest.param([b"1 (UID 5 " + SECTION + b" NIL)"], id="NIL for a literal"),
+        pytest.param([b"1 (UID 5 INTERNALDATE NIL)"], id="NIL for a date"),
+        pytest.param(
+            [b'1 (UID 5 X-GM-LABELS (\\Inbox "Client work") X-GM-THRID 17)'], id="Gmail items"
+        ),
+        pytest.param([b"1 (UID 5 MODSEQ (12) FLAGS ())"], id="MODSEQ"),
+        pytest.param([b"1 (UID 5  FLAGS ())"], id="two spaces"),
+        pytest.param([b"1 (uid 5 flags ())"], id="lower-case names"),
+        pytest.param(
+            [b"1 (UID 5 FLAGS (\\Seen 123 NIL))"], id="flags imapclient reads as int and None"
+        ),
+        pytest.param([b"1 (UID 5 RFC822.SIZE 0123)"], id="a size with a leading zero"),
+        pytest.param(
+            [b'1 (UID 5 INTERNALDATE "31-Feb-2024 10:00:00 +0000")'],
+            id="a date that does not exist",
+        ),
+        pytest.param(
+            [b'1 (UID 5 INTERNALDATE "01-nov-2024 10:00:00 +0000")'], id="a lower-case month"
+        ),
+        pytest.param(
+            [b'1 (UID 5 INTERNALDATE "01-Nov-0024 10:00:00 +0000")'], id="a year of two digits"
+        ),
+        pytest.param(
+            [b'1 (UID 5 INTERNALDATE "Fri, 01 Nov 2024 10:00:00 +0000")'], id="an RFC 5322 date"
+        ),
+        pytest.param(
+            [(b"1 (UID 5 BODY[TEXT]<0> {3}", b"abc"), b") "], id="a space after the response"
+        ),
+        pytest.param([b"1 (UID 5 BODY[TEXT]<0> {3}"], id="a literal marker without its literal"),
+    ],
+)
+def test_anything_the_fast_path_does_not_know_is_read_by_imapclient_for_the_whole_batch(data):
+    batch = [*header_response(1, 2), *data]
+
+    with pytest.raises(Unrecognised):
+        parse_common_shape(batch)
+    assert outcome(parse_fetch, batch) == outcome(imapclients, batch)
+
+
+def test_a_literal_of_the_wrong_length_raises_imapclient_s_protocol_error():
+    batch = [*header_response(1, 2), (b"2 (UID 5 " + SECTION + b" {9}", b"short"), b")"]
+
+    with pytest.raises(ProtocolError, match="Expecting literal of size 9, got 5"):
+        parse_fetch(batch)
