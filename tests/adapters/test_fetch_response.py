@@ -1,6 +1,6 @@
 """Our FETCH response parser against imapclient's `parse_fetch_response`, on the same imaplib
 data: crafted responses (the common shape parsed on the fast path, everything else handed to
-imapclient)."""
+imapclient), and the sync's own FETCHes of hostile corpus mail from a real Dovecot."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imapclient.exceptions import ProtocolError
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, ProtocolError
 from imapclient.response_parser import parse_fetch_response
 
 from mailwatch.adapters.fetch_response import Unrecognised, parse_common_shape, parse_fetch
+from mailwatch.adapters.files import ImportedItem, read_path
 from mailwatch.adapters.imap import (
+    BODY_PREFIX_ITEM,
     BODY_PREFIX_KEY,
     HEADER_ITEM,
+    HEADER_KEY,
+    open_mailbox,
 )
+from tests.imap_helpers import hours_ago, mailbox_settings
 
 TRICKY = Path(__file__).parents[3] / "shared" / "corpus" / "tricky"
 SYNC_ITEMS = [HEADER_ITEM, "INTERNALDATE", "RFC822.SIZE", "FLAGS"]
@@ -208,3 +214,85 @@ def test_a_literal_of_the_wrong_length_raises_imapclient_s_protocol_error():
 
     with pytest.raises(ProtocolError, match="Expecting literal of size 9, got 5"):
         parse_fetch(batch)
+
+
+# ---------------------------------------------------------------- a real Dovecot
+
+
+@pytest.fixture(scope="module")
+def tricky_mail() -> list[ImportedItem]:
+    if not TRICKY.is_dir():
+        pytest.fail(f"the mail corpus is missing: {TRICKY} (../shared/corpus beside the checkout)")
+    return [item for item in read_path(TRICKY) if isinstance(item, ImportedItem)]
+
+
+def raw_fetch(client: IMAPClient, uids: list[int], items: list[str]) -> list[Any]:
+    """The FETCH response as imaplib hands it over, before any parsing."""
+    imap = client._imap
+    tag = imap._command("UID", "FETCH", ",".join(map(str, uids)), f"({' '.join(items).upper()})")
+    typ, data = imap._command_complete("FETCH", tag)
+    assert typ == "OK"
+    return imap._untagged_response(typ, data, "FETCH")[1]
+
+
+FLAGS = [(), ("\\Seen",), ("$Waived", "\\Flagged"), ("$NoReplyNeeded", "\\Seen", "\\Answered")]
+
+
+@pytest.mark.dovecot
+def test_the_sync_s_fetches_of_hostile_corpus_mail_give_what_imapclient_s_fetch_gives(
+    dovecot, tmp_path, tricky_mail
+):
+    user = dovecot.new_user("alice")
+    with dovecot.client(user) as client:
+        for number, item in enumerate(tricky_mail):
+            client.append("INBOX", item.raw, FLAGS[number % len(FLAGS)], hours_ago(number))
+        client.append("INBOX", b"X-Nothing: asked for\r\n\r\n", (), hours_ago(1))  # empty body
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        expected = client.fetch(uids, SYNC_ITEMS)
+        expected_prefixes = client.fetch(uids, [BODY_PREFIX_ITEM])
+        raw = [raw_fetch(client, uids[i : i + 200], SYNC_ITEMS) for i in range(0, len(uids), 200)]
+        raw_prefixes = raw_fetch(client, uids, [BODY_PREFIX_ITEM])
+
+    with open_mailbox(mailbox_settings(dovecot, user, tmp_path)) as mailbox:
+        (inbox,) = [folder for folder in mailbox.folders(None) if folder.name == "INBOX"]
+        with mailbox.examine(inbox) as opened:
+            fetched = [m for batch in opened.new_messages(None, None, 200) for m in batch.messages]
+            prefixes = opened.body_prefixes(uids)
+
+    assert len(uids) > 1000
+    # Dovecot's responses take the fast path, and it reads them as imapclient does.
+    fast = {uid: items for data in raw for uid, items in parse_common_shape(data).items()}
+    assert described(fast) == described(expected)
+    assert described(parse_common_shape(raw_prefixes)) == described(expected_prefixes)
+    # What the sync makes of them is what it made of imapclient's fetch.
+    assert [(m.uid, m.raw_headers, m.internal_date, m.size, m.flags) for m in fetched] == [
+        (
+            uid,
+            data[HEADER_KEY],
+            data[b"INTERNALDATE"],
+            data[b"RFC822.SIZE"],
+            tuple(flag.decode() for flag in data[b"FLAGS"]),
+        )
+        for uid, data in sorted(expected.items())
+    ]
+    assert prefixes == {uid: data[BODY_PREFIX_KEY] for uid, data in expected_prefixes.items()}
+
+
+@pytest.mark.dovecot
+def test_a_fetch_the_server_refuses_raises_what_imapclient_s_fetch_raises(dovecot, tmp_path):
+    user = dovecot.new_user("alice")
+    dovecot.append(user, "INBOX", b"From: carol@acme.example\r\n\r\nHi\r\n", hours_ago(1))
+    refused = ["BODY.PEEK[NO-SUCH-SECTION]"]
+    with dovecot.client(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        with pytest.raises(IMAPClientError) as by_imapclient:
+            client.fetch([1], refused)
+
+    with open_mailbox(mailbox_settings(dovecot, user, tmp_path)) as mailbox:
+        (inbox,) = [folder for folder in mailbox.folders(None) if folder.name == "INBOX"]
+        with mailbox.examine(inbox) as opened, pytest.raises(IMAPClientError) as by_us:
+            opened._uid_fetch([1], refused)
+
+    assert type(by_us.value) is type(by_imapclient.value)
+    assert str(by_us.value) == str(by_imapclient.value)
