@@ -70,6 +70,7 @@ def parse_fetch(data: list[Record]) -> dict[int, FetchItems]:
 
 
 def parse_common_shape(data: list[Record]) -> dict[int, FetchItems]:
+    """`parse_fetch`'s fast path: raises Unrecognised on anything but the common shape."""
     if data == [None]:  # imaplib's "no FETCH response at all"
         return {}
     parsed: dict[int, FetchItems] = {}
