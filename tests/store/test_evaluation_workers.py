@@ -90,6 +90,26 @@ def test_a_first_evaluation_in_worker_processes_stores_what_one_in_this_process_
     assert len(in_this_process["requests"]) >= 10  # a history worth comparing
 
 
+def test_the_evaluating_process_classifies_pages_itself_while_the_workers_start(store, monkeypatch):
+    import mailwatch.evaluation as engine
+    import mailwatch.evaluation_workers as workers
+
+    in_this_process = []
+    classified = workers.classified
+
+    def noted(settings, rows):
+        in_this_process.append(len(rows))
+        return classified(settings, rows)
+
+    monkeypatch.setattr(workers, "classified", noted)  # the workers run their own module
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
+    monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
+    store.add_messages(stored(agency_history()))
+    refresh_requests(settings_with(), store, NOW)
+
+    assert in_this_process[:1] == [4]
+
+
 def child_commands() -> list[str]:
     """The command line of each child process of this one."""
     children = []
