@@ -5,9 +5,10 @@ reading mail back and the clock are most of a first evaluation, and CPython runs
 per process).
 
 A page's classification is its own transaction, in any order; the requests of the parts
-are stored by the evaluating process alone, which knows the threads already written. A
-small store, an in-memory database or a single core evaluates in the evaluating process
-itself, through the same calls.
+are stored by the evaluating process alone, which knows the threads already written. The
+workers are forked from a forkserver that imports their modules once, and the evaluating
+process classifies pages itself while it does. A small store, an in-memory database or a
+single core evaluates in the evaluating process itself, through the same calls.
 """
 
 from __future__ import annotations
@@ -192,8 +193,8 @@ class Workers:
 
 def worker_processes(store: Store, messages: int, from_size: int) -> int:
     """How many worker processes a first evaluation of `messages` uses: none for a small
-    store (starting one costs about a second), an in-memory database (another process
-    cannot open it) or one core."""
+    store (starting them costs ~1 s of CPU, and they gain nothing on one part of mail),
+    an in-memory database (another process cannot open it) or one core."""
     in_memory = store.dialect == "sqlite" and store.url.database in (None, "", ":memory:")
     if messages < from_size or in_memory:
         return 0
