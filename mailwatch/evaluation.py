@@ -59,8 +59,9 @@ TURN_WAIT = timedelta(seconds=60)
 EVALUATION_BATCH = 10_000
 # Messages read at once while threading every stored message (whole reference groups)
 GROUP_PAGE = 2_000
-# Stored messages from which a first evaluation is shared with worker processes
-WORKERS_FROM = 50_000
+# Stored messages from which a first evaluation is shared with worker processes: two parts'
+# worth (with one, a worker would evaluate it while this process waited)
+WORKERS_FROM = 2 * EVALUATION_BATCH
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import time
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -85,6 +88,45 @@ def test_a_first_evaluation_in_worker_processes_stores_what_one_in_this_process_
     assert refreshed.messages == len(in_this_process["messages"])
     assert what_is_stored(store) == in_this_process
     assert len(in_this_process["requests"]) >= 10  # a history worth comparing
+
+
+def test_the_evaluating_process_classifies_pages_itself_while_the_workers_start(store, monkeypatch):
+    import mailwatch.evaluation as engine
+    import mailwatch.evaluation_workers as workers
+
+    in_this_process = []
+    classified = workers.classified
+
+    def noted(settings, rows):
+        in_this_process.append(len(rows))
+        return classified(settings, rows)
+
+    monkeypatch.setattr(workers, "classified", noted)  # the workers run their own module
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
+    monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
+    store.add_messages(stored(agency_history()))
+    refresh_requests(settings_with(), store, NOW)
+
+    assert in_this_process[:1] == [4]
+
+
+def child_commands() -> list[str]:
+    """The command line of each child process of this one."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        children += (task / "children").read_text().split()
+    return [Path(f"/proc/{child}/cmdline").read_text().replace("\0", " ") for child in children]
+
+
+def test_worker_processes_start_with_their_modules_imported_and_leave_no_process_behind(store):
+    with Workers(settings_with(), store, processes=2) as workers:
+        # a worker's CPU time before its first task: a fresh interpreter took ~0.9 s
+        started = workers.executor.submit(time.process_time).result()
+        forkservers = [c for c in child_commands() if "forkserver" in c]
+
+    assert started < 0.3
+    assert len(forkservers) == 1
+    assert not [c for c in child_commands() if "forkserver" in c]
 
 
 def test_a_small_store_or_an_in_memory_database_is_evaluated_without_worker_processes(store):
