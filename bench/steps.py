@@ -58,7 +58,7 @@ def peak_rss_mb() -> float:
 
 
 class ChildrenPeak:
-    """The largest peak RSS (VmHWM) of this process's children while in use, sampled every
+    """The largest peak RSS (VmHWM) of this process's descendants while in use, sampled every
     0.1 s. Not `ru_maxrss` of RUSAGE_CHILDREN: for a spawned child the kernel counts the
     parent's memory it was forked with, before it started a fresh interpreter."""
 
@@ -77,9 +77,19 @@ class ChildrenPeak:
 
     def _sample(self) -> None:
         while not self._done.wait(0.1):
-            for task in Path("/proc/self/task").iterdir():
-                for pid in (task / "children").read_text().split():
-                    self.mb = max(self.mb, _peak_mb(Path(f"/proc/{pid}/status")))
+            for pid in _descendants(str(os.getpid())):
+                self.mb = max(self.mb, _peak_mb(Path(f"/proc/{pid}/status")))
+
+
+def _descendants(pid: str) -> list[str]:
+    """Children, and theirs (the first evaluation's workers are a forkserver's children)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += task.read_text().split()
+        except OSError:  # it has just ended
+            continue
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
 
 
 def _peak_mb(status: Path) -> float:

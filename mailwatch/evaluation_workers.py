@@ -17,7 +17,6 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import pickle
-import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -41,6 +40,7 @@ from mailwatch.evaluation_parts import (
     save_classified,
     stored_verdicts,
 )
+from mailwatch.processes import InThisProcess, ignore_ctrl_c, usable_cores
 from mailwatch.store.repository import Store
 
 Result = TypeVar("Result")
@@ -80,8 +80,7 @@ _circumstances: tuple[bytes, datetime, MailContext] | None = None
 
 def _start(settings: Settings, database_url: str) -> None:
     global _worker
-    # Ctrl-C reaches the whole process group: the evaluating process ends the pool
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_ctrl_c()
     _worker = _Work(settings, Store(database_url))
 
 
@@ -119,7 +118,7 @@ class Workers:
                 initargs=(settings, store.url.render_as_string(hide_password=False)),
             )
         else:
-            self.executor = _InThisProcess()
+            self.executor = InThisProcess()
 
     def __enter__(self) -> Workers:
         return self
@@ -199,10 +198,7 @@ def worker_processes(store: Store, messages: int, from_size: int) -> int:
     if messages < from_size or in_memory:
         return 0
     # the cores this process may use (a container's share); where that is not told, all
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     return min(cores, MOST_WORKERS) if cores > 1 else 0
 
 
@@ -225,15 +221,3 @@ def _stop_forkserver() -> None:
     counted among this process's children's (`RUSAGE_CHILDREN`). The standard library
     has no public call for this; its own tests stop it so."""
     multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
-
-
-class _InThisProcess(Executor):
-    """An executor that runs each call as it is submitted."""
-
-    def submit(self, fn: Callable[..., Result], /, *args: Any, **kwargs: Any) -> Future[Result]:
-        future: Future[Result] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as error:
-            future.set_exception(error)
-        return future

@@ -5,7 +5,6 @@ starts light."""
 from __future__ import annotations
 
 import dataclasses
-import signal
 from datetime import datetime
 from typing import NamedTuple
 
@@ -67,9 +66,3 @@ def courteous_uids(replies: list[tuple[int, bytes, bytes]]) -> set[int]:
     """Of (uid, header block, first body bytes) of client replies, the UIDs of those whose
     text only thanks or acknowledges."""
     return {uid for uid, headers, prefix in replies if prefix and courtesy_of(headers, prefix)}
-
-
-def ignore_ctrl_c() -> None:
-    """In the parsing process: Ctrl-C reaches the whole process group, and the polling
-    process ends this one."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -16,24 +16,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import Batch, FetchedMessage, OpenFolder
 from mailwatch.core.model import Checkpoint, Message
-from mailwatch.header_parsing import Arrived, courteous_uids, ignore_ctrl_c, parsed_batch
+from mailwatch.header_parsing import Arrived, courteous_uids, parsed_batch
+from mailwatch.processes import InThisProcess, ignore_ctrl_c, usable_cores
 from mailwatch.store.repository import StoredMessage
 
 if TYPE_CHECKING:
     from mailwatch.store.repository import Store
 
 log = logging.getLogger(__name__)
-Result = TypeVar("Result")
 
 # New messages in a folder from which the parsing gets a process of its own: starting one
 # costs a few tenths of a second, parsing a thousand messages about as much.
@@ -158,30 +157,11 @@ def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
 def _parser(new_messages: int) -> Executor:
     """A process of its own for the parsing of a long first sync on two cores or more;
     else this process."""
-    if new_messages < PARSE_APART_FROM or _cores() < 2:
-        return _InThisProcess()
+    if new_messages < PARSE_APART_FROM or usable_cores() < 2:
+        return InThisProcess()
     return ProcessPoolExecutor(
         1,
         # a fresh interpreter: forking a daemon's threads could copy a lock one of them held
         mp_context=multiprocessing.get_context("spawn"),
         initializer=ignore_ctrl_c,
     )
-
-
-def _cores() -> int:
-    """The cores this process may use (a container's share); where that is not told, all."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-class _InThisProcess(Executor):
-    """An executor that runs each call as it is submitted."""
-
-    def submit(self, fn: Callable[..., Result], /, *args: Any, **kwargs: Any) -> Future[Result]:
-        future: Future[Result] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as error:
-            future.set_exception(error)
-        return future
