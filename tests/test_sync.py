@@ -547,3 +547,16 @@ def test_a_kept_session_is_replaced_by_a_new_login_after_half_an_hour(
 
     assert dovecot.sessions_opened(user) == 4  # twice a lister and a kept session
     assert dovecot.commands_sent(user).count("LOGOUT") == 3  # the listers', the first kept one
+
+
+def test_a_poll_logs_no_header_of_the_mail_it_reads_even_at_debug_level(
+    dovecot, store, tmp_path, caplog
+):
+    user = dovecot.new_user("alice")
+    dovecot.append(user, "INBOX", mail("<secret@acme.example>", subject="Merger"), hours_ago(2))
+    caplog.set_level(logging.DEBUG)
+
+    poll_mailbox(mailbox_settings(dovecot, user, tmp_path), sync_settings(), store, NOW)
+
+    assert len(store.load_messages()) == 1
+    assert not [r for r in caplog.records if "Merger" in r.getMessage()]

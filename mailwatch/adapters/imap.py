@@ -549,6 +549,10 @@ def connect(settings: MailboxSettings) -> ImapMailbox:
             # Makes EXAMINE report HIGHESTMODSEQ, the flag-change gate (RFC 7162 3.1).
             client.enable("CONDSTORE")
     client.normalise_times = False  # aware datetimes, not naive local time
+    # imapclient sets imaplib's debug level to 5 for its wire logger: imaplib then formats
+    # every response line and header block as text even when nothing logs them, a third of
+    # a header fetch's time (docs/benchmarks.md); mailwatch never logs the wire
+    client._imap.debug = 0
     return ImapMailbox(settings, client)
 
 
