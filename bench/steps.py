@@ -76,9 +76,14 @@ class ChildrenPeak:
         self._sampler.join()
 
     def _sample(self) -> None:
+        seen: set[str] = set()
         while not self._done.wait(0.1):
-            for pid in _descendants(str(os.getpid())):
+            now = set(_descendants(str(os.getpid())))
+            # a child first seen may not have started its own interpreter yet: until then
+            # the kernel shows it the parent's memory
+            for pid in now & seen:
                 self.mb = max(self.mb, _peak_mb(Path(f"/proc/{pid}/status")))
+            seen = now
 
 
 def _descendants(pid: str) -> list[str]:
