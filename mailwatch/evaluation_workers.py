@@ -40,7 +40,7 @@ from mailwatch.evaluation_parts import (
     save_classified,
     stored_verdicts,
 )
-from mailwatch.processes import InThisProcess, ignore_ctrl_c, usable_cores
+from mailwatch.processes import InThisProcess, leave_stopping_to_the_starter, usable_cores
 from mailwatch.store.repository import Store
 
 Result = TypeVar("Result")
@@ -80,7 +80,7 @@ _circumstances: tuple[bytes, datetime, MailContext] | None = None
 
 def _start(settings: Settings, database_url: str) -> None:
     global _worker
-    ignore_ctrl_c()
+    leave_stopping_to_the_starter()
     _worker = _Work(settings, Store(database_url))
 
 

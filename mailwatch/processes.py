@@ -1,6 +1,6 @@
 """What the work shared with other processes has in common (the first evaluation's
 workers, the parsing process of a long first sync): the cores this process may use, an
-executor that runs each call in this process instead, and Ctrl-C left to the process
+executor that runs each call in this process instead, and stopping left to the process
 that started the others. Standard library only: a parsing process imports it."""
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def ignore_ctrl_c() -> None:
-    """In a started process: Ctrl-C reaches the whole process group, and the process that
-    started this one ends it."""
+def leave_stopping_to_the_starter() -> None:
+    """In a started process: Ctrl-C reaches the whole process group, and systemd's stop
+    every process of the service; the process that started this one ends it when its own
+    work stops (a worker killed first would break that work instead of letting it stop)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class InThisProcess(Executor):

@@ -7,8 +7,10 @@ A long first sync parses in a process of its own, a few batches ahead of the sto
 CPython runs one core per process): the polling process fetches and stores while the
 other parses. A poll of a few new messages does it all itself, through the same calls.
 Parsing is pure (raw bytes in, a core `Message` out), so the parsing process needs no
-connection and no database; a batch fetched but not yet stored when the poll stops or
-fails is simply fetched again by the next poll, as its checkpoint was not stored.
+connection and no database. A batch parsed ahead when the poll stops is fetched again by
+the next poll, as its checkpoint was not stored; when the server fails, the batches
+fetched before the failure are stored first, so that a batch that always fails holds back
+no other.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from mailwatch.adapters.imap import Batch, FetchedMessage, OpenFolder
-from mailwatch.core.model import Checkpoint, Message
+from mailwatch.adapters.imap import Batch, FetchedMessage, MailboxError, OpenFolder
+from mailwatch.core.model import Message
 from mailwatch.header_parsing import Arrived, courteous_uids, parsed_batch
-from mailwatch.processes import InThisProcess, ignore_ctrl_c, usable_cores
+from mailwatch.processes import InThisProcess, leave_stopping_to_the_starter, usable_cores
 from mailwatch.store.repository import StoredMessage
 
 if TYPE_CHECKING:
@@ -40,6 +44,7 @@ PARSE_APART_FROM = 2_000
 # Batches parsed ahead of the one being stored: enough for the parsing process never to
 # wait for the fetching, few enough to hold a few hundred messages.
 AHEAD = 2
+_ONE_PARSING_PROCESS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -72,23 +77,55 @@ class FolderBatches:
         first = next(batches, None)
         if first is None:
             return
-        executor = _parser(first.total)
-        try:
+        with _parser(first.total) as executor:
             ahead = AHEAD if isinstance(executor, ProcessPoolExecutor) else 0
             parsing: deque[tuple[Batch, Future[list[Message | str]]]] = deque()
-            checking: deque[tuple[Batch, list[StoredMessage], int, Future[set[int]]]] = deque()
-            for batch in _chained(first, batches):
-                parsing.append((batch, self._parse(executor, batch)))
-                if len(parsing) > ahead:
-                    checking.append(self._check(executor, *parsing.popleft()))
-                if len(checking) > min(ahead, 1):
-                    yield self._store(*checking.popleft())
-            checking.extend(self._check(executor, *parsed) for parsed in parsing)
+            checking: deque[_Checked] = deque()
+            try:
+                for batch in _chained(first, batches):
+                    parsing.append((batch, self._parse(executor, batch)))
+                    if len(parsing) > ahead:
+                        self._check_next(executor, parsing, checking)
+                    if len(checking) > min(ahead, 1):
+                        yield self._store(checking.popleft())
+                while parsing:
+                    self._check_next(executor, parsing, checking)
+            except MailboxError:
+                # the batches fetched before the failure are stored: one that always fails
+                # (a server refusing a range of UIDs) must not hold back the ones before it
+                yield from self._stored_before_failure(executor, parsing, checking)
+                raise
             while checking:
-                yield self._store(*checking.popleft())
-        finally:
-            # a stop or a failure leaves the batches not stored to be fetched again
-            executor.shutdown(wait=True, cancel_futures=True)
+                yield self._store(checking.popleft())
+
+    def _stored_before_failure(
+        self,
+        executor: Executor,
+        parsing: deque[tuple[Batch, Future[list[Message | str]]]],
+        checking: deque[_Checked],
+    ) -> Iterator[StoredBatch]:
+        """The batches fetched before a failure, stored in order while the server still
+        answers the FETCH of their replies' first bytes (none after one it does not)."""
+        with suppress(MailboxError):
+            while parsing:
+                self._check_next(executor, parsing, checking)
+        while checking:
+            yield self._store(checking.popleft())
+
+    def _check_next(
+        self,
+        executor: Executor,
+        parsing: deque[tuple[Batch, Future[list[Message | str]]]],
+        checking: deque[_Checked],
+    ) -> None:
+        """The first parsed batch on to be checked. When its check fails, neither it nor any
+        later batch is stored (nor tried again): the next poll fetches them again."""
+        try:
+            checking.append(self._check(executor, *parsing[0]))
+        except MailboxError:
+            parsing.clear()
+            raise
+        parsing.popleft()
 
     def _parse(self, executor: Executor, batch: Batch) -> Future[list[Message | str]]:
         seen = max(self.now, datetime.now(UTC))
@@ -102,19 +139,18 @@ class FolderBatches:
 
     def _check(
         self, executor: Executor, batch: Batch, parsing: Future[list[Message | str]]
-    ) -> tuple[Batch, list[StoredMessage], int, Future[set[int]]]:
-        """Quarantine what could not be parsed; read the first body bytes of client replies
-        (a second, small FETCH) and have them checked for a "thanks!"."""
-        stored, quarantined = [], 0
+    ) -> _Checked:
+        """Read the first body bytes of client replies (a second, small FETCH) and have them
+        checked for a "thanks!"."""
+        checked = _Checked(batch)
         replies: dict[int, bytes] = {}  # a client's reply may be a "thanks!": its header block
         checkpoint = batch.checkpoint
         for fetched, parsed in zip(batch.messages, parsing.result(), strict=True):
             location = f"{checkpoint.mailbox}/{checkpoint.folder} uid {fetched.uid}"
             if isinstance(parsed, str):
-                self._quarantine(checkpoint, location, parsed, fetched)
-                quarantined += 1
+                checked.unparsable.append((location, parsed, fetched))
                 continue
-            stored.append(
+            checked.parsed.append(
                 StoredMessage(
                     parsed, fetched.raw_headers, checkpoint.uidvalidity, fetched.uid, location
                 )
@@ -123,30 +159,36 @@ class FolderBatches:
                 replies[fetched.uid] = fetched.raw_headers
         prefixes = self.opened.body_prefixes(sorted(replies))
         check = [(uid, headers, prefixes.get(uid, b"")) for uid, headers in replies.items()]
-        return batch, stored, quarantined, executor.submit(courteous_uids, check)
+        checked.courteous = executor.submit(courteous_uids, check)
+        return checked
 
-    def _quarantine(
-        self, checkpoint: Checkpoint, location: str, reason: str, fetched: FetchedMessage
-    ) -> None:
+    def _store(self, checked: _Checked) -> StoredBatch:
+        """Quarantine what could not be parsed, and store the rest with the checkpoint."""
+        checkpoint = checked.batch.checkpoint
         where = {"mailbox": checkpoint.mailbox, "folder": checkpoint.folder}
-        log.warning("%s: quarantined: %s", location, reason, extra=where)
-        self.store.quarantine(location, reason, fetched.raw_headers, self.now)
-
-    def _store(
-        self,
-        batch: Batch,
-        stored: list[StoredMessage],
-        quarantined: int,
-        checking: Future[set[int]],
-    ) -> StoredBatch:
-        courteous = checking.result()
+        for location, reason, fetched in checked.unparsable:
+            log.warning("%s: quarantined: %s", location, reason, extra=where)
+            self.store.quarantine(location, reason, fetched.raw_headers, self.now)
+        assert checked.courteous is not None
+        courteous = checked.courteous.result()
         marked = [
             dataclasses.replace(item, message=dataclasses.replace(item.message, courtesy=True))
             if item.uid in courteous
             else item
-            for item in stored
+            for item in checked.parsed
         ]
-        return StoredBatch(batch, self.store.add_messages(marked, batch.checkpoint), quarantined)
+        new = self.store.add_messages(marked, checkpoint)
+        return StoredBatch(checked.batch, new, len(checked.unparsable))
+
+
+@dataclass
+class _Checked:
+    """A batch parsed, its client replies' first bytes being checked for a "thanks!"."""
+
+    batch: Batch
+    parsed: list[StoredMessage] = field(default_factory=list)
+    unparsable: list[tuple[str, str, FetchedMessage]] = field(default_factory=list)
+    courteous: Future[set[int]] | None = None  # the UIDs of the replies that only thank
 
 
 def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
@@ -154,14 +196,25 @@ def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
     yield from rest
 
 
-def _parser(new_messages: int) -> Executor:
-    """A process of its own for the parsing of a long first sync on two cores or more;
-    else this process."""
-    if new_messages < PARSE_APART_FROM or usable_cores() < 2:
-        return InThisProcess()
-    return ProcessPoolExecutor(
-        1,
-        # a fresh interpreter: forking a daemon's threads could copy a lock one of them held
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=ignore_ctrl_c,
-    )
+@contextmanager
+def _parser(new_messages: int) -> Iterator[Executor]:
+    """A process of its own for the parsing of a long first sync on two cores or more, one
+    at a time (a daemon's first polls of many mailboxes run in threads at once); else this
+    process."""
+    apart = new_messages >= PARSE_APART_FROM and usable_cores() >= 2
+    if not apart or not _ONE_PARSING_PROCESS.acquire(blocking=False):
+        yield InThisProcess()
+        return
+    try:
+        with ProcessPoolExecutor(
+            1,
+            # a fresh interpreter: forking a daemon's threads could copy a lock one of them held
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=leave_stopping_to_the_starter,
+        ) as pool:
+            try:
+                yield pool
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        _ONE_PARSING_PROCESS.release()

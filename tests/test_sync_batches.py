@@ -4,6 +4,9 @@ stop or a server lost midway loses and doubles nothing."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,18 +26,30 @@ pytestmark = pytest.mark.dovecot
 
 
 class CountedPool(ProcessPoolExecutor):
-    """The parsing process's pool, counted as it is started."""
+    """The parsing process's pool, counted as it is started, and the most alive at once."""
 
-    started = 0
+    started = alive = most_alive = 0
+    lock = threading.Lock()
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        CountedPool.started += 1
+        with CountedPool.lock:
+            CountedPool.started += 1
+            CountedPool.alive += 1
+            CountedPool.most_alive = max(CountedPool.most_alive, CountedPool.alive)
+        self._counted = True
+
+    def shutdown(self, *args, **kwargs) -> None:
+        super().shutdown(*args, **kwargs)
+        with CountedPool.lock:
+            if self._counted:
+                CountedPool.alive -= 1
+                self._counted = False
 
 
 def parse_apart(monkeypatch: pytest.MonkeyPatch) -> type[CountedPool]:
     """From now on every poll parses in a process of its own, however few its new messages."""
-    CountedPool.started = 0
+    CountedPool.started = CountedPool.alive = CountedPool.most_alive = 0
     monkeypatch.setattr(sync_batches, "PARSE_APART_FROM", 0)
     monkeypatch.setattr(sync_batches, "ProcessPoolExecutor", CountedPool)
     return CountedPool
@@ -145,7 +160,7 @@ def test_a_sync_parsing_apart_stopped_midway_keeps_whole_batches_and_goes_on_fro
     assert parsing_apart.started == 2
 
 
-def test_a_server_lost_while_batches_are_parsed_ahead_loses_and_doubles_nothing(
+def test_a_server_lost_while_batches_are_parsed_ahead_keeps_those_fetched_before_it(
     dovecot, store, tmp_path, parsing_apart
 ):
     user = dovecot.new_user("alice")
@@ -157,17 +172,96 @@ def test_a_server_lost_while_batches_are_parsed_ahead_loses_and_doubles_nothing(
         lost = poll_mailbox(
             settings, sync_settings(batch_size=2), StopAfterFirstBatch(store, dovecot), NOW
         )
-        stored_while_down = len(store.load_messages())
+        stored_while_down = sorted(m.key for m in store.load_messages())
+        checkpoint = store.checkpoint("alice", "INBOX")
     finally:
         dovecot.start()
     resumed = poll_mailbox(settings, sync_settings(batch_size=2), store, NOW)
 
     assert lost.error is not None and not lost.permanent
-    assert stored_while_down == 2  # the batch stored before the server went; none after it
-    assert (resumed.error, resumed.fetched) == (None, 10)
+    # the server went after the first batch was stored, while the next three were fetched:
+    # those are stored too (they need nothing more from it), in order, with their checkpoints
+    assert [(f.fetched, f.finished) for f in lost.folders] == [(8, False)]
+    assert len(stored_while_down) == 8 and checkpoint is not None and checkpoint.last_uid == 8
+    assert (resumed.error, resumed.fetched) == (None, 4)
     messages = store.load_messages()
     assert sorted(m.key for m in messages) == sorted(f"<m{n}@acme.example>" for n in range(12))
     assert all(len(message.copies) == 1 for message in messages)
+
+
+class StopsTheService:
+    """The real store; after the first batch is stored, systemd's stop: SIGTERM to every
+    process of the service (the parsing process too); the daemon's stop event is seen some
+    batches later, as a signal handler and the polling thread take their time."""
+
+    def __init__(self, store: Store, stopping: threading.Event) -> None:
+        self._store = store
+        self._stopping = stopping
+        self._batches = 0
+
+    def add_messages(self, batch, checkpoint=None):
+        added = self._store.add_messages(batch, checkpoint)
+        self._batches += 1
+        if self._batches == 1:
+            children = multiprocessing.active_children()
+            for child in children:
+                os.kill(child.pid, signal.SIGTERM)
+            for child in children:
+                child.join(timeout=2)  # dead by now, unless it leaves stopping to us
+        elif self._batches == 4:
+            self._stopping.set()
+        return added
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_service_stop_during_a_sync_parsing_apart_is_a_clean_stop(
+    dovecot, store, tmp_path, parsing_apart
+):
+    user = dovecot.new_user("alice")
+    for number in range(20):
+        dovecot.append(user, "INBOX", mail(f"<m{number}@acme.example>"), hours_ago(20 - number))
+    history = SyncHistory(keeps_sessions=False)
+    settings = mailbox_settings(dovecot, user, tmp_path, folders=("INBOX",))
+
+    stopped = poll_mailbox(
+        settings,
+        sync_settings(batch_size=2),
+        StopsTheService(store, history.stopping),
+        NOW,
+        history,
+    )
+    resumed = poll_mailbox(settings, sync_settings(batch_size=2), store, NOW)
+
+    assert stopped.error is None
+    assert [(f.fetched, f.finished, f.error) for f in stopped.folders] == [(8, False, None)]
+    assert (resumed.error, resumed.fetched, resumed.new_messages) == (None, 12, 12)
+    assert [len(m.copies) for m in store.load_messages()] == [1] * 20
+
+
+def test_the_first_polls_of_many_mailboxes_at_once_start_one_parsing_process_at_a_time(
+    dovecot, store, tmp_path, parsing_apart
+):
+    settings = []
+    for name in ("alice", "bob", "carol"):
+        user = dovecot.new_user(name)
+        for number in range(12):
+            raw = mail(f"<{name}{number}@acme.example>")
+            dovecot.append(user, "INBOX", raw, hours_ago(12 - number))
+        settings.append(mailbox_settings(dovecot, user, tmp_path, folders=("INBOX",)))
+    threads = [
+        threading.Thread(target=poll_mailbox, args=(s, sync_settings(batch_size=2), store, NOW))
+        for s in settings
+    ]
+
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(store.load_messages()) == 36
+    assert parsing_apart.most_alive == 1
 
 
 def test_a_few_new_messages_are_parsed_in_the_polling_process(

@@ -65,7 +65,7 @@ def parse_fetch(data: list[Record]) -> dict[int, FetchItems]:
     message are merged, as imapclient merges them."""
     try:
         return parse_common_shape(data)
-    except Unrecognised:
+    except (Unrecognised, ValueError):  # ValueError: a number past int()'s 4,300 digits
         return dict(parse_fetch_response(data, normalise_times=False, uid_is_key=True))
 
 

@@ -212,6 +212,13 @@ def test_anything_the_fast_path_does_not_know_is_read_by_imapclient_for_the_whol
     assert outcome(parse_fetch, batch) == outcome(imapclients, batch)
 
 
+def test_a_number_too_long_for_python_to_read_raises_imapclient_s_protocol_error():
+    batch = [*header_response(1, 2), b"2 (UID " + b"9" * 5000 + b" FLAGS ())"]
+
+    with pytest.raises(ProtocolError):
+        parse_fetch(batch)
+
+
 def test_a_literal_of_the_wrong_length_raises_imapclient_s_protocol_error():
     batch = [*header_response(1, 2), (b"2 (UID 5 " + SECTION + b" {9}", b"short"), b")"]
 
