@@ -197,7 +197,6 @@ def worker_processes(store: Store, messages: int, from_size: int) -> int:
     in_memory = store.dialect == "sqlite" and store.url.database in (None, "", ":memory:")
     if messages < from_size or in_memory:
         return 0
-    # the cores this process may use (a container's share); where that is not told, all
     cores = usable_cores()
     return min(cores, MOST_WORKERS) if cores > 1 else 0
 

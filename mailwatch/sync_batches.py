@@ -16,6 +16,7 @@ no other.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import multiprocessing
 import threading
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,8 @@ PARSE_APART_FROM = 2_000
 # wait for the fetching, few enough to hold a few hundred messages.
 AHEAD = 2
 _ONE_PARSING_PROCESS = threading.Lock()
+# the batches fetched, each with its parse to come, in the order fetched
+Parsing = deque[tuple[Batch, Future[list[Message | str]]]]
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,10 @@ class FolderBatches:
             return
         with _parser(first.total) as executor:
             ahead = AHEAD if isinstance(executor, ProcessPoolExecutor) else 0
-            parsing: deque[tuple[Batch, Future[list[Message | str]]]] = deque()
+            parsing: Parsing = deque()
             checking: deque[_Checked] = deque()
             try:
-                for batch in _chained(first, batches):
+                for batch in itertools.chain([first], batches):
                     parsing.append((batch, self._parse(executor, batch)))
                     if len(parsing) > ahead:
                         self._check_next(executor, parsing, checking)
@@ -101,7 +104,7 @@ class FolderBatches:
     def _stored_before_failure(
         self,
         executor: Executor,
-        parsing: deque[tuple[Batch, Future[list[Message | str]]]],
+        parsing: Parsing,
         checking: deque[_Checked],
     ) -> Iterator[StoredBatch]:
         """The batches fetched before a failure, stored in order while the server still
@@ -115,7 +118,7 @@ class FolderBatches:
     def _check_next(
         self,
         executor: Executor,
-        parsing: deque[tuple[Batch, Future[list[Message | str]]]],
+        parsing: Parsing,
         checking: deque[_Checked],
     ) -> None:
         """The first parsed batch on to be checked. When its check fails, neither it nor any
@@ -142,25 +145,25 @@ class FolderBatches:
     ) -> _Checked:
         """Read the first body bytes of client replies (a second, small FETCH) and have them
         checked for a "thanks!"."""
-        checked = _Checked(batch)
+        parsed: list[StoredMessage] = []
+        unparsable: list[tuple[str, str, FetchedMessage]] = []
         replies: dict[int, bytes] = {}  # a client's reply may be a "thanks!": its header block
         checkpoint = batch.checkpoint
-        for fetched, parsed in zip(batch.messages, parsing.result(), strict=True):
+        for fetched, message in zip(batch.messages, parsing.result(), strict=True):
             location = f"{checkpoint.mailbox}/{checkpoint.folder} uid {fetched.uid}"
-            if isinstance(parsed, str):
-                checked.unparsable.append((location, parsed, fetched))
+            if isinstance(message, str):
+                unparsable.append((location, message, fetched))
                 continue
-            checked.parsed.append(
+            parsed.append(
                 StoredMessage(
-                    parsed, fetched.raw_headers, checkpoint.uidvalidity, fetched.uid, location
+                    message, fetched.raw_headers, checkpoint.uidvalidity, fetched.uid, location
                 )
             )
-            if not fetched.sent and self.wants_body(parsed):
+            if not fetched.sent and self.wants_body(message):
                 replies[fetched.uid] = fetched.raw_headers
         prefixes = self.opened.body_prefixes(sorted(replies))
         check = [(uid, headers, prefixes.get(uid, b"")) for uid, headers in replies.items()]
-        checked.courteous = executor.submit(courteous_uids, check)
-        return checked
+        return _Checked(batch, parsed, unparsable, executor.submit(courteous_uids, check))
 
     def _store(self, checked: _Checked) -> StoredBatch:
         """Quarantine what could not be parsed, and store the rest with the checkpoint."""
@@ -169,7 +172,6 @@ class FolderBatches:
         for location, reason, fetched in checked.unparsable:
             log.warning("%s: quarantined: %s", location, reason, extra=where)
             self.store.quarantine(location, reason, fetched.raw_headers, self.now)
-        assert checked.courteous is not None
         courteous = checked.courteous.result()
         marked = [
             dataclasses.replace(item, message=dataclasses.replace(item.message, courtesy=True))
@@ -181,19 +183,14 @@ class FolderBatches:
         return StoredBatch(checked.batch, new, len(checked.unparsable))
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Checked:
     """A batch parsed, its client replies' first bytes being checked for a "thanks!"."""
 
     batch: Batch
-    parsed: list[StoredMessage] = field(default_factory=list)
-    unparsable: list[tuple[str, str, FetchedMessage]] = field(default_factory=list)
-    courteous: Future[set[int]] | None = None  # the UIDs of the replies that only thank
-
-
-def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
-    yield first
-    yield from rest
+    parsed: list[StoredMessage]
+    unparsable: list[tuple[str, str, FetchedMessage]]  # (location, why, the message)
+    courteous: Future[set[int]]  # the UIDs of the replies that only thank
 
 
 @contextmanager
