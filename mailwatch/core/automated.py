@@ -324,9 +324,11 @@ def looks_like_courtesy(text: str) -> bool:
     or says more than a short sign-off besides the thanks.
     """
     new_text = _new_text(text)
-    if "?" in new_text or not (_ACK_PHRASES.search(new_text) or _ACK_SYMBOLS.search(new_text)):
+    if "?" in new_text:
         return False
-    rest = _ACK_PHRASES.sub(" ", new_text)
+    rest, thanks = _ACK_PHRASES.subn(" ", new_text)  # one pass of the many phrases
+    if not (thanks or _ACK_SYMBOLS.search(new_text)):
+        return False
     words = [w.lower().replace("’", "'") for w in _WORD.findall(rest)]
     if any(w in _REQUEST_WORDS for w in words):
         return False

@@ -36,6 +36,11 @@ def trusted_times(message: Message, seen_at: datetime) -> Message:
     def trusted(moment: datetime | None) -> datetime | None:
         return moment if moment is None or _EARLIEST_TRUSTED <= moment <= latest else None
 
+    def untrusted(*moments: datetime | None) -> bool:
+        return any(trusted(moment) is not moment for moment in moments)
+
+    # nearly every message keeps its times: copied only when one goes (a first sync's
+    # thousands of messages)
     copies = tuple(
         replace(
             c,
@@ -43,8 +48,12 @@ def trusted_times(message: Message, seen_at: datetime) -> Message:
             envelope_time=trusted(c.envelope_time),
             received_time=trusted(c.received_time),
         )
+        if untrusted(c.internal_date, c.envelope_time, c.received_time)
+        else c
         for c in message.copies
     )
+    if copies == message.copies and not untrusted(message.date, message.received_time):
+        return message
     return replace(
         message,
         date=trusted(message.date),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +30,12 @@ from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
 from mailwatch.store.rows import (
     copy_columns,
+    json_text,
     message_columns,
     messages_with_copies,
     threading_copy,
+    written_insert,
+    written_time,
 )
 from mailwatch.store.tables import CHECKPOINTS, COPIES, MESSAGES, QUARANTINE, REFERENCES, WAIVERS
 
@@ -356,11 +359,12 @@ def _upsert_messages(
         arrival[key] = min(arrival.get(key, arrived), arrived)
 
     known = _message_ids(conn, first)
-    missing = [_message_row(first[key], arrival[key]) for key in first if key not in known]
+    time = written_time(conn)
+    missing = [_message_row(first[key], arrival[key], time) for key in first if key not in known]
     ids = {key: row_id for key, (row_id, _) in known.items()}
     if missing:
         returning = (
-            dialect_insert(conn, MESSAGES)
+            written_insert(conn, MESSAGES, list(missing[0]))
             .on_conflict_do_nothing()
             .returning(MESSAGES.c.key, MESSAGES.c.id)
         )
@@ -404,13 +408,15 @@ def _add_references(conn: Connection, messages: dict[int, Message]) -> None:
         for row_id, message in messages.items()
         for ref in sorted(set(message.in_reply_to) | set(message.references))
     ]
+    insert = written_insert(conn, REFERENCES, ["message_id", "ref_key"])
     for chunk in chunks(rows):
-        conn.execute(REFERENCES.insert(), chunk)
+        conn.execute(insert, chunk)
 
 
 def _add_copies(conn: Connection, batch: Sequence[StoredMessage], ids: dict[str, int]) -> None:
     present = _present_uids(conn, batch)
     orphans = _orphan_copies(conn, set(ids.values()))
+    time = written_time(conn)
     rebind: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for item in batch:
@@ -427,7 +433,7 @@ def _add_copies(conn: Connection, batch: Sequence[StoredMessage], ids: dict[str,
                     {"row_id": spare.pop(), "uidvalidity": item.uidvalidity, "uid": item.uid}
                 )
                 continue
-        rows.append(_copy_row(item, message_id))
+        rows.append(_copy_row(item, message_id, time))
     if rebind:
         conn.execute(
             update(COPIES)
@@ -436,7 +442,8 @@ def _add_copies(conn: Connection, batch: Sequence[StoredMessage], ids: dict[str,
             rebind,
         )
     if rows:
-        conn.execute(dialect_insert(conn, COPIES).on_conflict_do_nothing(), rows)
+        insert = written_insert(conn, COPIES, list(rows[0]))
+        conn.execute(insert.on_conflict_do_nothing(), rows)
 
 
 def _present_uids(
@@ -484,44 +491,50 @@ def _arrival(message: Message, stored_at: datetime) -> datetime:
     return stored_at if arrived is None else arrived[0]
 
 
-def _message_row(item: StoredMessage, arrived_at: datetime) -> dict[str, Any]:
+def _message_row(
+    item: StoredMessage, arrived_at: datetime, time: Callable[[datetime | None], Any]
+) -> dict[str, Any]:
+    """The message's row as `written_insert` takes it."""
     message = item.message
     return {
         "key": message.key,
         "from_addr": message.from_addr,
         "from_name": message.from_name,
         "sender_addr": message.sender_addr,
-        "to": list(message.to),
-        "cc": list(message.cc),
-        "bcc": list(message.bcc),
+        "to": json_text(message.to),
+        "cc": json_text(message.cc),
+        "bcc": json_text(message.bcc),
         "subject": message.subject,
-        "date": message.date,
-        "received_time": message.received_time,
-        "in_reply_to": list(message.in_reply_to),
-        "references": list(message.references),
+        "date": time(message.date),
+        "received_time": time(message.received_time),
+        "in_reply_to": json_text(message.in_reply_to),
+        "references": json_text(message.references),
         "thread_index": message.thread_index,
-        "headers": [list(pair) for pair in message.headers],
+        "headers": json_text(message.headers),
         "courtesy": message.courtesy,
         "raw_headers": zlib.compress(item.raw_headers),
-        "arrived_at": arrived_at,
+        "arrived_at": time(arrived_at),
         "norm_subject": normalise_subject(message.subject),
         "dirty": 0,  # add_messages counts the change, as for a new copy of a known message
     }
 
 
-def _copy_row(item: StoredMessage, message_id: int) -> dict[str, Any]:
+def _copy_row(
+    item: StoredMessage, message_id: int, time: Callable[[datetime | None], Any]
+) -> dict[str, Any]:
+    """The copy's row as `written_insert` takes it."""
     copy = item.message.copies[0]
     return {
         "message_id": message_id,
         "mailbox": copy.mailbox,
         "folder": copy.folder,
         "sent_folder": copy.sent_folder,
-        "internal_date": copy.internal_date,
-        "envelope_time": copy.envelope_time,
-        "received_time": copy.received_time,
+        "internal_date": time(copy.internal_date),
+        "envelope_time": time(copy.envelope_time),
+        "received_time": time(copy.received_time),
         "waive_keyword": copy.waive_keyword,
         "waive_folder": copy.waive_folder,
-        "waive_seen_at": copy.waive_seen_at,
+        "waive_seen_at": time(copy.waive_seen_at),
         "gm_thrid": copy.gm_thrid,
         "uidvalidity": item.uidvalidity,
         "uid": item.uid,

@@ -18,14 +18,17 @@ from sqlalchemy import (
     Connection,
     RowMapping,
     Select,
+    Table,
     Text,
+    bindparam,
     cast,
     type_coerce,
 )
-from sqlalchemy.types import NullType
+from sqlalchemy.types import NullType, UserDefinedType
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from mailwatch.core.model import ClockKind, Copy, Message, Request, Status, Waiver, WaiverVia
+from mailwatch.store.db import dialect_insert
 from mailwatch.store.tables import COPIES, MESSAGES, REQUESTS
 
 # ---------------------------------------------------------------- messages
@@ -67,6 +70,47 @@ def _time(value: datetime | str | None) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+
+
+class _AsGiven(UserDefinedType[Any]):
+    """A bound value handed to the driver as it is: no processing, no cast (an untyped
+    bound value would take its column's type)."""
+
+    cache_ok = True
+
+
+def written_insert(conn: Connection, table: Table, names: Sequence[str]) -> Any:
+    """The dialect's INSERT of `names` into `table`, its values given as the driver takes
+    them (`written_time`, `json_text`): the column types' processing of each value was a
+    quarter of storing a first sync's batch."""
+    return dialect_insert(conn, table).values(
+        {name: bindparam(name, type_=_AsGiven()) for name in names}
+    )
+
+
+def written_time(conn: Connection) -> Callable[[datetime | None], datetime | str | None]:
+    """A time as its UTC column type stores it: on SQLite the text `_time` reads back (and
+    queries compare), on PostgreSQL the time itself."""
+    return _sqlite_time if conn.dialect.name == "sqlite" else _utc_time
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    # "2026-11-01 06:00:00.000000": SQLAlchemy's SQLite DATETIME storage format
+    utc = _utc_time(value)
+    return None if utc is None else utc.isoformat(" ", "microseconds")[:26]
+
+
+def _utc_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.utcoffset() is None:  # refused as the column type refuses it
+        raise ValueError(f"a time without a timezone cannot be stored: {value}")
+    return value.astimezone(UTC)
+
+
+def json_text(value: Sequence[Any]) -> str:
+    """A JSON column's value as its column type encodes it (`json_strings` reads it)."""
+    return json.dumps(value)
 
 
 def messages_with_copies(
