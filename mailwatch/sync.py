@@ -459,8 +459,8 @@ def poll_folder(
         batches = FolderBatches(opened, store, now, sync.waive_keyword, wants_body)
         try:
             for done in batches.stored(opened.new_messages(checkpoint, since, sync.batch_size)):
-                batch = done.last
-                fetched += done.fetched
+                batch = done.batch
+                fetched += len(batch.messages)
                 quarantined += done.quarantined
                 new += done.new
                 if history.progress is not None:

@@ -45,27 +45,21 @@ PARSE_APART_FROM = 2_000
 # Batches parsed ahead of the one being stored: enough for the parsing process never to
 # wait for the fetching, few enough to hold a few hundred messages.
 AHEAD = 2
-# Batches stored in one transaction while parsing apart: each transaction's own queries and
-# commit were a quarter of storing a first sync 200 messages at a time.
-STORED_TOGETHER = 5
 _ONE_PARSING_PROCESS = threading.Lock()
 # the batches fetched, each with its parse to come, in the order fetched
 Parsing = deque[tuple[Batch, Future[list[Message | str]]]]
 
 
 @dataclass(frozen=True)
-class Stored:
-    """Consecutive batches stored in one transaction."""
-
-    last: Batch  # the last of them: the progress, the checkpoint stored
-    fetched: int  # messages in them
+class StoredBatch:
+    batch: Batch
     new: int  # messages not stored before
     quarantined: int
 
 
 class FolderBatches:
-    """Stores a folder's batches as they are fetched: `stored(batches)` yields them as they
-    are stored, in order."""
+    """Stores a folder's batches as they are fetched: `stored(batches)` yields each batch
+    once it is stored, in order."""
 
     def __init__(
         self,
@@ -79,18 +73,15 @@ class FolderBatches:
         self.waive_keyword = waive_keyword
         self.wants_body = wants_body
 
-    def stored(self, batches: Iterable[Batch]) -> Iterator[Stored]:
-        """The batches stored with their checkpoint, in the order fetched. From the first
-        batch of a long first sync the parsing runs in a process of its own, AHEAD batches
-        ahead, and STORED_TOGETHER batches are stored at a time."""
+    def stored(self, batches: Iterable[Batch]) -> Iterator[StoredBatch]:
+        """Each batch stored with its checkpoint, in the order fetched. From the first batch
+        of a long first sync the parsing runs in a process of its own, AHEAD batches ahead."""
         batches = iter(batches)
         first = next(batches, None)
         if first is None:
             return
         with _parser(first.total) as executor:
-            apart = isinstance(executor, ProcessPoolExecutor)
-            ahead = AHEAD if apart else 0
-            together = STORED_TOGETHER if apart else 1
+            ahead = AHEAD if isinstance(executor, ProcessPoolExecutor) else 0
             parsing: Parsing = deque()
             checking: deque[_Checked] = deque()
             try:
@@ -98,33 +89,31 @@ class FolderBatches:
                     parsing.append((batch, self._parse(executor, batch)))
                     if len(parsing) > ahead:
                         self._check_next(executor, parsing, checking)
-                    # the last batch checked waits for its "thanks!" check, not the older ones
-                    if len(checking) >= together + min(ahead, 1):
-                        yield self._store(_first(checking, together))
+                    if len(checking) > min(ahead, 1):
+                        yield self._store(checking.popleft())
                 while parsing:
                     self._check_next(executor, parsing, checking)
             except MailboxError:
                 # the batches fetched before the failure are stored: one that always fails
                 # (a server refusing a range of UIDs) must not hold back the ones before it
-                yield from self._stored_before_failure(executor, parsing, checking, together)
+                yield from self._stored_before_failure(executor, parsing, checking)
                 raise
             while checking:
-                yield self._store(_first(checking, together))
+                yield self._store(checking.popleft())
 
     def _stored_before_failure(
         self,
         executor: Executor,
         parsing: Parsing,
         checking: deque[_Checked],
-        together: int,
-    ) -> Iterator[Stored]:
+    ) -> Iterator[StoredBatch]:
         """The batches fetched before a failure, stored in order while the server still
         answers the FETCH of their replies' first bytes (none after one it does not)."""
         with suppress(MailboxError):
             while parsing:
                 self._check_next(executor, parsing, checking)
         while checking:
-            yield self._store(_first(checking, together))
+            yield self._store(checking.popleft())
 
     def _check_next(
         self,
@@ -176,30 +165,22 @@ class FolderBatches:
         check = [(uid, headers, prefixes.get(uid, b"")) for uid, headers in replies.items()]
         return _Checked(batch, parsed, unparsable, executor.submit(courteous_uids, check))
 
-    def _store(self, group: list[_Checked]) -> Stored:
-        """Quarantine what could not be parsed, and store the rest of consecutive batches
-        in one transaction, with the last one's checkpoint."""
-        marked: list[StoredMessage] = []
-        for checked in group:
-            checkpoint = checked.batch.checkpoint
-            where = {"mailbox": checkpoint.mailbox, "folder": checkpoint.folder}
-            for location, reason, fetched in checked.unparsable:
-                log.warning("%s: quarantined: %s", location, reason, extra=where)
-                self.store.quarantine(location, reason, fetched.raw_headers, self.now)
-            courteous = checked.courteous.result()
-            marked.extend(
-                dataclasses.replace(item, message=dataclasses.replace(item.message, courtesy=True))
-                if item.uid in courteous
-                else item
-                for item in checked.parsed
-            )
-        new = self.store.add_messages(marked, group[-1].batch.checkpoint)
-        return Stored(
-            group[-1].batch,
-            sum(len(checked.batch.messages) for checked in group),
-            new,
-            sum(len(checked.unparsable) for checked in group),
-        )
+    def _store(self, checked: _Checked) -> StoredBatch:
+        """Quarantine what could not be parsed, and store the rest with the checkpoint."""
+        checkpoint = checked.batch.checkpoint
+        where = {"mailbox": checkpoint.mailbox, "folder": checkpoint.folder}
+        for location, reason, fetched in checked.unparsable:
+            log.warning("%s: quarantined: %s", location, reason, extra=where)
+            self.store.quarantine(location, reason, fetched.raw_headers, self.now)
+        courteous = checked.courteous.result()
+        marked = [
+            dataclasses.replace(item, message=dataclasses.replace(item.message, courtesy=True))
+            if item.uid in courteous
+            else item
+            for item in checked.parsed
+        ]
+        new = self.store.add_messages(marked, checkpoint)
+        return StoredBatch(checked.batch, new, len(checked.unparsable))
 
 
 @dataclass(frozen=True)
@@ -210,10 +191,6 @@ class _Checked:
     parsed: list[StoredMessage]
     unparsable: list[tuple[str, str, FetchedMessage]]  # (location, why, the message)
     courteous: Future[set[int]]  # the UIDs of the replies that only thank
-
-
-def _first(checking: deque[_Checked], most: int) -> list[_Checked]:
-    return [checking.popleft() for _ in range(min(most, len(checking)))]
 
 
 @contextmanager

@@ -48,11 +48,9 @@ class CountedPool(ProcessPoolExecutor):
 
 
 def parse_apart(monkeypatch: pytest.MonkeyPatch) -> type[CountedPool]:
-    """From now on every poll parses in a process of its own, however few its new messages,
-    and stores two batches at a time."""
+    """From now on every poll parses in a process of its own, however few its new messages."""
     CountedPool.started = CountedPool.alive = CountedPool.most_alive = 0
     monkeypatch.setattr(sync_batches, "PARSE_APART_FROM", 0)
-    monkeypatch.setattr(sync_batches, "STORED_TOGETHER", 2)
     monkeypatch.setattr(sync_batches, "ProcessPoolExecutor", CountedPool)
     return CountedPool
 
@@ -154,11 +152,10 @@ def test_a_sync_parsing_apart_stopped_midway_keeps_whole_batches_and_goes_on_fro
     checkpoint = store.checkpoint("alice", "INBOX")
     resumed = poll_mailbox(settings, sync_settings(batch_size=5), store, NOW)
 
-    assert [(f.fetched, f.finished) for f in stopped.folders] == [(10, False)]
-    # the batches parsed ahead of the stop were not stored: the checkpoint is that of the
-    # second batch, stored with the first
-    assert len(after_stop) == 10 and checkpoint is not None and checkpoint.last_uid == 10
-    assert (resumed.fetched, resumed.new_messages) == (20, 20)
+    assert [(f.fetched, f.finished) for f in stopped.folders] == [(5, False)]
+    # the batches parsed ahead of the stop were not stored: the checkpoint is the first one's
+    assert len(after_stop) == 5 and checkpoint is not None and checkpoint.last_uid == 5
+    assert (resumed.fetched, resumed.new_messages) == (25, 25)
     assert [len(m.copies) for m in store.load_messages()] == [1] * 30
     assert parsing_apart.started == 2
 
@@ -182,21 +179,20 @@ def test_a_server_lost_while_batches_are_parsed_ahead_keeps_those_fetched_before
     resumed = poll_mailbox(settings, sync_settings(batch_size=2), store, NOW)
 
     assert lost.error is not None and not lost.permanent
-    # the server went after the first two batches were stored, while the next three were
-    # fetched: those are stored too (they need nothing more from it), in order, with their
-    # checkpoints
-    assert [(f.fetched, f.finished) for f in lost.folders] == [(10, False)]
-    assert len(stored_while_down) == 10 and checkpoint is not None and checkpoint.last_uid == 10
-    assert (resumed.error, resumed.fetched) == (None, 2)
+    # the server went after the first batch was stored, while the next three were fetched:
+    # those are stored too (they need nothing more from it), in order, with their checkpoints
+    assert [(f.fetched, f.finished) for f in lost.folders] == [(8, False)]
+    assert len(stored_while_down) == 8 and checkpoint is not None and checkpoint.last_uid == 8
+    assert (resumed.error, resumed.fetched) == (None, 4)
     messages = store.load_messages()
     assert sorted(m.key for m in messages) == sorted(f"<m{n}@acme.example>" for n in range(12))
     assert all(len(message.copies) == 1 for message in messages)
 
 
 class StopsTheService:
-    """The real store; after the first batches are stored, systemd's stop: SIGTERM to every
+    """The real store; after the first batch is stored, systemd's stop: SIGTERM to every
     process of the service (the parsing process too); the daemon's stop event is seen some
-    transactions later, as a signal handler and the polling thread take their time."""
+    batches later, as a signal handler and the polling thread take their time."""
 
     def __init__(self, store: Store, stopping: threading.Event) -> None:
         self._store = store
@@ -239,9 +235,8 @@ def test_a_service_stop_during_a_sync_parsing_apart_is_a_clean_stop(
     resumed = poll_mailbox(settings, sync_settings(batch_size=2), store, NOW)
 
     assert stopped.error is None
-    # four transactions of two batches of two
-    assert [(f.fetched, f.finished, f.error) for f in stopped.folders] == [(16, False, None)]
-    assert (resumed.error, resumed.fetched, resumed.new_messages) == (None, 4, 4)
+    assert [(f.fetched, f.finished, f.error) for f in stopped.folders] == [(8, False, None)]
+    assert (resumed.error, resumed.fetched, resumed.new_messages) == (None, 12, 12)
     assert [len(m.copies) for m in store.load_messages()] == [1] * 20
 
 
