@@ -56,12 +56,12 @@ TURN_WAIT = timedelta(seconds=60)
 
 # Messages classified, and evaluated, at once (whole threads; a longer thread alone): bounds
 # memory after a first sync of years (20,000 full messages were ~100 MB of a peak).
-EVALUATION_BATCH = 10_000
+EVALUATION_BATCH = 5_000
 # Messages read at once while threading every stored message (whole reference groups)
 GROUP_PAGE = 2_000
 # Stored messages from which a first evaluation is shared with worker processes: two parts'
 # worth (with one, a worker would evaluate it while this process waited)
-WORKERS_FROM = 2 * EVALUATION_BATCH
+WORKERS_FROM = 20_000
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,15 @@ from mailwatch.store.db import (
 )
 from mailwatch.store.privacy import retention_horizon
 from mailwatch.store.rows import (
+    AS_GIVEN,
     REQUEST_COLUMNS,
     STATUSES,
     json_as_text,
     json_strings,
     read_requests,
     request_row,
+    written_insert,
+    written_time,
 )
 from mailwatch.store.tables import COPIES, MESSAGES, PEOPLE, REFERENCES, REQUESTS
 
@@ -192,18 +195,26 @@ class EvaluationStore(Database):
     def save_classifications(self, derived: Sequence[dict[str, Any]]) -> None:
         """Each message's role, responder, time, automation rule and out-of-office flag, by
         row id (`id`)."""
-        columns = ("role", "responder", "at", "automated", "out_of_office")
+        columns = ("role", "responder", "automated", "out_of_office")
         classify = (
             update(MESSAGES)
             .where(MESSAGES.c.id == bindparam("row_id"))
-            .values(**{c: bindparam(f"new_{c}") for c in columns})
+            .values(
+                **{c: bindparam(f"new_{c}") for c in columns},
+                at=bindparam("new_at", type_=AS_GIVEN),
+            )
         )
         with writing(self.engine) as conn:
+            time = written_time(conn)
             for chunk in chunks(derived):
                 conn.execute(
                     classify,
                     [
-                        {"row_id": row["id"], **{f"new_{c}": row[c] for c in columns}}
+                        {
+                            "row_id": row["id"],
+                            "new_at": time(row["at"]),
+                            **{f"new_{c}": row[c] for c in columns},
+                        }
                         for row in chunk
                     ],
                 )
@@ -452,13 +463,16 @@ def _swap_requests(
         if horizon is not None:
             stale = stale.where(REQUESTS.c.received_at >= horizon)
         conn.execute(stale)
+    time = written_time(conn)
     rows = [
-        request_row(request, evaluated_at)
+        request_row(request, evaluated_at, time)
         for request in requests
         if horizon is None or request.received_at >= horizon
     ]
-    for batch in chunks(rows):
-        conn.execute(REQUESTS.insert(), batch)
+    if rows:
+        insert = written_insert(conn, REQUESTS, list(rows[0]))
+        for batch in chunks(rows):
+            conn.execute(insert, batch)
 
 
 def _time_after(now: datetime) -> ColumnElement[bool]:

@@ -79,12 +79,15 @@ class _AsGiven(UserDefinedType[Any]):
     cache_ok = True
 
 
+AS_GIVEN = _AsGiven()
+
+
 def written_insert(conn: Connection, table: Table, names: Sequence[str]) -> Any:
     """The dialect's INSERT of `names` into `table`, its values given as the driver takes
     them (`written_time`, `json_text`): the column types' processing of each value was a
     quarter of storing a first sync's batch."""
     return dialect_insert(conn, table).values(
-        {name: bindparam(name, type_=_AsGiven()) for name in names}
+        {name: bindparam(name, type_=AS_GIVEN) for name in names}
     )
 
 
@@ -108,8 +111,9 @@ def _utc_time(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def json_text(value: Sequence[Any]) -> str:
-    """A JSON column's value as its column type encodes it (`json_strings` reads it)."""
+def json_text(value: Any) -> str:
+    """A JSON column's value as its column type encodes it (`json_strings` reads it); a
+    tuple as a list."""
     return json.dumps(value)
 
 
@@ -216,38 +220,44 @@ def _copy(row: RowMapping) -> Copy:
 # ---------------------------------------------------------------- requests
 
 
-def request_row(request: Request, evaluated_at: datetime) -> dict[str, Any]:
+def request_row(
+    request: Request, evaluated_at: datetime, time: Callable[[datetime | None], Any]
+) -> dict[str, Any]:
+    """The request's row as `written_insert` takes it, `time` from `written_time`."""
     waiver = request.waiver
     return {
         "account": request.account,
         "thread": request.thread,
         "subject": request.subject,
         "opened_by": request.opened_by,
-        "received_at": request.received_at,
-        "messages": list(request.messages),
+        "received_at": time(request.received_at),
+        "messages": json_text(request.messages),
         "tier": request.tier,
         "clock": request.clock.value,
         "target_seconds": request.target_seconds,
-        "deadline": request.deadline,
-        "responsible": list(request.responsible),
+        "deadline": time(request.deadline),
+        "responsible": json_text(request.responsible),
         "status": request.status.value,
         "answered_by": request.answered_by,
-        "answered_at": request.answered_at,
+        "answered_at": time(request.answered_at),
         "responder": request.responder,
         "response_seconds": request.response_seconds,
         "elapsed_seconds": request.elapsed_seconds,
-        "closed_at": request.closed_at,
-        "waiver": None
-        if waiver is None
-        else {
-            "message_key": waiver.message_key,
-            "by": waiver.by,
-            "seen_at": waiver.seen_at.astimezone(UTC).isoformat(),
-            "reason": waiver.reason,
-            "via": waiver.via.value,
-        },
-        "notes": list(request.notes),
-        "evaluated_at": evaluated_at,
+        "closed_at": time(request.closed_at),
+        # JSON null, as the column type stores None
+        "waiver": json_text(
+            None
+            if waiver is None
+            else {
+                "message_key": waiver.message_key,
+                "by": waiver.by,
+                "seen_at": waiver.seen_at.astimezone(UTC).isoformat(),
+                "reason": waiver.reason,
+                "via": waiver.via.value,
+            }
+        ),
+        "notes": json_text(request.notes),
+        "evaluated_at": time(evaluated_at),
         "answered_via": request.answered_via,
         "reply_possibly_unseen": request.reply_possibly_unseen,
     }
