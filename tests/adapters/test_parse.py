@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
+import unicodedata
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwatch.adapters.parse import (
     HEADER_CAP,
@@ -298,3 +302,43 @@ def test_hostile_address_lists_are_dropped_quickly(junk: bytes, kept: tuple[str,
     )
     assert time.perf_counter() - started < 3
     assert message.to == kept
+
+
+# any character but a line break or the "=" of an encoded word, white space and controls often
+_SUBJECT_CHARACTERS = st.one_of(
+    st.sampled_from([" ", "\t", "\x0b", "\x00", "\x85", "\u00a0", "\u2028", "a", "é"]),
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n="),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_SUBJECT_CHARACTERS, max_size=40).map("".join))
+def test_a_subject_loses_its_control_characters_and_runs_of_white_space_whatever_it_holds(
+    text: str,
+) -> None:
+    # the general rule, which the parser takes a shortcut from for the common printable subject
+    kept = "".join(
+        " " if ch == "\t" else ch for ch in text if unicodedata.category(ch) != "Cc" or ch == "\t"
+    )
+    expected = re.sub(r"\s+", " ", kept).strip()
+
+    message = parse_message(mail("Message-ID: <s@acme.example>", f"Subject: {text}"))
+
+    assert message.subject == expected
+
+
+_LOCAL = st.text("abcdefghij.-_0123456789", min_size=1, max_size=8)
+_DOMAIN = st.sampled_from(["acme.example", "Rouge.Example", "b.c.example"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_LOCAL, _DOMAIN, st.sampled_from(["", " ", "  ", "\t"])), max_size=6))
+def test_a_bare_address_list_gives_each_address_once_in_order(
+    addresses: list[tuple[str, str, str]],
+) -> None:
+    to = ",".join(f"{space}{local}@{domain}{space}" for local, domain, space in addresses)
+
+    message = parse_message(mail("Message-ID: <a@acme.example>", f"To: {to}"))
+
+    expected = dict.fromkeys(f"{local}@{domain}".lower() for local, domain, _ in addresses)
+    assert message.to == tuple(expected)
