@@ -87,16 +87,17 @@ class MessageStore(Database):
                 raise ValueError(f"{item.message.key}: a stored copy needs exactly one Copy")
             if item.uid is None and not item.location:
                 raise ValueError(f"{item.message.key}: a copy needs a uid or a location")
-        new = 0
+        new: set[int] = set()
         with writing(self.engine) as conn:
             if batch:
                 ids, new = _upsert_messages(conn, batch)
-                _add_copies(conn, batch, ids)
-                for chunk in chunks(sorted(set(ids.values()))):
+                known = set(ids.values()) - new
+                _add_copies(conn, batch, ids, known)
+                for chunk in chunks(sorted(known)):
                     _mark_dirty(conn, MESSAGES.c.id.in_(chunk))
             if checkpoint is not None:
                 _save_checkpoint(conn, checkpoint)
-        return new
+        return len(new)
 
     def load_messages(self, arrived_before: datetime | None = None) -> list[Message]:
         """Every stored message with all its copies, earliest arrival first."""
@@ -347,8 +348,8 @@ def _save_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
 
 def _upsert_messages(
     conn: Connection, batch: Sequence[StoredMessage]
-) -> tuple[dict[str, int], int]:
-    """Insert the unknown messages; return every key's row id and how many were new."""
+) -> tuple[dict[str, int], set[int]]:
+    """Insert the unknown messages; return every key's row id, and the row ids inserted."""
     stored_at = datetime.now(UTC)
     first: dict[str, StoredMessage] = {}
     arrival: dict[str, datetime] = {}
@@ -362,6 +363,7 @@ def _upsert_messages(
     time = written_time(conn)
     missing = [_message_row(first[key], arrival[key], time) for key in first if key not in known]
     ids = {key: row_id for key, (row_id, _) in known.items()}
+    inserted: dict[str, int] = {}
     if missing:
         returning = (
             written_insert(conn, MESSAGES, list(missing[0]))
@@ -371,7 +373,6 @@ def _upsert_messages(
         inserted = {key: row_id for key, row_id in conn.execute(returning, missing)}
         ids.update(inserted)
         _add_references(conn, {row_id: first[key].message for key, row_id in inserted.items()})
-    new = len(ids) - len(known)
     if len(ids) < len(first):  # another process stored some of them meanwhile
         lost = {key: row for key, row in _message_ids(conn, first).items() if key not in ids}
         ids.update({key: row_id for key, (row_id, _) in lost.items()})
@@ -389,7 +390,7 @@ def _upsert_messages(
             .values(arrived_at=bindparam("arrived")),
             earlier,
         )
-    return ids, new
+    return ids, set(inserted.values())
 
 
 def _message_ids(conn: Connection, keys: Iterable[str]) -> dict[str, tuple[int, datetime]]:
@@ -413,9 +414,13 @@ def _add_references(conn: Connection, messages: dict[int, Message]) -> None:
         conn.execute(insert, chunk)
 
 
-def _add_copies(conn: Connection, batch: Sequence[StoredMessage], ids: dict[str, int]) -> None:
+def _add_copies(
+    conn: Connection, batch: Sequence[StoredMessage], ids: dict[str, int], known: set[int]
+) -> None:
+    """The batch's copies, `known` the row ids of messages stored before (only they can
+    have a copy whose UID was forgotten)."""
     present = _present_uids(conn, batch)
-    orphans = _orphan_copies(conn, set(ids.values()))
+    orphans = _orphan_copies(conn, known)
     time = written_time(conn)
     rebind: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -515,7 +520,7 @@ def _message_row(
         "raw_headers": zlib.compress(item.raw_headers),
         "arrived_at": time(arrived_at),
         "norm_subject": normalise_subject(message.subject),
-        "dirty": 0,  # add_messages counts the change, as for a new copy of a known message
+        "dirty": 1,  # one change awaiting evaluation (add_messages counts known ones')
     }
 
 
