@@ -342,3 +342,37 @@ def test_a_bare_address_list_gives_each_address_once_in_order(
 
     expected = dict.fromkeys(f"{local}@{domain}".lower() for local, domain, _ in addresses)
     assert message.to == tuple(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([",", ";", ":", ">", ")", " ", "@", "a", "b.example", "x@y.example"]),
+        max_size=12,
+    ).map("".join)
+)
+def test_an_address_list_with_nothing_to_hide_a_comma_splits_as_the_general_rule_splits_it(
+    to: str,
+) -> None:
+    # an empty quoted name adds no address, and sends the list through the general rule
+    shortcut = parse_message(mail("Message-ID: <a@acme.example>", f"To: {to}"))
+    general = parse_message(mail("Message-ID: <a@acme.example>", f'To: {to}, ""'))
+
+    assert shortcut.to == general.to
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_SUBJECT_CHARACTERS.filter(str.isprintable), max_size=30).map("".join))
+def test_a_printable_subject_is_cleaned_as_one_holding_a_control_character(text: str) -> None:
+    # the control character, dropped, sends the subject through the general rule
+    shortcut = parse_message(mail("Message-ID: <s@acme.example>", f"Subject: {text}"))
+    general = parse_message(mail("Message-ID: <s@acme.example>", f"Subject: {text}\x01"))
+
+    assert shortcut.subject == general.subject
+
+
+def test_no_printable_character_but_the_space_is_white_space() -> None:
+    # what lets a printable subject skip the squeezing of white space other than spaces
+    assert [
+        code for code in range(0x110000) if chr(code).isprintable() and chr(code).isspace()
+    ] == [0x20]

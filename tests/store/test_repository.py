@@ -173,7 +173,7 @@ def test_a_batch_and_its_checkpoint_are_saved_together(store: Store):
 
 def test_a_failure_mid_batch_saves_neither_the_messages_nor_the_checkpoint(store: Store):
     good = imap_copy("<m1@acme.example>", uid=1)
-    # a naive datetime is refused by the database layer, after the message rows went in
+    # a naive datetime is refused as the copy rows are built, after the message rows went in
     bad = imap_copy("<m2@acme.example>", uid=2, waive_seen_at=datetime(2026, 3, 2, 9, 0))
 
     with pytest.raises(Exception, match="timezone"):
