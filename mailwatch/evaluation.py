@@ -10,15 +10,13 @@ re-evaluates everything once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
-from enum import Enum
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from mailwatch.collector import collect_young, collector_paused
@@ -26,7 +24,7 @@ from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation, thread_accounts, threads_of, timed_as_of
 from mailwatch.core.conversations import is_generic_subject, stream_threads, thread_links
-from mailwatch.core.model import Absence, Message, Policy, Role
+from mailwatch.core.model import Absence, Message, Policy, Role, policy_fingerprint
 from mailwatch.evaluation_parts import (
     MailContext,
     PartEvaluation,
@@ -90,32 +88,6 @@ def attention(store: Store) -> Attention:
     if stored is None:
         return Attention((), (), ())
     return Attention(**{name: tuple(values) for name, values in json.loads(stored).items()})
-
-
-def policy_fingerprint(policy: Policy) -> str:
-    """A digest of the policy that is the same in every process: sets are sorted (their
-    order follows per-process string hashing) and a holiday calendar stands in by its
-    country code (its own contents grow as years are looked up)."""
-    return hashlib.sha256(json.dumps(_canonical(policy), sort_keys=True).encode()).hexdigest()
-
-
-def _canonical(value: object) -> object:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, frozenset | set):
-        return sorted(json.dumps(_canonical(v), sort_keys=True) for v in value)
-    if isinstance(value, tuple | list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, date | time):
-        return value.isoformat()
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    # a holiday calendar (any other Container of dates)
-    return f"{type(value).__name__}:{getattr(value, 'country', '')}-{getattr(value, 'subdiv', '')}"
 
 
 @contextmanager

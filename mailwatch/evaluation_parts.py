@@ -12,23 +12,22 @@ from datetime import datetime
 
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
-from mailwatch.core.automated import is_out_of_office
 from mailwatch.core.clock import (
     Evaluation,
-    classify,
     evaluate,
     people_seen_sending,
     threads_of,
+    verdicts,
 )
 from mailwatch.core.model import (
     Absence,
-    Classification,
     Message,
-    Policy,
     RecordedAnswer,
     Request,
     Role,
+    Verdict,
     Waiver,
+    policy_fingerprint,
 )
 from mailwatch.store.messages import Loaded
 from mailwatch.store.repository import Store
@@ -48,9 +47,10 @@ class MailContext:
 
 @dataclass(frozen=True)
 class Classified:
-    """A page of stored messages classified: what to store about each, by row id."""
+    """Stored messages classified: what to store about each, by row id."""
 
-    derived: list[dict[str, object]]  # the stored columns of each classification
+    verdicts: list[tuple[int, Verdict]]
+    policy: str  # the fingerprint of the policy they were found under
     people: set[str]  # staff seen sending human mail
     changes_seen: list[tuple[int, int]]  # (row id, change counter as read)
 
@@ -58,35 +58,37 @@ class Classified:
 def classified(settings: Settings, rows: Sequence[Loaded]) -> Classified:
     """Each message's role, responder, time and automation verdict, and the people seen
     sending: what evaluating any thread needs to know about all the others."""
-    policy = settings.policy
-    directory = Directory(policy)
+    directory = Directory(settings.policy)
     messages = [row.message for row in rows]
-    classes = classify(messages, policy, directory)
-    automated = {key: c.automated for key, c in classes.items()}
+    found = verdicts(messages, settings.policy, directory)
+    automated = {key: verdict.automated for key, verdict in found.items()}
     return Classified(
-        [_derived_row(row, classes[row.message.key], policy) for row in rows],
+        [(row.row_id, found[row.message.key]) for row in rows],
+        policy_fingerprint(settings.policy),
         people_seen_sending(messages, directory, automated),
         [(row.row_id, row.dirty) for row in rows],
     )
 
 
 def save_classified(store: Store, found: Classified) -> None:
-    store.save_classifications(found.derived)
+    store.save_classifications(found.verdicts, found.policy)
     store.add_people(found.people)
 
 
-def _derived_row(row: Loaded, c: Classification, policy: Policy) -> dict[str, object]:
-    out_of_office = (
-        c.role is Role.STAFF and c.automated is not None and is_out_of_office(row.message, policy)
-    )
-    return {
-        "id": row.row_id,
-        "role": c.role.value,
-        "responder": c.responder,
-        "at": c.at,
-        "automated": c.automated,
-        "out_of_office": out_of_office,
-    }
+def classified_page(
+    settings: Settings, store: Store, after: int, upto: int
+) -> list[tuple[int, int]]:
+    """Classify and store the messages with row ids in (after, upto] not classified under
+    the policy yet (most were as they were stored), and add the people seen sending among
+    all of them: each one's row id and change counter as read."""
+    policy = policy_fingerprint(settings.policy)
+    # those classified already first: one changed in between is read again below
+    counters, senders = store.classified_between(after, upto, policy)
+    directory = Directory(settings.policy)
+    store.add_people({sender for sender in senders if directory.role(sender) is Role.STAFF})
+    found = classified(settings, store.loaded_between(after, upto, policy))
+    save_classified(store, found)
+    return counters + found.changes_seen
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,8 @@ from mailwatch.config import Settings
 from mailwatch.evaluation_parts import (
     MailContext,
     PartEvaluation,
-    classified,
+    classified_page,
     evaluated_part,
-    save_classified,
     stored_verdicts,
 )
 from mailwatch.processes import InThisProcess, leave_stopping_to_the_starter, usable_cores
@@ -59,9 +58,7 @@ class _Work:
         """Classify and store the messages with row ids in (after, upto]: each one's row id
         and change counter as read."""
         with collector_paused():
-            found = classified(self.settings, self.store.loaded_between(after, upto))
-            save_classified(self.store, found)
-        return found.changes_seen
+            return classified_page(self.settings, self.store, after, upto)
 
     def evaluate_keys(
         self, now: datetime, context: MailContext, thread_of: dict[str, str], rule_headers: bool

@@ -1,6 +1,6 @@
 """What the process parsing a long first sync's batches does (`sync_batches.py`): pure
-work, header bytes in and core Messages out, so it imports neither the store nor IMAP and
-starts light."""
+work, header bytes in and core Messages out, each classified from its one copy, so it
+imports neither the store nor IMAP and starts light."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import NamedTuple
 
 from mailwatch.adapters.parse import courtesy_of, parse_message
-from mailwatch.core.model import Checkpoint, Copy, Message
+from mailwatch.core.addresses import Directory
+from mailwatch.core.clock import verdicts
+from mailwatch.core.model import Checkpoint, Copy, Message, Policy, Verdict
 from mailwatch.core.times import trusted_times
 
 
@@ -24,23 +26,42 @@ class Arrived(NamedTuple):
     gm_thrid: str | None
 
 
+class Parsed(NamedTuple):
+    message: Message  # with its one copy
+    verdict: Verdict | None  # its classification from that copy (None: left to the evaluation)
+
+
 def parsed_batch(
     arrived: list[Arrived],
     checkpoint: Checkpoint,
     waive_keyword: str,
     now: datetime,
     seen: datetime,
-) -> list[Message | str]:
-    """Each message as a core Message with its one copy, or why it cannot be parsed: one
-    bad message never stops the sync. `seen`: today, even when `now` is an instant in the
-    past (it bounds the times a message can claim)."""
+    policy: Policy | None,
+) -> list[Parsed | str]:
+    """Each message as a core Message with its one copy and, under a `policy`, classified
+    from it (the first evaluation of years of mail need not read it back for that), or why
+    it cannot be parsed: one bad message never stops the sync. `seen`: today, even when
+    `now` is an instant in the past (it bounds the times a message can claim)."""
     parsed: list[Message | str] = []
     for message in arrived:
         try:
             parsed.append(copied_message(message, checkpoint, waive_keyword, now, seen))
         except Exception as error:
             parsed.append(f"{type(error).__name__}: {error}")
-    return parsed
+    found = _verdicts([m for m in parsed if isinstance(m, Message)], policy)
+    return [m if isinstance(m, str) else Parsed(m, found.get(m.key)) for m in parsed]
+
+
+def _verdicts(messages: list[Message], policy: Policy | None) -> dict[str, Verdict]:
+    """Each message's verdict under `policy`; none if that fails, the mail is stored
+    either way (and the evaluation classifies it itself)."""
+    if policy is None:
+        return {}
+    try:
+        return verdicts(messages, policy, Directory(policy))
+    except Exception:
+        return {}
 
 
 def copied_message(

@@ -19,10 +19,9 @@ from zoneinfo import ZoneInfo
 
 from mailwatch.claims import DIGEST
 from mailwatch.core.durations import human_duration
-from mailwatch.core.model import Request, Status
+from mailwatch.core.model import Request, Status, policy_fingerprint
 from mailwatch.core.periods import Period, last_complete, previous
 from mailwatch.core.stats import Outcome, outcome_of, summarize
-from mailwatch.evaluation import policy_fingerprint
 from mailwatch.output import iso
 from mailwatch.requests_as_of import requests_as_of
 from mailwatch.store.figures import ReportedFigures

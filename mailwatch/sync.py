@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,8 +32,7 @@ from mailwatch.adapters.imap import (
     open_mailbox,
 )
 from mailwatch.config import ConfigError
-from mailwatch.core.addresses import Directory
-from mailwatch.core.model import Checkpoint, Message, Role
+from mailwatch.core.model import Checkpoint, Policy
 from mailwatch.progress import Progress, Task
 from mailwatch.store.repository import LoginRefusal
 from mailwatch.sync_batches import FolderBatches
@@ -280,10 +279,6 @@ def secret_of(mailbox: MailboxSettings) -> str:
         return ""  # unreadable now: the login attempt will say why
 
 
-def is_reply(message: Message) -> bool:
-    return bool(message.in_reply_to or message.references)
-
-
 def poll_all(
     settings: Settings, store: Store, now: datetime, history: SyncHistory | None = None
 ) -> list[PollResult]:
@@ -294,7 +289,7 @@ def poll_all(
     for mailbox in settings.mailboxes:
         try:
             results.append(
-                poll_mailbox(mailbox, settings.sync, store, now, history, client_reply(settings))
+                poll_mailbox(mailbox, settings.sync, store, now, history, settings.policy)
             )
         except Exception as error:  # a bug or a surprise must not starve the other mailboxes
             log.exception("%s: poll failed", mailbox.name, extra={"mailbox": mailbox.name})
@@ -318,29 +313,23 @@ def check_login(
     return lines
 
 
-def client_reply(settings: Settings) -> Callable[[Message], bool]:
-    """Only a client's reply can be a "thanks!" after an answer: the messages whose first
-    body bytes are worth fetching."""
-    directory = Directory(settings.policy)
-    return lambda message: is_reply(message) and directory.role(message.from_addr) is Role.CLIENT
-
-
 def poll_mailbox(
     mailbox: MailboxSettings,
     sync: SyncSettings,
     store: Store,
     now: datetime,
     history: SyncHistory | None = None,
-    wants_body: Callable[[Message], bool] | None = None,
+    policy: Policy | None = None,
 ) -> PollResult:
-    """Fetch what is new in every folder of one mailbox into the store."""
+    """Fetch what is new in every folder of one mailbox into the store, each new message
+    classified under `policy` (without one, the evaluation classifies it)."""
     history = history if history is not None else SyncHistory(keeps_sessions=False, refusals=store)
     if reason := history.reason_to_wait(mailbox, now):
         log.info("%s", reason, extra={"mailbox": mailbox.name})
         return PollResult(mailbox.name, skipped=reason)
     results: list[FolderResult] = []
     try:
-        _poll_folders(mailbox, sync, store, now, history, wants_body or is_reply, results)
+        _poll_folders(mailbox, sync, store, now, history, policy, results)
     except ConfigError as error:
         return mailbox_failed(mailbox, MailboxError(str(error), True), results, store, now, history)
     except MailboxError as error:
@@ -357,7 +346,7 @@ def _poll_folders(
     store: Store,
     now: datetime,
     history: SyncHistory,
-    wants_body: Callable[[Message], bool],
+    policy: Policy | None,
     results: list[FolderResult],
 ) -> None:
     """Poll every folder into `results`. A kept session can answer NOOP and break right
@@ -372,7 +361,7 @@ def _poll_folders(
                     if history.stopping.is_set():
                         return
                     result = poll_folder_safely(
-                        kept.connection, folder, sync, store, now, history, wants_body, results
+                        kept.connection, folder, sync, store, now, history, policy, results
                     )
                     results.append(result)
             return
@@ -409,13 +398,13 @@ def poll_folder_safely(
     store: Store,
     now: datetime,
     history: SyncHistory,
-    wants_body: Callable[[Message], bool],
+    policy: Policy | None,
     unfinished: list[FolderResult],
 ) -> FolderResult:
     """A folder the server refuses (deleted meanwhile, no permission) is recorded and skipped."""
     mailbox = connection.settings.name
     try:
-        result = poll_folder(connection, folder, sync, store, now, history, wants_body, unfinished)
+        result = poll_folder(connection, folder, sync, store, now, history, policy, unfinished)
     except FolderError as error:
         log.warning("%s", error.message, extra={"mailbox": mailbox, "folder": folder.name})
         store.record_sync(mailbox, folder.name, False, error.message, now)
@@ -431,7 +420,7 @@ def poll_folder(
     store: Store,
     now: datetime,
     history: SyncHistory,
-    wants_body: Callable[[Message], bool] = is_reply,
+    policy: Policy | None = None,
     unfinished: list[FolderResult] | None = None,
 ) -> FolderResult:
     """Store what is new in one folder. When the connection breaks midway, what was stored
@@ -456,7 +445,7 @@ def poll_folder(
         fetched = new = quarantined = 0
         task: Task | None = None
         finished = True
-        batches = FolderBatches(opened, store, now, sync.waive_keyword, wants_body)
+        batches = FolderBatches(opened, store, now, sync.waive_keyword, policy)
         try:
             for done in batches.stored(opened.new_messages(checkpoint, since, sync.batch_size)):
                 batch = done.batch

@@ -29,8 +29,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mailwatch.adapters.imap import Batch, FetchedMessage, MailboxError, OpenFolder
-from mailwatch.core.model import Message
-from mailwatch.header_parsing import Arrived, courteous_uids, parsed_batch
+from mailwatch.core.addresses import Directory
+from mailwatch.core.model import Message, Policy, Role, policy_fingerprint
+from mailwatch.header_parsing import Arrived, Parsed, courteous_uids, parsed_batch
 from mailwatch.processes import InThisProcess, leave_stopping_to_the_starter, usable_cores
 from mailwatch.store.repository import StoredMessage
 
@@ -47,7 +48,7 @@ PARSE_APART_FROM = 2_000
 AHEAD = 2
 _ONE_PARSING_PROCESS = threading.Lock()
 # the batches fetched, each with its parse to come, in the order fetched
-Parsing = deque[tuple[Batch, Future[list[Message | str]]]]
+Parsing = deque[tuple[Batch, Future[list[Parsed | str]]]]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class StoredBatch:
 
 class FolderBatches:
     """Stores a folder's batches as they are fetched: `stored(batches)` yields each batch
-    once it is stored, in order."""
+    once it is stored, in order. Under a `policy` each new message is stored classified
+    (none: the evaluation classifies it)."""
 
     def __init__(
         self,
@@ -67,11 +69,13 @@ class FolderBatches:
         store: Store,
         now: datetime,
         waive_keyword: str,
-        wants_body: Callable[[Message], bool],
+        policy: Policy | None,
     ) -> None:
         self.opened, self.store, self.now = opened, store, now
         self.waive_keyword = waive_keyword
-        self.wants_body = wants_body
+        self.policy = policy
+        self.fingerprint = None if policy is None else policy_fingerprint(policy)
+        self.wants_body = is_reply if policy is None else client_reply(policy)
 
     def stored(self, batches: Iterable[Batch]) -> Iterator[StoredBatch]:
         """Each batch stored with its checkpoint, in the order fetched. From the first batch
@@ -130,18 +134,18 @@ class FolderBatches:
             raise
         parsing.popleft()
 
-    def _parse(self, executor: Executor, batch: Batch) -> Future[list[Message | str]]:
+    def _parse(self, executor: Executor, batch: Batch) -> Future[list[Parsed | str]]:
         seen = max(self.now, datetime.now(UTC))
         arrived = [
             Arrived(m.raw_headers, m.internal_date, m.flags, m.sent, m.waive_folder, m.gm_thrid)
             for m in batch.messages
         ]
         return executor.submit(
-            parsed_batch, arrived, batch.checkpoint, self.waive_keyword, self.now, seen
+            parsed_batch, arrived, batch.checkpoint, self.waive_keyword, self.now, seen, self.policy
         )
 
     def _check(
-        self, executor: Executor, batch: Batch, parsing: Future[list[Message | str]]
+        self, executor: Executor, batch: Batch, parsing: Future[list[Parsed | str]]
     ) -> _Checked:
         """Read the first body bytes of client replies (a second, small FETCH) and have them
         checked for a "thanks!"."""
@@ -149,14 +153,20 @@ class FolderBatches:
         unparsable: list[tuple[str, str, FetchedMessage]] = []
         replies: dict[int, bytes] = {}  # a client's reply may be a "thanks!": its header block
         checkpoint = batch.checkpoint
-        for fetched, message in zip(batch.messages, parsing.result(), strict=True):
+        for fetched, found in zip(batch.messages, parsing.result(), strict=True):
             location = f"{checkpoint.mailbox}/{checkpoint.folder} uid {fetched.uid}"
-            if isinstance(message, str):
-                unparsable.append((location, message, fetched))
+            if isinstance(found, str):
+                unparsable.append((location, found, fetched))
                 continue
+            message = found.message
             parsed.append(
                 StoredMessage(
-                    message, fetched.raw_headers, checkpoint.uidvalidity, fetched.uid, location
+                    message,
+                    fetched.raw_headers,
+                    checkpoint.uidvalidity,
+                    fetched.uid,
+                    location,
+                    found.verdict,
                 )
             )
             if not fetched.sent and self.wants_body(message):
@@ -179,8 +189,19 @@ class FolderBatches:
             else item
             for item in checked.parsed
         ]
-        new = self.store.add_messages(marked, checkpoint)
+        new = self.store.add_messages(marked, checkpoint, self.fingerprint)
         return StoredBatch(checked.batch, new, len(checked.unparsable))
+
+
+def is_reply(message: Message) -> bool:
+    return bool(message.in_reply_to or message.references)
+
+
+def client_reply(policy: Policy) -> Callable[[Message], bool]:
+    """Only a client's reply can be a "thanks!" after an answer: the messages whose first
+    body bytes are worth fetching."""
+    directory = Directory(policy)
+    return lambda message: is_reply(message) and directory.role(message.from_addr) is Role.CLIENT
 
 
 @dataclass(frozen=True)

@@ -216,8 +216,8 @@ class StopAfterFirstBatch:
         self._store = store
         self._dovecot = dovecot
 
-    def add_messages(self, batch, checkpoint=None):
-        added = self._store.add_messages(batch, checkpoint)
+    def add_messages(self, batch, checkpoint=None, policy=None):
+        added = self._store.add_messages(batch, checkpoint, policy)
         if self._dovecot.running:
             self._dovecot.stop()
         return added

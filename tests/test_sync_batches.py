@@ -199,8 +199,8 @@ class StopsTheService:
         self._stopping = stopping
         self._batches = 0
 
-    def add_messages(self, batch, checkpoint=None):
-        added = self._store.add_messages(batch, checkpoint)
+    def add_messages(self, batch, checkpoint=None, policy=None):
+        added = self._store.add_messages(batch, checkpoint, policy)
         self._batches += 1
         if self._batches == 1:
             children = multiprocessing.active_children()

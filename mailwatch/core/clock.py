@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from mailwatch.core.addresses import Directory
-from mailwatch.core.automated import automation_reason
+from mailwatch.core.automated import automation_reason, is_out_of_office
 from mailwatch.core.calendar import business_seconds, instant_after
 from mailwatch.core.conversations import thread_messages
 from mailwatch.core.correspondents import unknown_correspondents, unlisted_senders
@@ -32,6 +32,7 @@ from mailwatch.core.model import (
     Role,
     Status,
     Tier,
+    Verdict,
     Waiver,
     WaiverVia,
 )
@@ -150,6 +151,19 @@ def classify(
             time_source=timed[1] if timed else "none",
         )
     return result
+
+
+def verdicts(
+    messages: Sequence[Message], policy: Policy, directory: Directory
+) -> dict[str, Verdict]:
+    """What is kept of each message's classification, by key."""
+    classes = classify(messages, policy, directory)
+    return {m.key: _verdict(m, classes[m.key], policy) for m in messages}
+
+
+def _verdict(message: Message, c: Classification, policy: Policy) -> Verdict:
+    away = c.role is Role.STAFF and c.automated is not None and is_out_of_office(message, policy)
+    return Verdict(c.role, c.responder, c.at, c.automated, away)
 
 
 def _timing(message: Message, role: Role) -> tuple[datetime, str] | None:

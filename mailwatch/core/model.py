@@ -7,10 +7,12 @@ only have to produce and consume these.  All datetimes are timezone-aware UTC.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class Role(StrEnum):
@@ -287,6 +289,18 @@ class Classification:
     time_source: str  # "internaldate", "received", "mbox", "date", "none"
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What is kept of a message's classification: what evaluating any other thread needs
+    to know of it (the rest follows from the policy)."""
+
+    role: Role
+    responder: str | None
+    at: datetime | None
+    automated: str | None
+    out_of_office: bool  # a staff member's automatic reply while away
+
+
 @dataclass(frozen=True)
 class Request:
     account: str
@@ -333,3 +347,32 @@ class Checkpoint:
     last_uid: int = 0
     uidnext: int | None = None
     highestmodseq: int | None = None
+
+
+# ---------------------------------------------------------------- identity of a policy
+
+
+def policy_fingerprint(policy: Policy) -> str:
+    """A digest of the policy that is the same in every process: sets are sorted (their
+    order follows per-process string hashing) and a holiday calendar stands in by its
+    country code (its own contents grow as years are looked up)."""
+    return hashlib.sha256(json.dumps(_canonical(policy), sort_keys=True).encode()).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, frozenset | set):
+        return sorted(json.dumps(_canonical(v), sort_keys=True) for v in value)
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    # a holiday calendar (any other Container of dates)
+    return f"{type(value).__name__}:{getattr(value, 'country', '')}-{getattr(value, 'subdiv', '')}"

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from mailwatch.core.model import Request, Status
+from mailwatch.core.model import Request, Status, Verdict
 from mailwatch.core.periods import Period
 from mailwatch.core.stats import Outcome
 from mailwatch.store.db import (
@@ -47,10 +47,12 @@ from mailwatch.store.rows import (
     AS_GIVEN,
     REQUEST_COLUMNS,
     STATUSES,
+    VERDICT_COLUMNS,
     json_as_text,
     json_strings,
     read_requests,
     request_row,
+    verdict_columns,
     written_insert,
     written_time,
 )
@@ -192,32 +194,46 @@ class EvaluationStore(Database):
 
     # ------------------------------------------------------------ classifications and people
 
-    def save_classifications(self, derived: Sequence[dict[str, Any]]) -> None:
-        """Each message's role, responder, time, automation rule and out-of-office flag, by
-        row id (`id`)."""
-        columns = ("role", "responder", "automated", "out_of_office")
+    def save_classifications(self, verdicts: Sequence[tuple[int, Verdict]], policy: str) -> None:
+        """Each message's verdict, by row id, found under the policy whose fingerprint is
+        `policy`."""
         classify = (
             update(MESSAGES)
             .where(MESSAGES.c.id == bindparam("row_id"))
-            .values(
-                **{c: bindparam(f"new_{c}") for c in columns},
-                at=bindparam("new_at", type_=AS_GIVEN),
-            )
+            .values(**{c: bindparam(f"new_{c}", type_=AS_GIVEN) for c in VERDICT_COLUMNS})
         )
         with writing(self.engine) as conn:
             time = written_time(conn)
-            for chunk in chunks(derived):
-                conn.execute(
-                    classify,
-                    [
-                        {
-                            "row_id": row["id"],
-                            "new_at": time(row["at"]),
-                            **{f"new_{c}": row[c] for c in columns},
-                        }
-                        for row in chunk
-                    ],
+            for chunk in chunks(verdicts):
+                rows = [
+                    {f"new_{c}": v for c, v in verdict_columns(verdict, policy, time).items()}
+                    | {"row_id": row_id}
+                    for row_id, verdict in chunk
+                ]
+                conn.execute(classify, rows)
+
+    def classified_between(
+        self, after: int, upto: int, policy: str
+    ) -> tuple[list[tuple[int, int]], set[str]]:
+        """Of the messages with a row id in (after, upto] classified under the policy whose
+        fingerprint is `policy`: (row id, change counter) of each, and the responders of
+        those that are human mail in a Sent folder (the staff among them are people)."""
+        page = (MESSAGES.c.id > after, MESSAGES.c.id <= upto, MESSAGES.c.classified_under == policy)
+        in_sent = exists().where(COPIES.c.message_id == MESSAGES.c.id, COPIES.c.sent_folder)
+        senders = (
+            select(MESSAGES.c.responder)
+            .distinct()
+            .where(*page, MESSAGES.c.automated.is_(None), MESSAGES.c.responder.is_not(None))
+            .where(in_sent)
+        )
+        with reading(self.engine) as conn:
+            counters = [
+                (row_id, dirty)
+                for row_id, dirty in conn.execute(
+                    select(MESSAGES.c.id, MESSAGES.c.dirty).where(*page)
                 )
+            ]
+            return counters, set(conn.scalars(senders))
 
     def add_people(self, people: set[str]) -> None:
         with writing(self.engine) as conn:

@@ -20,12 +20,13 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    or_,
     select,
     update,
 )
 
 from mailwatch.core.conversations import normalise_subject
-from mailwatch.core.model import Checkpoint, Message, Waiver
+from mailwatch.core.model import Checkpoint, Message, Verdict, Waiver
 from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
 from mailwatch.store.rows import (
@@ -34,6 +35,7 @@ from mailwatch.store.rows import (
     message_columns,
     messages_with_copies,
     threading_copy,
+    verdict_columns,
     written_insert,
     written_time,
 )
@@ -52,6 +54,7 @@ class StoredMessage:
     uidvalidity: int | None = None  # IMAP location of this copy; None for imported files
     uid: int | None = None
     location: str = ""  # human-readable origin ("alice/INBOX uid 42", "/path/to/file.mbox#17")
+    verdict: Verdict | None = None  # its classification from this one copy, when found
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +79,14 @@ class MessageStore(Database):
     # ------------------------------------------------------------ messages
 
     def add_messages(
-        self, batch: Sequence[StoredMessage], checkpoint: Checkpoint | None = None
+        self,
+        batch: Sequence[StoredMessage],
+        checkpoint: Checkpoint | None = None,
+        policy: str | None = None,
     ) -> int:
-        """Store a batch of copies and, in the same transaction, the checkpoint after it.
+        """Store a batch of copies and, in the same transaction, the checkpoint after it;
+        a new message stored from one copy keeps its verdict, found under the policy whose
+        fingerprint is `policy`.
 
         Returns the number of new logical messages.
         """
@@ -90,11 +98,11 @@ class MessageStore(Database):
         new: set[int] = set()
         with writing(self.engine) as conn:
             if batch:
-                ids, new = _upsert_messages(conn, batch)
+                ids, new = _upsert_messages(conn, batch, policy)
                 known = set(ids.values()) - new
                 _add_copies(conn, batch, ids, known)
                 for chunk in chunks(sorted(known)):
-                    _mark_dirty(conn, MESSAGES.c.id.in_(chunk))
+                    _copy_added(conn, chunk)
             if checkpoint is not None:
                 _save_checkpoint(conn, checkpoint)
         return len(new)
@@ -138,12 +146,20 @@ class MessageStore(Database):
                 result += _loaded(conn, conn.execute(query).mappings().all())
         return result
 
-    def loaded_between(self, after: int, upto: int) -> list[Loaded]:
-        """The stored messages with a row id in (after, upto], with their stored evaluation,
-        in order of row id (a page read by a range of ids: no list of keys is held)."""
+    def loaded_between(self, after: int, upto: int, unclassified_under: str) -> list[Loaded]:
+        """The stored messages with a row id in (after, upto] not classified under the policy
+        `unclassified_under` (a fingerprint), with their stored evaluation, in order of row
+        id (a page read by a range of ids: no list of keys is held)."""
         query = (
             select(*message_columns())
-            .where(MESSAGES.c.id > after, MESSAGES.c.id <= upto)
+            .where(
+                MESSAGES.c.id > after,
+                MESSAGES.c.id <= upto,
+                or_(
+                    MESSAGES.c.classified_under.is_(None),
+                    MESSAGES.c.classified_under != unclassified_under,
+                ),
+            )
             .order_by(MESSAGES.c.id)
         )
         with reading(self.engine) as conn:
@@ -311,6 +327,16 @@ def _mark_dirty(conn: Connection, messages: ColumnElement[bool]) -> None:
     conn.execute(update(MESSAGES).where(messages).values(dirty=MESSAGES.c.dirty + 1))
 
 
+def _copy_added(conn: Connection, ids: Sequence[int]) -> None:
+    """These messages have another copy: their threads are to be evaluated again, and their
+    classification found again (a copy in a Sent folder, or an earlier one, changes it)."""
+    conn.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id.in_(ids))
+        .values(dirty=MESSAGES.c.dirty + 1, classified_under=None)
+    )
+
+
 def _waive_keyword(flagged: bool, seen_at: datetime) -> Any:
     """The update that sets (or clears) the waive keyword of copies that lack (or have) it."""
     since: ColumnElement[Any]
@@ -347,21 +373,28 @@ def _save_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
 
 
 def _upsert_messages(
-    conn: Connection, batch: Sequence[StoredMessage]
+    conn: Connection, batch: Sequence[StoredMessage], policy: str | None
 ) -> tuple[dict[str, int], set[int]]:
-    """Insert the unknown messages; return every key's row id, and the row ids inserted."""
+    """Insert the unknown messages (with the verdict of those with one copy in the batch,
+    found under `policy`); return every key's row id, and the row ids inserted."""
     stored_at = datetime.now(UTC)
     first: dict[str, StoredMessage] = {}
     arrival: dict[str, datetime] = {}
+    copies: dict[str, int] = defaultdict(int)
     for item in batch:
         key = item.message.key
         first.setdefault(key, item)
+        copies[key] += 1
         arrived = _arrival(item.message, stored_at)
         arrival[key] = min(arrival.get(key, arrived), arrived)
 
     known = _message_ids(conn, first)
     time = written_time(conn)
-    missing = [_message_row(first[key], arrival[key], time) for key in first if key not in known]
+    missing = [
+        _message_row(first[key], arrival[key], time, policy, copies[key] == 1)
+        for key in first
+        if key not in known
+    ]
     ids = {key: row_id for key, (row_id, _) in known.items()}
     inserted: dict[str, int] = {}
     if missing:
@@ -497,10 +530,18 @@ def _arrival(message: Message, stored_at: datetime) -> datetime:
 
 
 def _message_row(
-    item: StoredMessage, arrived_at: datetime, time: Callable[[datetime | None], Any]
+    item: StoredMessage,
+    arrived_at: datetime,
+    time: Callable[[datetime | None], Any],
+    policy: str | None,
+    one_copy: bool,
 ) -> dict[str, Any]:
-    """The message's row as `written_insert` takes it."""
+    """The message's row as `written_insert` takes it; under a `policy`, with its verdict if
+    it is stored from `one_copy` (another copy can change it)."""
     message = item.message
+    classification = (
+        {} if policy is None else verdict_columns(item.verdict if one_copy else None, policy, time)
+    )
     return {
         "key": message.key,
         "from_addr": message.from_addr,
@@ -521,6 +562,7 @@ def _message_row(
         "arrived_at": time(arrived_at),
         "norm_subject": normalise_subject(message.subject),
         "dirty": 1,  # one change awaiting evaluation (add_messages counts known ones')
+        **classification,
     }
 
 

@@ -27,7 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.types import NullType, UserDefinedType
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from mailwatch.core.model import ClockKind, Copy, Message, Request, Status, Waiver, WaiverVia
+from mailwatch.core.model import (
+    ClockKind,
+    Copy,
+    Message,
+    Request,
+    Status,
+    Verdict,
+    Waiver,
+    WaiverVia,
+)
 from mailwatch.store.db import dialect_insert
 from mailwatch.store.tables import COPIES, MESSAGES, REQUESTS
 
@@ -215,6 +224,27 @@ def _copy(row: RowMapping) -> Copy:
         waive_seen_at=_time(row["waive_seen_at"]),
         gm_thrid=row["gm_thrid"],
     )
+
+
+# The columns of a message's verdict and the policy it was found under
+VERDICT_COLUMNS = ("role", "responder", "at", "automated", "out_of_office", "classified_under")
+
+
+def verdict_columns(
+    verdict: Verdict | None, policy: str | None, time: Callable[[datetime | None], Any]
+) -> dict[str, Any]:
+    """A message's VERDICT_COLUMNS as `written_insert` takes them, `verdict` found under the
+    policy whose fingerprint is `policy` (no verdict: none found yet)."""
+    if verdict is None:
+        return dict.fromkeys(VERDICT_COLUMNS) | {"out_of_office": False}
+    return {
+        "role": verdict.role.value,
+        "responder": verdict.responder,
+        "at": time(verdict.at),
+        "automated": verdict.automated,
+        "out_of_office": verdict.out_of_office,
+        "classified_under": policy,
+    }
 
 
 # ---------------------------------------------------------------- requests

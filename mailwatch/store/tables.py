@@ -106,6 +106,9 @@ class MessageRow(SQLModel, table=True):
     at: datetime | None = None
     automated: str | None = None
     out_of_office: bool = Field(default=False, index=True)
+    # the policy (its fingerprint) role, responder, at, automated and out_of_office were found
+    # under; None once a copy is added (a copy can change them): found again when evaluated
+    classified_under: str | None = None
 
 
 class ReferenceRow(SQLModel, table=True):
@@ -301,7 +304,7 @@ class ReportedFiguresRow(SQLModel, table=True):
     figures: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     # the status of each request behind the figures, by the Message-ID that opened it
     statuses: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
-    policy: str  # evaluation.policy_fingerprint when reported: a later one means a new config
+    policy: str  # core.model.policy_fingerprint when reported: a later one means a new config
     reported_at: datetime
 
 

@@ -95,13 +95,13 @@ def test_the_evaluating_process_classifies_pages_itself_while_the_workers_start(
     import mailwatch.evaluation_workers as workers
 
     in_this_process = []
-    classified = workers.classified
+    classified_page = workers.classified_page
 
-    def noted(settings, rows):
-        in_this_process.append(len(rows))
-        return classified(settings, rows)
+    def noted(settings, store, after, upto):
+        in_this_process.append(upto - after)
+        return classified_page(settings, store, after, upto)
 
-    monkeypatch.setattr(workers, "classified", noted)  # the workers run their own module
+    monkeypatch.setattr(workers, "classified_page", noted)  # the workers run their own module
     monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
     monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
     store.add_messages(stored(agency_history()))
@@ -145,13 +145,13 @@ def test_a_first_evaluation_runs_with_the_cyclic_collector_paused_and_it_runs_af
     import mailwatch.evaluation_workers as workers
 
     collecting = []
-    classified = workers.classified
+    classified_page = workers.classified_page
 
     def noting_the_collector(*args):
         collecting.append(gc.isenabled())
-        return classified(*args)
+        return classified_page(*args)
 
-    monkeypatch.setattr(workers, "classified", noting_the_collector)
+    monkeypatch.setattr(workers, "classified_page", noting_the_collector)
     store.add_messages(stored(agency_history()))
     engine.refresh_requests(settings_with(), store, NOW)
 

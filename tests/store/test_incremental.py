@@ -16,7 +16,8 @@ from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import evaluate, status_as_of, threads_of
 from mailwatch.core.model import Message, Waiver
-from mailwatch.evaluation import policy_fingerprint, refresh_requests
+from mailwatch.core.model import policy_fingerprint
+from mailwatch.evaluation import refresh_requests
 from mailwatch.evaluation_workers import Workers
 from mailwatch.requests_as_of import current_requests, waiting_requests
 from mailwatch.store.repository import Store, StoredMessage
@@ -301,7 +302,7 @@ def test_the_policy_fingerprint_is_the_same_in_every_process():
 
     script = (
         "from pathlib import Path; from mailwatch.config import load_settings;"
-        "from mailwatch.evaluation import policy_fingerprint;"
+        "from mailwatch.core.model import policy_fingerprint;"
         "print(policy_fingerprint(load_settings(Path('config.example.toml')).policy))"
     )
     root = Path(__file__).parents[2]
