@@ -13,6 +13,7 @@ single core evaluates in the evaluating process itself, through the same calls.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -106,6 +107,8 @@ class Workers:
     def __init__(self, settings: Settings, store: Store, processes: int):
         self.processes = processes
         self.work = _Work(settings, store)
+        self.starter = ThreadPoolExecutor(1)
+        self.started: Future[None] | None = None
         self.executor: Executor
         if processes:
             self.executor = ProcessPoolExecutor(
@@ -118,12 +121,21 @@ class Workers:
             self.executor = InThisProcess()
 
     def __enter__(self) -> Workers:
+        if self.processes:
+            # in a thread: starting the first worker waits for the forkserver, while this
+            # process classifies and evaluates itself
+            self.started = self.starter.submit(self._first_worker_started)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.starter.shutdown(wait=True)
         if self.processes:
             _stop_forkserver()
+
+    def _running(self) -> bool:
+        """The workers run (a failure to start them is raised as they are given work)."""
+        return self.started is not None and self.started.done()
 
     def classified_pages(
         self, ranges: Iterable[tuple[int, int]]
@@ -140,14 +152,10 @@ class Workers:
         """This process classifies pages while the workers start (the forkserver importing
         their modules takes about as long as classifying 10,000 messages), then the
         workers classify the rest."""
-        with ThreadPoolExecutor(1) as starter:
-            # in a thread: starting the first worker waits for the forkserver
-            started = starter.submit(self._first_worker_started)
-            for after, upto in ranges:
-                yield self.work.classify_ids(after, upto)
-                if started.done():
-                    break
-            started.result()
+        for after, upto in ranges:
+            yield self.work.classify_ids(after, upto)
+            if self._running():
+                break
         yield from self._unordered(_classify_ids, ranges)
 
     def _first_worker_started(self) -> None:
@@ -166,8 +174,24 @@ class Workers:
             return self._unordered(
                 self.work.evaluate_keys, ((now, context, part, rule_headers) for part in parts)
             )
+        return self._evaluated_while_starting(iter(parts), rule_headers, now, context)
+
+    def _evaluated_while_starting(
+        self,
+        parts: Iterator[dict[str, str]],
+        rule_headers: bool,
+        now: datetime,
+        context: MailContext,
+    ) -> Iterator[PartEvaluation]:
+        """This process evaluates parts while the workers start (when most mail was
+        classified as it was stored, they are still starting), then the workers the rest."""
+        for part in parts:
+            if self._running():
+                parts = itertools.chain([part], parts)
+                break
+            yield self.work.evaluate_keys(now, context, part, rule_headers)
         circumstances = pickle.dumps((now, context))
-        return self._unordered(
+        yield from self._unordered(
             _evaluate_keys, ((circumstances, part, rule_headers) for part in parts)
         )
 

@@ -13,6 +13,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, time, timedelta
 from enum import Enum, StrEnum
+from typing import NamedTuple
 
 
 class Role(StrEnum):
@@ -289,10 +290,10 @@ class Classification:
     time_source: str  # "internaldate", "received", "mbox", "date", "none"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What is kept of a message's classification: what evaluating any other thread needs
-    to know of it (the rest follows from the policy)."""
+    to know of it (the rest follows from the policy). A tuple, not a dataclass: one for each
+    message of a first sync comes from the parsing process, and tuples unpickle faster."""
 
     role: Role
     responder: str | None
