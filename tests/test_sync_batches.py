@@ -12,12 +12,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from mailwatch import sync_batches
 from mailwatch.config import Settings
-from mailwatch.core.model import Account, Policy
+from mailwatch.core.model import Account, Policy, policy_fingerprint
+from mailwatch.evaluation_parts import classified, save_classified
 from mailwatch.progress import Progress
 from mailwatch.store.repository import Store
+from mailwatch.store.tables import MESSAGES
 from mailwatch.sync import SyncHistory, poll_all, poll_mailbox
 from tests.imap_helpers import NOW, hours_ago, mail, mailbox_settings, sync_settings
 from tests.test_sync import StopAfterFirstBatch
@@ -275,3 +278,38 @@ def test_a_few_new_messages_are_parsed_in_the_polling_process(
 
     assert CountedPool.started == 0
     assert len(store.load_messages()) == 11
+
+
+def classification_columns(store: Store) -> dict[str, tuple[object, ...]]:
+    columns = ("key", "role", "responder", "at", "automated", "out_of_office", "classified_under")
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(*(MESSAGES.c[c] for c in columns)))
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_a_poll_stores_each_message_classified_as_the_evaluation_classifies_it_read_back(
+    dovecot, tmp_path, monkeypatch
+):
+    user = mixed_mailbox(dovecot)
+    away = mail(
+        "<ooo@agency.test>", sender="alice@agency.test", extra="Auto-Submitted: auto-replied\r\n"
+    )
+    dovecot.append(user, "INBOX", away, hours_ago(3))
+    settings = agency(dovecot, user, tmp_path, batch_size=2)
+    parse_apart(monkeypatch)
+    store = a_store(tmp_path / "apart.db")
+
+    poll_all(settings, store, NOW)
+    as_stored = classification_columns(store)
+    rows = store.loaded_between(0, store.last_row_id(), unclassified_under="another policy")
+    found = classified(settings, rows)
+    save_classified(store, found)
+
+    policy = policy_fingerprint(settings.policy)
+    assert len(as_stored) == 12
+    assert {under for *_, under in as_stored.values()} == {policy}
+    assert classification_columns(store) == as_stored
+    roles = {key: role for key, (role, *_) in as_stored.items()}
+    assert roles["<q0@acme.example>"] == "client" and roles["<s0@agency.test>"] == "staff"
+    automated, out_of_office = as_stored["<ooo@agency.test>"][3:5]
+    assert automated and out_of_office

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import evaluate, status_as_of, threads_of
-from mailwatch.core.model import Message, Waiver
-from mailwatch.core.model import policy_fingerprint
+from mailwatch.core.model import Message, Waiver, policy_fingerprint
 from mailwatch.evaluation import refresh_requests
 from mailwatch.evaluation_workers import Workers
 from mailwatch.requests_as_of import current_requests, waiting_requests
