@@ -315,6 +315,10 @@ _REQUEST_WORDS = frozenset(
 )
 _WORD = re.compile(r"[\w'’]+")
 MAX_OTHER_WORDS = 12
+# The ASCII words of the phrases: an ASCII word of a text that is none of them stays a word
+# however the phrases are taken out (at least an apostrophe of it), so more than
+# MAX_OTHER_WORDS of them make a text more than a thank-you without looking for phrases
+_PHRASE_WORDS = frozenset(w for p in _THANKS_OR_ACK for w in _WORD.findall(p.lower()))
 
 
 def looks_like_courtesy(text: str) -> bool:
@@ -324,7 +328,7 @@ def looks_like_courtesy(text: str) -> bool:
     or says more than a short sign-off besides the thanks.
     """
     new_text = _new_text(text)
-    if "?" in new_text:
+    if "?" in new_text or _more_than_other_words(new_text):
         return False
     rest, thanks = _ACK_PHRASES.subn(" ", new_text)  # one pass of the many phrases
     if not (thanks or _ACK_SYMBOLS.search(new_text)):
@@ -333,6 +337,18 @@ def looks_like_courtesy(text: str) -> bool:
     if any(w in _REQUEST_WORDS for w in words):
         return False
     return len(words) <= MAX_OTHER_WORDS
+
+
+def _more_than_other_words(text: str) -> bool:
+    """More than MAX_OTHER_WORDS ASCII words that no phrase holds (looking for the phrases
+    themselves in a long text took most of the "thanks!" check)."""
+    others = 0
+    for word in _WORD.findall(text):
+        if word.isascii() and word.lower() not in _PHRASE_WORDS:
+            others += 1
+            if others > MAX_OTHER_WORDS:
+                return True
+    return False
 
 
 def _new_text(text: str) -> str:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from unittest.mock import patch
 
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mailwatch.core import automated
 from mailwatch.core.automated import automation_reason, is_out_of_office, looks_like_courtesy
 from mailwatch.core.model import Message, Policy
 
@@ -299,3 +304,31 @@ def test_a_message_that_only_thanks_is_courtesy(text: str) -> None:
 )
 def test_a_message_with_a_request_or_real_content_is_not_courtesy(text: str) -> None:
     assert not looks_like_courtesy(text)
+
+
+_COURTESY_WORDS = (
+    *"thanks thank you very much ok got it d'accord merci danke schön perfect ty".split(),
+    *"please but banner logo the site we x1 a_b thanks2 OK Thanks THX ok'ty it's".split(),
+    # matched by a phrase whatever the case, though lower() makes them no phrase's word
+    *("MERCİ", "thankſ", "\u212aool", "\U0001f44d", "", "'", "’"),
+)
+_SEPARATORS = ("", " ", "  ", ", ", "! ", ". ", "\n", "'", "’")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_COURTESY_WORDS), st.sampled_from(_SEPARATORS)), max_size=30
+    ).map(lambda pairs: "".join(word + separator for word, separator in pairs))
+)
+@example("Merci! " + "MERCİ " * 13)  # a thank-you, though its words lower() to no phrase's
+@example("thankſ " * 13)
+def test_a_long_text_is_ruled_out_before_looking_for_phrases_only_when_the_rule_would(text):
+    """The count of words no phrase holds only shortens the rule: a text it rules out has
+    more other words than a thank-you may have, however the phrases are taken out."""
+    with patch.object(automated, "_more_than_other_words", lambda text: False):
+        by_the_rule = looks_like_courtesy(text)
+
+    assert looks_like_courtesy(text) == by_the_rule
+    if automated._more_than_other_words(text):
+        assert not by_the_rule
