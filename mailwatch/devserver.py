@@ -92,6 +92,9 @@ class DovecotServer:
         binary = dovecot_binary()
         if binary is None:
             raise DovecotError(f"Dovecot is not installed: {INSTALL_HINT}")
+        # a restart: a second Dovecot on the same configuration would refuse to start, and
+        # the one running would be left without anyone to stop it
+        self.stop()
         self._process = subprocess.Popen(
             [binary, "-F", "-c", str(self.conf)],
             stdout=subprocess.PIPE,
