@@ -25,6 +25,7 @@ from mailwatch.core.addresses import Directory
 from mailwatch.core.clock import Evaluation, thread_accounts, threads_of, timed_as_of
 from mailwatch.core.conversations import is_generic_subject, stream_threads, thread_links
 from mailwatch.core.model import Absence, Message, Policy, Role, policy_fingerprint
+from mailwatch.core.times import SEND_TIME_SPREAD
 from mailwatch.evaluation_parts import (
     MailContext,
     PartEvaluation,
@@ -403,9 +404,11 @@ def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
     """Every stored message whose evaluation can depend on the `seeds`."""
     keys = set(seeds)
     frontier = set(seeds)
+    # the store compares arrivals, the subject fallback the times the clock counts from
+    window = policy.subject_window + SEND_TIME_SPREAD
     while frontier:
         subjects = {s for s in store.subjects_of(frontier) if not is_generic_subject(s, policy)}
-        found = store.related_keys(frontier, subjects, policy.subject_window) - keys
+        found = store.related_keys(frontier, subjects, window) - keys
         keys |= found
         frontier = found
     return keys

@@ -25,6 +25,9 @@ from mailwatch.core.model import Copy, Message
 _MIGRATION_GAP = timedelta(hours=1)
 _DATE_BEFORE_ARRIVAL = timedelta(hours=48)
 _DATE_AFTER_ARRIVAL = timedelta(minutes=5)
+# How far apart two messages' times (`sent_at` or `arrival`) can be at most beyond the
+# distance between their arrivals: a staff message counts from a Date this near its arrival
+SEND_TIME_SPREAD = _DATE_BEFORE_ARRIVAL + _DATE_AFTER_ARRIVAL
 _EARLIEST_TRUSTED = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -74,6 +74,28 @@ def test_evaluating_in_batches_gives_the_same_requests_as_all_at_once(
             store.close()
 
 
+def test_a_reply_dated_after_it_arrived_reaches_as_far_in_an_incremental_evaluation(store):
+    """A staff reply counts from its Date, a minute after its Sent copy arrived: that minute
+    brings a chaser exactly a subject window later into its thread, here as from scratch
+    (the store's search for related mail compared arrivals only)."""
+    window = policy().subject_window
+    first = [
+        staff("s1", at(0), to=("tom@acme.example",)),
+        client("c2", at(0, 0, 1) + window, "Logo files"),
+    ]
+    later = [
+        staff("s7", at(0), to=("tom@acme.example",), date_header=at(0, 0, 1)),
+        client("c8", at(0), "Logo files", refs=("<s1>",)),
+    ]
+    store.add_messages(stored(first))
+    refresh_requests(settings_with(), store, NOW)
+    store.add_messages(stored(later))
+    refresh_requests(settings_with(), store, NOW)
+
+    assert len({r.thread for r in stored_requests(store)}) == 1  # the chaser joined
+    assert stored_requests(store) == from_scratch([*first, *later])
+
+
 def test_mail_stored_while_a_first_evaluation_runs_waits_for_the_next_one(store, monkeypatch):
     import mailwatch.evaluation as engine
 
