@@ -404,11 +404,14 @@ def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
     """Every stored message whose evaluation can depend on the `seeds`."""
     keys = set(seeds)
     frontier = set(seeds)
+    subjects: set[str] = set()
     # the store compares arrivals, the subject fallback the times the clock counts from
     window = policy.subject_window + SEND_TIME_SPREAD
     while frontier:
-        subjects = {s for s in store.subjects_of(frontier) if not is_generic_subject(s, policy)}
-        found = store.related_keys(frontier, subjects, window) - keys
+        subjects |= {s for s in store.subjects_of(frontier) if not is_generic_subject(s, policy)}
+        # any subject and any time of what may be one thread: a message found late can bring
+        # an earlier subject within the window of mail not found with it
+        found = store.related_keys(frontier, subjects, window, keys) - keys
         keys |= found
         frontier = found
     return keys

@@ -94,17 +94,21 @@ class EvaluationStore(Database):
         with writing(self.engine) as conn:
             conn.execute(delete(PEOPLE))
 
-    def related_keys(self, keys: set[str], subjects: set[str], window: timedelta) -> set[str]:
+    def related_keys(
+        self, keys: set[str], subjects: set[str], window: timedelta, reach: set[str]
+    ) -> set[str]:
         """Messages one link away from `keys`: the same stored thread, a reference either
         way, the same conversation key, or one of the normalised `subjects` arriving within
-        `window` of them or in a thread with mail within it (as far as the subject fallback
-        reaches)."""
+        `window` of the first and last arrival of `keys` and `reach` (the messages they may
+        share a thread with: the subject fallback matches a thread by any subject it had,
+        from any of its times) or in a thread with mail within it (as far as the subject
+        fallback reaches)."""
         with reading(self.engine) as conn:
             rows = _linking_columns(conn, keys)
             found = _sharing_thread_or_reference(conn, rows)
             if subjects and rows:
-                since = _shifted(min(row["arrived_at"] for row in rows), -window)
-                until = _shifted(max(row["arrived_at"] for row in rows), window)
+                first, last = _arrival_span(conn, keys | reach)
+                since, until = _shifted(first, -window), _shifted(last, window)
                 # threads with mail within the window: the subject fallback matches a thread
                 # by any subject it ever had, however long ago
                 active = select(MESSAGES.c.thread_id).where(
@@ -388,6 +392,19 @@ def _shifted(moment: datetime, by: timedelta) -> datetime:
         return moment + by
     except OverflowError:
         return (datetime.max if by > timedelta(0) else datetime.min).replace(tzinfo=UTC)
+
+
+def _arrival_span(conn: Connection, keys: set[str]) -> tuple[datetime, datetime]:
+    """The first and the last arrival among these stored messages."""
+    spans = [
+        conn.execute(
+            select(func.min(MESSAGES.c.arrived_at), func.max(MESSAGES.c.arrived_at)).where(
+                MESSAGES.c.key.in_(chunk)
+            )
+        ).one()
+        for chunk in chunks(sorted(keys))
+    ]
+    return min(s[0] for s in spans if s[0]), max(s[1] for s in spans if s[1])
 
 
 def _linking_columns(conn: Connection, keys: set[str]) -> list[RowMapping]:

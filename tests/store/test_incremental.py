@@ -96,6 +96,24 @@ def test_a_reply_dated_after_it_arrived_reaches_as_far_in_an_incremental_evaluat
     assert stored_requests(store) == from_scratch([*first, *later])
 
 
+def test_a_subject_is_looked_for_as_far_as_any_mail_of_what_may_be_its_thread_reaches(store):
+    """A client's reply to an old thread brings its subject into a thread a later staff
+    reply keeps active: a chaser on that subject, a subject window after the staff reply,
+    joins that thread here as from scratch (it was looked for only around the reply)."""
+    window = policy().subject_window
+    batches = [
+        [staff("s0", at(0)), client("c2", at(3) + window, "Invoice 42")],
+        [staff("s7", at(3))],
+        [client("c8", at(0), "Invoice 42", refs=("<s0>",))],
+    ]
+    for batch in batches:
+        store.add_messages(stored(batch))
+        refresh_requests(settings_with(), store, NOW)
+
+    assert len({r.thread for r in stored_requests(store)}) == 1  # the chaser joined
+    assert stored_requests(store) == from_scratch([m for batch in batches for m in batch])
+
+
 def test_mail_stored_while_a_first_evaluation_runs_waits_for_the_next_one(store, monkeypatch):
     import mailwatch.evaluation as engine
 
@@ -380,7 +398,7 @@ def test_the_subject_window_around_times_at_the_ends_of_the_calendar_does_not_ov
         )
     )
 
-    related = store.related_keys({"<late>", "<early>"}, {"quote"}, timedelta(days=14))
+    related = store.related_keys({"<late>", "<early>"}, {"quote"}, timedelta(days=14), set())
 
     assert related == {"<late>", "<late-too>", "<early>"}
 
