@@ -156,8 +156,9 @@ def _evaluate_everything(
     settings: Settings, store: Store, now: datetime, fingerprint: str
 ) -> Refresh:
     """Evaluate every stored message (a first sync, a new policy) in bounded memory: each
-    message classified a page at a time, then threaded a reference group at a time and
-    evaluated in parts of whole threads, read once and with the verdicts just stored.
+    message not classified under the policy as it was stored classified a page at a time,
+    then every one threaded a reference group at a time and evaluated in parts of whole
+    threads, read once and with the verdicts stored.
     Years of mail share the reading, classifying and evaluating with worker processes."""
     last = store.last_row_id()
     processes = worker_processes(store, last, WORKERS_FROM)

@@ -6,7 +6,7 @@ evaluating process stores."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +16,7 @@ from mailwatch.core.clock import (
     Evaluation,
     evaluate,
     people_seen_sending,
+    person_sending,
     threads_of,
     verdicts,
 )
@@ -24,7 +25,6 @@ from mailwatch.core.model import (
     Message,
     RecordedAnswer,
     Request,
-    Role,
     Verdict,
     Waiver,
     policy_fingerprint,
@@ -49,10 +49,9 @@ class MailContext:
 class Classified:
     """Stored messages classified: what to store about each, by row id."""
 
-    verdicts: list[tuple[int, Verdict]]
+    verdicts: list[tuple[int, Verdict, int]]  # (row id, verdict, change counter as read)
     policy: str  # the fingerprint of the policy they were found under
     people: set[str]  # staff seen sending human mail
-    changes_seen: list[tuple[int, int]]  # (row id, change counter as read)
 
 
 def classified(settings: Settings, rows: Sequence[Loaded]) -> Classified:
@@ -63,16 +62,14 @@ def classified(settings: Settings, rows: Sequence[Loaded]) -> Classified:
     found = verdicts(messages, settings.policy, directory)
     automated = {key: verdict.automated for key, verdict in found.items()}
     return Classified(
-        [(row.row_id, found[row.message.key]) for row in rows],
+        [(row.row_id, found[row.message.key], row.dirty) for row in rows],
         policy_fingerprint(settings.policy),
         people_seen_sending(messages, directory, automated),
-        [(row.row_id, row.dirty) for row in rows],
     )
 
 
-def save_classified(store: Store, found: Classified) -> None:
-    store.save_classifications(found.verdicts, found.policy)
-    store.add_people(found.people)
+def save_classified(store: Store, found: Classified, more_people: Set[str] = frozenset()) -> None:
+    store.save_classifications(found.verdicts, found.policy, found.people | more_people)
 
 
 def classified_page(
@@ -85,10 +82,10 @@ def classified_page(
     # those classified already first: one changed in between is read again below
     counters, senders = store.classified_between(after, upto, policy)
     directory = Directory(settings.policy)
-    store.add_people({sender for sender in senders if directory.role(sender) is Role.STAFF})
+    people = {person for pair in senders if (person := person_sending(*pair, directory))}
     found = classified(settings, store.loaded_between(after, upto, policy))
-    save_classified(store, found)
-    return counters + found.changes_seen
+    save_classified(store, found, people)
+    return counters + [(row_id, seen) for row_id, _, seen in found.verdicts]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
-"""Worker processes for a first evaluation of years of mail: they read, classify and
-store pages of messages, then read and evaluate parts of whole threads while the
-evaluating process threads the mail and stores what they found (docs/benchmarks.md:
-reading mail back and the clock are most of a first evaluation, and CPython runs one core
-per process).
+"""Worker processes for a first evaluation of years of mail: they classify and store
+pages of the messages not classified as they were stored, then read and evaluate parts of
+whole threads while the evaluating process threads the mail and stores what they found
+(docs/benchmarks.md: reading mail back and the clock are most of a first evaluation, and
+CPython runs one core per process).
 
 A page's classification is its own transaction, in any order; the requests of the parts
 are stored by the evaluating process alone, which knows the threads already written. The
 workers are forked from a forkserver that imports their modules once, and the evaluating
-process classifies pages itself while it does. A small store, an in-memory database or a
-single core evaluates in the evaluating process itself, through the same calls.
+process classifies pages and evaluates parts itself while it does. A small store, an
+in-memory database or a single core evaluates in the evaluating process itself, through
+the same calls.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class _Work:
     store: Store
 
     def classify_ids(self, after: int, upto: int) -> list[tuple[int, int]]:
-        """Classify and store the messages with row ids in (after, upto]: each one's row id
-        and change counter as read."""
+        """Classify and store the messages with row ids in (after, upto] that were not
+        classified under the policy as they were stored: each one's row id and change
+        counter as read."""
         with collector_paused():
             return classified_page(self.settings, self.store, after, upto)
 
@@ -133,8 +135,9 @@ class Workers:
         if self.processes:
             _stop_forkserver()
 
-    def _running(self) -> bool:
-        """The workers run (a failure to start them is raised as they are given work)."""
+    def _start_settled(self) -> bool:
+        """The first worker started, or failed to: a failure is raised as the workers are
+        given work (and ignored if this process did all of it)."""
         return self.started is not None and self.started.done()
 
     def classified_pages(
@@ -154,7 +157,7 @@ class Workers:
         workers classify the rest."""
         for after, upto in ranges:
             yield self.work.classify_ids(after, upto)
-            if self._running():
+            if self._start_settled():
                 break
         yield from self._unordered(_classify_ids, ranges)
 
@@ -186,7 +189,7 @@ class Workers:
         """This process evaluates parts while the workers start (when most mail was
         classified as it was stored, they are still starting), then the workers the rest."""
         for part in parts:
-            if self._running():
+            if self._start_settled():
                 parts = itertools.chain([part], parts)
                 break
             yield self.work.evaluate_keys(now, context, part, rule_headers)

@@ -6,11 +6,11 @@ A long first sync parses in a process of its own, a few batches ahead of the sto
 (docs/benchmarks.md: parsing and the "thanks!" check are a third of a poll's work, and
 CPython runs one core per process): the polling process fetches and stores while the
 other parses. A poll of a few new messages does it all itself, through the same calls.
-Parsing is pure (raw bytes in, a core `Message` out), so the parsing process needs no
-connection and no database. A batch parsed ahead when the poll stops is fetched again by
-the next poll, as its checkpoint was not stored; when the server fails, the batches
-fetched before the failure are stored first, so that a batch that always fails holds back
-no other.
+Parsing is pure (raw bytes in, a core `Message` and its classification out), so the
+parsing process needs no connection and no database. A batch parsed ahead when the poll
+stops is fetched again by the next poll, as its checkpoint was not stored; when the server
+fails, the batches fetched before the failure are stored first, so that a batch that
+always fails holds back no other.
 """
 
 from __future__ import annotations

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailwatch.devserver import banner_ok
+from tests.fixtures.dovecot import DovecotServer
 
 pytestmark = pytest.mark.dovecot
 
@@ -24,7 +28,23 @@ def masters_of(conf: Path) -> list[str]:
     return found
 
 
-def test_starting_a_running_dovecot_again_restarts_it_and_leaves_one_server(dovecot):
+@pytest.fixture
+def own_dovecot() -> Iterator[DovecotServer]:
+    """A server of this test's own: restarting the shared one would end others' sessions."""
+    root = Path(tempfile.mkdtemp(prefix="mailwatch-restart-", dir="/tmp"))
+    root.chmod(0o755)
+    server = DovecotServer(root)
+    try:
+        server.configure()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_starting_a_running_dovecot_again_restarts_it_and_leaves_one_server(own_dovecot):
+    dovecot = own_dovecot
     before = masters_of(dovecot.conf)
 
     dovecot.start()

@@ -301,7 +301,7 @@ def test_a_poll_stores_each_message_classified_as_the_evaluation_classifies_it_r
 
     poll_all(settings, store, NOW)
     as_stored = classification_columns(store)
-    rows = store.loaded_between(0, store.last_row_id(), unclassified_under="another policy")
+    rows = store.loaded_between(0, store.last_row_id(), except_classified_under="another policy")
     found = classified(settings, rows)
     save_classified(store, found)
 

@@ -96,12 +96,22 @@ def _as_of(message: Message, now: datetime) -> Message | None:
 
 
 def _responder(message: Message, directory: Directory) -> str | None:
-    sender = message.sender_addr
-    if sender and directory.role(sender) is Role.STAFF and sender != message.from_addr:
+    return _responder_of(message.from_addr, message.sender_addr, directory)
+
+
+def _responder_of(from_addr: str | None, sender: str | None, directory: Directory) -> str | None:
+    if sender and directory.role(sender) is Role.STAFF and sender != from_addr:
         return directory.staff_main_address(sender)
-    if message.from_addr:
-        return directory.staff_main_address(message.from_addr)
+    if from_addr:
+        return directory.staff_main_address(from_addr)
     return None
+
+
+def person_sending(from_addr: str | None, sender: str | None, directory: Directory) -> str | None:
+    """The staff person who sent human mail from a watched Sent folder with these From and
+    Sender addresses (Sender on behalf, aliases mapped), if it was staff: a person."""
+    responder = _responder_of(from_addr, sender, directory)
+    return responder if responder and directory.role(responder) is Role.STAFF else None
 
 
 def people_seen_sending(
@@ -111,9 +121,8 @@ def people_seen_sending(
     people = set()
     for message in messages:
         if automated[message.key] is None and any(c.sent_folder for c in message.copies):
-            responder = _responder(message, directory)
-            if responder and directory.role(responder) is Role.STAFF:
-                people.add(responder)
+            if person := person_sending(message.from_addr, message.sender_addr, directory):
+                people.add(person)
     return people
 
 

@@ -198,37 +198,46 @@ class EvaluationStore(Database):
 
     # ------------------------------------------------------------ classifications and people
 
-    def save_classifications(self, verdicts: Sequence[tuple[int, Verdict]], policy: str) -> None:
-        """Each message's verdict, by row id, found under the policy whose fingerprint is
-        `policy`."""
-        classify = (
-            update(MESSAGES)
-            .where(MESSAGES.c.id == bindparam("row_id"))
-            .values(**{c: bindparam(f"new_{c}", type_=AS_GIVEN) for c in VERDICT_COLUMNS})
+    def save_classifications(
+        self, verdicts: Sequence[tuple[int, Verdict, int]], policy: str, people: set[str]
+    ) -> None:
+        """Each message's verdict found under the policy whose fingerprint is `policy`, by
+        (row id, verdict, change counter as read), and the `people` seen sending, in one
+        transaction. A message changed since it was read (a copy added) keeps the verdict
+        but not the policy: it is classified again."""
+        if not verdicts and not people:
+            return
+        columns: dict[str, Any] = {
+            c: bindparam(f"new_{c}", type_=AS_GIVEN) for c in VERDICT_COLUMNS
+        }
+        columns["classified_under"] = case(
+            (MESSAGES.c.dirty == bindparam("seen"), columns["classified_under"]), else_=None
         )
+        classify = update(MESSAGES).where(MESSAGES.c.id == bindparam("row_id")).values(columns)
         with writing(self.engine) as conn:
             time = written_time(conn)
             for chunk in chunks(verdicts):
                 rows = [
                     {f"new_{c}": v for c, v in verdict_columns(verdict, policy, time).items()}
-                    | {"row_id": row_id}
-                    for row_id, verdict in chunk
+                    | {"row_id": row_id, "seen": seen}
+                    for row_id, verdict, seen in chunk
                 ]
                 conn.execute(classify, rows)
+            _add_people(conn, people)
 
     def classified_between(
         self, after: int, upto: int, policy: str
-    ) -> tuple[list[tuple[int, int]], set[str]]:
+    ) -> tuple[list[tuple[int, int]], set[tuple[str | None, str | None]]]:
         """Of the messages with a row id in (after, upto] classified under the policy whose
-        fingerprint is `policy`: (row id, change counter) of each, and the responders of
-        those that are human mail in a Sent folder (the staff among them are people)."""
+        fingerprint is `policy`: (row id, change counter) of each, and the (From, Sender)
+        addresses of those that are human mail in a Sent folder (who sent them are people,
+        if staff)."""
         page = (MESSAGES.c.id > after, MESSAGES.c.id <= upto, MESSAGES.c.classified_under == policy)
         in_sent = exists().where(COPIES.c.message_id == MESSAGES.c.id, COPIES.c.sent_folder)
         senders = (
-            select(MESSAGES.c.responder)
+            select(MESSAGES.c.from_addr, MESSAGES.c.sender_addr)
             .distinct()
-            .where(*page, MESSAGES.c.automated.is_(None), MESSAGES.c.responder.is_not(None))
-            .where(in_sent)
+            .where(*page, MESSAGES.c.automated.is_(None), in_sent)
         )
         with reading(self.engine) as conn:
             counters = [
@@ -237,7 +246,7 @@ class EvaluationStore(Database):
                     select(MESSAGES.c.id, MESSAGES.c.dirty).where(*page)
                 )
             ]
-            return counters, set(conn.scalars(senders))
+            return counters, {(from_addr, sender) for from_addr, sender in conn.execute(senders)}
 
     def add_people(self, people: set[str]) -> None:
         with writing(self.engine) as conn:

@@ -146,9 +146,9 @@ class MessageStore(Database):
                 result += _loaded(conn, conn.execute(query).mappings().all())
         return result
 
-    def loaded_between(self, after: int, upto: int, unclassified_under: str) -> list[Loaded]:
+    def loaded_between(self, after: int, upto: int, except_classified_under: str) -> list[Loaded]:
         """The stored messages with a row id in (after, upto] not classified under the policy
-        `unclassified_under` (a fingerprint), with their stored evaluation, in order of row
+        `except_classified_under` (a fingerprint), with their stored evaluation, in order of row
         id (a page read by a range of ids: no list of keys is held)."""
         query = (
             select(*message_columns())
@@ -157,7 +157,7 @@ class MessageStore(Database):
                 MESSAGES.c.id <= upto,
                 or_(
                     MESSAGES.c.classified_under.is_(None),
-                    MESSAGES.c.classified_under != unclassified_under,
+                    MESSAGES.c.classified_under != except_classified_under,
                 ),
             )
             .order_by(MESSAGES.c.id)

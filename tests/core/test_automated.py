@@ -323,6 +323,8 @@ _SEPARATORS = ("", " ", "  ", ", ", "! ", ". ", "\n", "'", "’")
 )
 @example("Merci! " + "MERCİ " * 13)  # a thank-you, though its words lower() to no phrase's
 @example("thankſ " * 13)
+@example("Thanks! " + "logo " * 12)  # twelve other words: still a thank-you
+@example("Thanks! " + "logo " * 13)
 def test_a_long_text_is_ruled_out_before_looking_for_phrases_only_when_the_rule_would(text):
     """The count of words no phrase holds only shortens the rule: a text it rules out has
     more other words than a thank-you may have, however the phrases are taken out."""

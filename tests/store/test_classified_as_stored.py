@@ -17,7 +17,7 @@ from mailwatch.evaluation import POLICY_STATE, refresh_requests
 from mailwatch.store.messages import StoredMessage
 from mailwatch.store.repository import Store
 from mailwatch.store.tables import MESSAGES
-from tests.core.factory import at, client
+from tests.core.factory import at, client, staff
 from tests.store.test_evaluation_workers import agency_history, what_is_stored
 from tests.store.test_incremental import NOW, settings_with, stored
 
@@ -33,12 +33,17 @@ def classified_as_stored(items: list[StoredMessage]) -> list[StoredMessage]:
 
 
 def history_with_copies() -> list:
-    """The agency's month, every third message also in a backup's inbox (a Cc)."""
+    """The agency's month, every third client message also in a backup's inbox (a Cc),
+    and replies sent on behalf of a colleague (From elsewhere, Sender the colleague)."""
     mail = agency_history()
     for n in range(0, len(mail), 3):
         first = mail[n].copies[0]
-        backup = Copy("bob", "INBOX", internal_date=first.internal_date or first.envelope_time)
-        mail[n] = replace(mail[n], copies=(*mail[n].copies, backup))
+        if not first.sent_folder:
+            backup = Copy("bob", "INBOX", internal_date=first.internal_date)
+            mail[n] = replace(mail[n], copies=(*mail[n].copies, backup))
+    for day in (3, 9):
+        on_behalf = staff(f"d{day}", at(day, 16), frm="dave@studio.example", refs=(f"<c{day}>",))
+        mail.append(replace(on_behalf, sender_addr="dave@rouge.example"))
     return mail
 
 
@@ -76,7 +81,9 @@ def test_a_first_evaluation_reclassifies_only_what_was_not_classified_as_stored_
     assert reclassified_first == sorted(several)
     assert len(reclassified) == len(set(copies))
     assert what_is_stored(store) == as_stored
-    assert as_stored["people"]  # found from the stored columns, as from the mail
+    # found from the stored columns, as from the mail: Sender on behalf included
+    assert "dave@rouge.example" in as_stored["people"]
+    assert "alice@rouge.example" in as_stored["people"]
     assert len(as_stored["requests"]) >= 10
 
 
@@ -105,3 +112,23 @@ def test_a_message_stored_without_a_verdict_is_classified_by_the_evaluation(stor
 
     assert [row.message.key for row in rows] == ["<q1>"]
     assert classified_under(store) == {"<q1>": None}
+
+
+def test_a_copy_stored_while_its_message_is_classified_leaves_it_to_be_classified_again(
+    store, monkeypatch
+):
+    question = client("q1", at(0, 9))
+    store.add_messages(stored([question]))
+    loaded_between = store.loaded_between
+    backup = replace(question, copies=(Copy("bob", "INBOX", internal_date=at(0, 8, 30)),))
+
+    def then_a_poll_stores_a_copy(*args):
+        rows = loaded_between(*args)
+        store.add_messages(stored([backup]))  # after it was read, before it is stored
+        return rows
+
+    monkeypatch.setattr(store, "loaded_between", then_a_poll_stores_a_copy)
+    refresh_requests(settings_with(), store, NOW)
+
+    assert classified_under(store) == {"<q1>": None}
+    assert set(store.dirty_keys()) == {"<q1>"}  # and evaluated again with both copies

@@ -110,6 +110,26 @@ def test_the_evaluating_process_classifies_pages_itself_while_the_workers_start(
     assert in_this_process[:1] == [4]
 
 
+def test_the_evaluating_process_evaluates_parts_itself_while_the_workers_start(store, monkeypatch):
+    import mailwatch.evaluation as engine
+    import mailwatch.evaluation_workers as workers
+
+    in_this_process = []
+    evaluate_keys = workers._Work.evaluate_keys
+
+    def noted(work, now, context, thread_of, rule_headers):
+        in_this_process.append(len(thread_of))
+        return evaluate_keys(work, now, context, thread_of, rule_headers)
+
+    monkeypatch.setattr(workers._Work, "evaluate_keys", noted)  # not in the workers' module
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
+    monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
+    store.add_messages(stored(agency_history()))
+    refresh_requests(settings_with(), store, NOW)
+
+    assert in_this_process  # the first part at least, before any worker ran
+
+
 def child_commands() -> list[str]:
     """The command line of each child process of this one."""
     children = []
