@@ -27,8 +27,12 @@ class Arrived(NamedTuple):
 
 
 class Parsed(NamedTuple):
-    message: Message  # with its one copy
-    verdict: Verdict | None  # its classification from that copy (None: left to the evaluation)
+    """A batch parsed, in the order it came: each message with its one copy (or why it
+    cannot be parsed), and its classification from that copy (None: left to the
+    evaluation). Two lists, not a pair a message: they unpickle in a third of the time."""
+
+    messages: list[Message | str]
+    verdicts: list[Verdict | None]
 
 
 def parsed_batch(
@@ -38,7 +42,7 @@ def parsed_batch(
     now: datetime,
     seen: datetime,
     policy: Policy | None,
-) -> list[Parsed | str]:
+) -> Parsed:
     """Each message as a core Message with its one copy and, under a `policy`, classified
     from it (the first evaluation of years of mail need not read it back for that), or why
     it cannot be parsed: one bad message never stops the sync. `seen`: today, even when
@@ -50,7 +54,7 @@ def parsed_batch(
         except Exception as error:
             parsed.append(f"{type(error).__name__}: {error}")
     found = _verdicts([m for m in parsed if isinstance(m, Message)], policy)
-    return [m if isinstance(m, str) else Parsed(m, found.get(m.key)) for m in parsed]
+    return Parsed(parsed, [None if isinstance(m, str) else found.get(m.key) for m in parsed])
 
 
 def _verdicts(messages: list[Message], policy: Policy | None) -> dict[str, Verdict]:

@@ -48,7 +48,7 @@ PARSE_APART_FROM = 2_000
 AHEAD = 2
 _ONE_PARSING_PROCESS = threading.Lock()
 # the batches fetched, each with its parse to come, in the order fetched
-Parsing = deque[tuple[Batch, Future[list[Parsed | str]]]]
+Parsing = deque[tuple[Batch, Future[Parsed]]]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class FolderBatches:
             raise
         parsing.popleft()
 
-    def _parse(self, executor: Executor, batch: Batch) -> Future[list[Parsed | str]]:
+    def _parse(self, executor: Executor, batch: Batch) -> Future[Parsed]:
         seen = max(self.now, datetime.now(UTC))
         arrived = [
             Arrived(m.raw_headers, m.internal_date, m.flags, m.sent, m.waive_folder, m.gm_thrid)
@@ -144,21 +144,21 @@ class FolderBatches:
             parsed_batch, arrived, batch.checkpoint, self.waive_keyword, self.now, seen, self.policy
         )
 
-    def _check(
-        self, executor: Executor, batch: Batch, parsing: Future[list[Parsed | str]]
-    ) -> _Checked:
+    def _check(self, executor: Executor, batch: Batch, parsing: Future[Parsed]) -> _Checked:
         """Read the first body bytes of client replies (a second, small FETCH) and have them
         checked for a "thanks!"."""
         parsed: list[StoredMessage] = []
         unparsable: list[tuple[str, str, FetchedMessage]] = []
         replies: dict[int, bytes] = {}  # a client's reply may be a "thanks!": its header block
         checkpoint = batch.checkpoint
-        for fetched, found in zip(batch.messages, parsing.result(), strict=True):
+        found = parsing.result()
+        for fetched, message, verdict in zip(
+            batch.messages, found.messages, found.verdicts, strict=True
+        ):
             location = f"{checkpoint.mailbox}/{checkpoint.folder} uid {fetched.uid}"
-            if isinstance(found, str):
-                unparsable.append((location, found, fetched))
+            if isinstance(message, str):
+                unparsable.append((location, message, fetched))
                 continue
-            message = found.message
             parsed.append(
                 StoredMessage(
                     message,
@@ -166,7 +166,7 @@ class FolderBatches:
                     checkpoint.uidvalidity,
                     fetched.uid,
                     location,
-                    found.verdict,
+                    verdict,
                 )
             )
             if not fetched.sent and self.wants_body(message):
