@@ -405,17 +405,47 @@ def closure(store: Store, seeds: set[str], policy: Policy) -> set[str]:
     """Every stored message whose evaluation can depend on the `seeds`."""
     keys = set(seeds)
     frontier = set(seeds)
+    # every subject is looked for around every time of what may be one thread (a message
+    # found late can bring an earlier subject within the window of mail not found with it):
+    # a new subject over the whole span, the others over what the span grew by
     subjects: set[str] = set()
+    span: tuple[datetime, datetime] | None = None
     # the store compares arrivals, the subject fallback the times the clock counts from
     window = policy.subject_window + SEND_TIME_SPREAD
     while frontier:
-        subjects |= {s for s in store.subjects_of(frontier) if not is_generic_subject(s, policy)}
-        # any subject and any time of what may be one thread: a message found late can bring
-        # an earlier subject within the window of mail not found with it
-        found = store.related_keys(frontier, subjects, window, keys) - keys
+        new = {s for s in store.subjects_of(frontier) if not is_generic_subject(s, policy)}
+        wider = _widest(span, store.arrival_span(frontier))
+        searches = _searches(subjects, span, new - subjects, wider)
+        found = store.related_keys(frontier, searches, window) - keys
+        subjects, span = subjects | new, wider
         keys |= found
         frontier = found
     return keys
+
+
+Span = tuple[datetime, datetime]
+
+
+def _widest(span: Span | None, more: Span | None) -> Span | None:
+    if span is None or more is None:
+        return span or more
+    return min(span[0], more[0]), max(span[1], more[1])
+
+
+def _searches(
+    searched: set[str], span: Span | None, new: set[str], wider: Span | None
+) -> list[tuple[set[str], datetime, datetime]]:
+    """(subjects, first, last) still to look for: the `new` subjects over the `wider` span,
+    the `searched` ones over what `span` grew by."""
+    if wider is None:  # none of the messages is stored
+        return []
+    found = [(new, *wider)] if new else []
+    if searched and span is not None:
+        if wider[0] < span[0]:
+            found.append((searched, wider[0], span[0]))
+        if wider[1] > span[1]:
+            found.append((searched, span[1], wider[1]))
+    return found
 
 
 def mail_context(settings: Settings, store: Store, now: datetime) -> MailContext:

@@ -29,7 +29,8 @@ class Arrived(NamedTuple):
 class Parsed(NamedTuple):
     """A batch parsed, in the order it came: each message with its one copy (or why it
     cannot be parsed), and its classification from that copy (None: left to the
-    evaluation). Two lists, not a pair a message: they unpickle in a third of the time."""
+    evaluation). Two lists rather than a pair for each message: they unpickle in a third of
+    the time."""
 
     messages: list[Message | str]
     verdicts: list[Verdict | None]

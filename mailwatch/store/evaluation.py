@@ -95,34 +95,21 @@ class EvaluationStore(Database):
             conn.execute(delete(PEOPLE))
 
     def related_keys(
-        self, keys: set[str], subjects: set[str], window: timedelta, reach: set[str]
+        self,
+        keys: set[str],
+        searches: Sequence[tuple[set[str], datetime, datetime]],
+        window: timedelta,
     ) -> set[str]:
         """Messages one link away from `keys`: the same stored thread, a reference either
-        way, the same conversation key, or one of the normalised `subjects` arriving within
-        `window` of the first and last arrival of `keys` and `reach` (the messages they may
-        share a thread with: the subject fallback matches a thread by any subject it had,
-        from any of its times) or in a thread with mail within it (as far as the subject
-        fallback reaches)."""
+        way, the same conversation key, or for each of the `searches` (normalised subjects,
+        first and last arrival), one of the subjects arriving within `window` of those
+        arrivals or in a thread with mail within it (as far as the subject fallback
+        reaches)."""
         with reading(self.engine) as conn:
             rows = _linking_columns(conn, keys)
             found = _sharing_thread_or_reference(conn, rows)
-            if subjects and rows:
-                first, last = _arrival_span(conn, keys | reach)
-                since, until = _shifted(first, -window), _shifted(last, window)
-                # threads with mail within the window: the subject fallback matches a thread
-                # by any subject it ever had, however long ago
-                active = select(MESSAGES.c.thread_id).where(
-                    MESSAGES.c.arrived_at.between(since, until)
-                )
-                for chunk in chunks(sorted(subjects)):
-                    query = select(MESSAGES.c.key).where(
-                        MESSAGES.c.norm_subject.in_(chunk),
-                        or_(
-                            MESSAGES.c.arrived_at.between(since, until),
-                            MESSAGES.c.thread_id.in_(active),
-                        ),
-                    )
-                    found.update(conn.scalars(query))
+            for subjects, first, last in searches:
+                found |= _with_subjects(conn, subjects, first, last, window)
             for chunk in chunks(sorted(keys)):
                 referencing = select(REFERENCES.c.message_id).where(REFERENCES.c.ref_key.in_(chunk))
                 found.update(_keys_of(conn, referencing))
@@ -134,6 +121,21 @@ class EvaluationStore(Database):
                     _keys_of(conn, select(COPIES.c.message_id).where(COPIES.c.gm_thrid.in_(thrids)))
                 )
         return found
+
+    def arrival_span(self, keys: set[str]) -> tuple[datetime, datetime] | None:
+        """The first and the last arrival among these stored messages (None: none stored)."""
+        with reading(self.engine) as conn:
+            spans = [
+                conn.execute(
+                    select(func.min(MESSAGES.c.arrived_at), func.max(MESSAGES.c.arrived_at)).where(
+                        MESSAGES.c.key.in_(chunk)
+                    )
+                ).one()
+                for chunk in chunks(sorted(keys))
+            ]
+        firsts = [first for first, _ in spans if first is not None]
+        lasts = [last for _, last in spans if last is not None]
+        return (min(firsts), max(lasts)) if firsts else None
 
     def subjects_of(self, keys: set[str]) -> set[str]:
         subjects: set[str] = set()
@@ -403,17 +405,23 @@ def _shifted(moment: datetime, by: timedelta) -> datetime:
         return (datetime.max if by > timedelta(0) else datetime.min).replace(tzinfo=UTC)
 
 
-def _arrival_span(conn: Connection, keys: set[str]) -> tuple[datetime, datetime]:
-    """The first and the last arrival among these stored messages."""
-    spans = [
-        conn.execute(
-            select(func.min(MESSAGES.c.arrived_at), func.max(MESSAGES.c.arrived_at)).where(
-                MESSAGES.c.key.in_(chunk)
-            )
-        ).one()
-        for chunk in chunks(sorted(keys))
-    ]
-    return min(s[0] for s in spans if s[0]), max(s[1] for s in spans if s[1])
+def _with_subjects(
+    conn: Connection, subjects: set[str], first: datetime, last: datetime, window: timedelta
+) -> set[str]:
+    """The messages with one of these normalised subjects arriving within `window` of
+    [first, last], or in a thread with mail within it."""
+    since, until = _shifted(first, -window), _shifted(last, window)
+    # threads with mail within the window: the subject fallback matches a thread by any
+    # subject it ever had, however long ago
+    active = select(MESSAGES.c.thread_id).where(MESSAGES.c.arrived_at.between(since, until))
+    found: set[str] = set()
+    for chunk in chunks(sorted(subjects)):
+        query = select(MESSAGES.c.key).where(
+            MESSAGES.c.norm_subject.in_(chunk),
+            or_(MESSAGES.c.arrived_at.between(since, until), MESSAGES.c.thread_id.in_(active)),
+        )
+        found.update(conn.scalars(query))
+    return found
 
 
 def _linking_columns(conn: Connection, keys: set[str]) -> list[RowMapping]:

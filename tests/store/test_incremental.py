@@ -398,7 +398,10 @@ def test_the_subject_window_around_times_at_the_ends_of_the_calendar_does_not_ov
         )
     )
 
-    related = store.related_keys({"<late>", "<early>"}, {"quote"}, timedelta(days=14), set())
+    span = store.arrival_span({"<late>", "<early>"})
+    assert span == (first, last)
+
+    related = store.related_keys({"<late>", "<early>"}, [({"quote"}, *span)], timedelta(days=14))
 
     assert related == {"<late>", "<late-too>", "<early>"}
 
