@@ -12,14 +12,8 @@ from datetime import datetime
 
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
-from mailwatch.core.clock import (
-    Evaluation,
-    evaluate,
-    people_seen_sending,
-    person_sending,
-    threads_of,
-    verdicts,
-)
+from mailwatch.core.classification import people_seen_sending, person_sending, verdicts
+from mailwatch.core.clock import Evaluation, evaluate, threads_of
 from mailwatch.core.model import (
     Absence,
     Message,

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from mailwatch.adapters.parse import courtesy_of, parse_message
 from mailwatch.core.addresses import Directory
-from mailwatch.core.clock import verdicts
+from mailwatch.core.classification import verdicts
 from mailwatch.core.model import Checkpoint, Copy, Message, Policy, Verdict
 from mailwatch.core.times import trusted_times
 

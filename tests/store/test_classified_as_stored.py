@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from mailwatch import evaluation_parts
 from mailwatch.core.addresses import Directory
-from mailwatch.core.clock import verdicts
+from mailwatch.core.classification import verdicts
 from mailwatch.core.model import Copy, policy_fingerprint
 from mailwatch.evaluation import POLICY_STATE, refresh_requests
 from mailwatch.store.messages import StoredMessage
