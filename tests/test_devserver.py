@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailwatch.devserver import banner_ok
-from tests.fixtures.dovecot import DovecotServer
+from tests.fixtures.dovecot import DovecotServer, running_dovecot
 
 pytestmark = pytest.mark.dovecot
 
@@ -31,16 +29,8 @@ def masters_of(conf: Path) -> list[str]:
 @pytest.fixture
 def own_dovecot() -> Iterator[DovecotServer]:
     """A server of this test's own: restarting the shared one would end others' sessions."""
-    root = Path(tempfile.mkdtemp(prefix="mailwatch-restart-", dir="/tmp"))
-    root.chmod(0o755)
-    server = DovecotServer(root)
-    try:
-        server.configure()
-        server.start()
+    with running_dovecot("restart", DovecotServer) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_starting_a_running_dovecot_again_restarts_it_and_leaves_one_server(own_dovecot):

@@ -4,17 +4,13 @@ the adapter's wait, the watcher thread, and the daemon polling as soon as mail a
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -25,7 +21,7 @@ from mailwatch.daemon import Daemon
 from mailwatch.devserver import DovecotServer
 from mailwatch.idle import IdleWatcher
 from mailwatch.sync import SyncHistory
-from tests.fixtures.dovecot import COMMAND_LINE
+from tests.fixtures.dovecot import COMMAND_LINE, running_dovecot
 from tests.imap_helpers import hours_ago, mail, mailbox_settings
 from tests.test_daemon import settings_for, start_daemon, write_config
 
@@ -54,16 +50,8 @@ def later(seconds: float, action: Callable[[], object]) -> threading.Timer:
 
 @pytest.fixture(scope="module")
 def dovecot_without_idle() -> Iterator[DovecotServer]:
-    root = Path(tempfile.mkdtemp(prefix="mailwatch-noidle-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    server = DovecotServer(root, "\n" + WITHOUT_IDLE)
-    try:
-        server.configure()
-        server.start()
+    with running_dovecot("noidle", lambda root: DovecotServer(root, "\n" + WITHOUT_IDLE)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the adapter's wait
