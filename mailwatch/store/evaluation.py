@@ -425,7 +425,8 @@ def _with_subjects(
 
 
 def _linking_columns(conn: Connection, keys: set[str]) -> list[RowMapping]:
-    """What links these messages to others: ids, threads, references, arrival."""
+    """What links these messages to others: ids, threads, references (their arrivals are
+    `arrival_span`'s)."""
     rows: list[RowMapping] = []
     for chunk in chunks(sorted(keys)):
         query = select(
@@ -434,7 +435,6 @@ def _linking_columns(conn: Connection, keys: set[str]) -> list[RowMapping]:
             MESSAGES.c.thread_index,
             MESSAGES.c.in_reply_to,
             MESSAGES.c.references,
-            MESSAGES.c.arrived_at,
         ).where(MESSAGES.c.key.in_(chunk))
         rows += conn.execute(query).mappings().all()
     return rows
