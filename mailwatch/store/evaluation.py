@@ -25,6 +25,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -275,7 +276,9 @@ class EvaluationStore(Database):
             .scalar_subquery()
         )
         query = select(MESSAGES.c.responder, MESSAGES.c.at, MESSAGES.c.key, back).where(
-            MESSAGES.c.out_of_office.is_(True), MESSAGES.c.at.is_not(None)
+            # "= 1" on SQLite, "= true" on PostgreSQL: the partial index's condition
+            MESSAGES.c.out_of_office == true(),
+            MESSAGES.c.at.is_not(None),
         )
         with reading(self.engine) as conn:
             return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]

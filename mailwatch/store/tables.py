@@ -30,6 +30,14 @@ HUMAN_STAFF_MAIL = text("role = 'staff' AND automated IS NULL")
 HUMAN_CLIENT_MAIL = text("role = 'client' AND automated IS NULL")
 HUMAN_OTHER_MAIL = text("role = 'other' AND automated IS NULL")
 AWAITING_EVALUATION = text("dirty > 0")
+# mostly NULL at first (an evaluation sets thread_id; few mailers send Thread-Index, only
+# Gmail a thread id): a full index would hold an entry for every row, written at every insert
+HAS_THREAD_ID = text("thread_id IS NOT NULL")
+HAS_THREAD_INDEX = text("thread_index IS NOT NULL")
+HAS_GM_THRID = text("gm_thrid IS NOT NULL")
+# the few out-of-office replies; PostgreSQL reads the query's "= true" as the column itself
+OUT_OF_OFFICE_SQLITE = text("out_of_office = 1")
+OUT_OF_OFFICE_POSTGRESQL = text("out_of_office")
 
 
 class MessageRow(SQLModel, table=True):
@@ -71,6 +79,24 @@ class MessageRow(SQLModel, table=True):
             sqlite_where=AWAITING_EVALUATION,
             postgresql_where=AWAITING_EVALUATION,
         ),
+        Index(
+            "ix_message_thread_id",
+            "thread_id",
+            sqlite_where=HAS_THREAD_ID,
+            postgresql_where=HAS_THREAD_ID,
+        ),
+        Index(
+            "ix_message_thread_index",
+            "thread_index",
+            sqlite_where=HAS_THREAD_INDEX,
+            postgresql_where=HAS_THREAD_INDEX,
+        ),
+        Index(
+            "ix_message_out_of_office",
+            "at",
+            sqlite_where=OUT_OF_OFFICE_SQLITE,
+            postgresql_where=OUT_OF_OFFICE_POSTGRESQL,
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -86,7 +112,7 @@ class MessageRow(SQLModel, table=True):
     received_time: datetime | None = None
     in_reply_to: list[str] = Field(default_factory=list, sa_type=JSON)
     references: list[str] = Field(default_factory=list, sa_type=JSON)
-    thread_index: str | None = Field(default=None, index=True)
+    thread_index: str | None = None
     headers: list[list[str]] = Field(default_factory=list, sa_type=JSON)
     courtesy: bool = False
     # zlib-compressed raw header block of the first copy stored, so rules can be re-run
@@ -100,12 +126,12 @@ class MessageRow(SQLModel, table=True):
     # how many changes (new, new copy, waive keyword, waiver) await evaluation: 0 when
     # evaluated; a counter, so an evaluation clears only the changes it saw
     dirty: int = Field(default=1)
-    thread_id: str | None = Field(default=None, index=True)
+    thread_id: str | None = None
     role: str | None = None
-    responder: str | None = Field(default=None, index=True)
+    responder: str | None = None
     at: datetime | None = None
     automated: str | None = None
-    out_of_office: bool = Field(default=False, index=True)
+    out_of_office: bool = False
     # the policy (its fingerprint) role, responder, at, automated and out_of_office were found
     # under; None once a copy is added (a copy can change them): found again when evaluated
     classified_under: str | None = None
@@ -149,6 +175,12 @@ class CopyRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),
         UniqueConstraint("mailbox", "folder", "location"),
+        Index(
+            "ix_message_copy_gm_thrid",
+            "gm_thrid",
+            sqlite_where=HAS_GM_THRID,
+            postgresql_where=HAS_GM_THRID,
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -162,7 +194,7 @@ class CopyRow(SQLModel, table=True):
     waive_keyword: bool = False
     waive_folder: bool = False
     waive_seen_at: datetime | None = None
-    gm_thrid: str | None = Field(default=None, index=True)
+    gm_thrid: str | None = None
     # IMAP UIDs and UIDVALIDITY are unsigned 32-bit: too big for a signed INTEGER
     uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
     uid: int | None = Field(default=None, sa_type=BigInteger)
