@@ -21,7 +21,7 @@ import logging
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -92,7 +92,9 @@ class FolderBatches:
             for batch in checked:
                 yield self._store(batch)
 
-    def _checked(self, executor: Executor, batches: Iterator[Batch]) -> Iterator[_Checked]:
+    def _checked(
+        self, executor: Executor, batches: Iterator[Batch]
+    ) -> Generator[_Checked, None, None]:
         """Each batch parsed and checked, in the order fetched. When the server fails, the
         batches fetched before are still checked while it answers (none after one it does
         not), then the failure raised: one batch that always fails (a server refusing a
@@ -204,7 +206,7 @@ class _Checked:
 
 
 @contextmanager
-def _one_ahead(items: Iterator[_Checked]) -> Iterator[Iterator[_Checked]]:
+def _one_ahead(items: Generator[_Checked, None, None]) -> Iterator[Iterator[_Checked]]:
     """`items`, the next one made in a thread of its own while the caller handles the one
     before: the fetching (mostly waiting for the server) and the storing (in part SQLite,
     which lets go of the interpreter) overlap. The connection is used by that thread only
