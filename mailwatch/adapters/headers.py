@@ -19,6 +19,13 @@ from collections.abc import Callable
 # header block (email.feedparser.headerRE): a field, a continuation, or an mbox From_ line.
 _LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+# The common block: fields with a name, each line ended by LF or CRLF (no bare CR),
+# continuations starting with a space or a tab, perhaps the blank line after them. Such a
+# block is split by two regular expressions; any other goes line by line. Possessive: a
+# hostile line of blanks costs one pass, not one per blank.
+_SIMPLE_FIELD = r"([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+\r?\n(?:[ \t][^\r\n]*+\r?\n)*+)"
+_SIMPLE_FIELDS = re.compile(_SIMPLE_FIELD)
+_SIMPLE_BLOCK = re.compile(f"(?:{_SIMPLE_FIELD})++(?:\r?\n)?")
 
 
 class Fields:
@@ -45,6 +52,10 @@ class Fields:
 def split_fields(text: str, wanted: Callable[[str], bool]) -> Fields:
     """The fields of `text` (a header block, possibly followed by a body) whose lower-cased
     name is `wanted`, with the values compat32 gives: unfolded only by joining the lines."""
+    if _SIMPLE_BLOCK.fullmatch(text):
+        found = _SIMPLE_FIELDS.findall(text)
+        fields = [(name, value.rstrip("\r\n")) for name, value in found if wanted(name.lower())]
+        return Fields(fields, True)
     items: list[tuple[str, str]] = []
     seen_any = False
     lines = header_lines(text)

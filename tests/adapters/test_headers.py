@@ -12,6 +12,8 @@ from email.parser import BytesParser, Parser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwatch.adapters.files import ImportedItem, read_path
 from mailwatch.adapters.headers import split_fields
@@ -89,6 +91,29 @@ def test_continuations_of_fields_not_read_are_skipped_with_them():
     text = "Received: from a\r\n\tby b\r\nSubject: Hi\r\n there\r\n\r\n"
     fields = split_fields(text, {"subject"}.__contains__)
     assert (fields.items, fields.seen_any) == ([("Subject", "Hi\r\n there")], True)
+
+
+# Lines as broken mail has them: fields, continuations, From_ lines, nameless or
+# non-ASCII names, bare CRs inside values, the three line ends, a block cut mid-line.
+_NAMES = st.sampled_from(["Subject", "From", "to", "X-Mailer", "From ", " ", "\t", "", "A B", "Ré"])
+_LINES = st.tuples(
+    _NAMES,
+    st.sampled_from([":", ": ", ":\t", " :", ""]),
+    st.text(alphabet=" \t:aé\r", max_size=6),
+    st.sampled_from(["\n", "\r\n", "\r", ""]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LINES, max_size=8), st.sampled_from(["", "\n", "\r\n", "\nbody\n"]))
+def test_the_splitter_gives_the_stdlib_fields_whatever_the_lines(lines, after):
+    # the common block takes a shortcut (two regular expressions), any other goes line by
+    # line: both must give what the stdlib gives
+    text = "".join(name + colon + value + end for name, colon, value, end in lines) + after
+    stdlib = Parser(policy=policy.compat32).parsestr(text, headersonly=True)
+    fields = split_fields(text, WANTED.__contains__)
+    wanted = [(name, value) for name, value in stdlib.items() if name.lower() in WANTED]
+    assert (fields.items, fields.seen_any) == (wanted, bool(stdlib.keys()))
 
 
 MULTIPART = (
