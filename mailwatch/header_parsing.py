@@ -1,6 +1,6 @@
 """What the process parsing a long first sync's batches does (`sync_batches.py`): pure
-work, header bytes in and core Messages out, each classified from its one copy and with
-its row's encoded columns, so it imports neither the database nor IMAP and starts light."""
+work, header bytes in and core Messages out, each classified from its one copy, so it
+imports neither the store nor IMAP and starts light."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from mailwatch.core.addresses import Directory
 from mailwatch.core.classification import verdicts
 from mailwatch.core.model import Checkpoint, Copy, Message, Policy, Verdict
 from mailwatch.core.times import trusted_times
-from mailwatch.store.encoded import Encoded, encoded
 
 
 class Arrived(NamedTuple):
@@ -29,13 +28,12 @@ class Arrived(NamedTuple):
 
 class Parsed(NamedTuple):
     """A batch parsed, in the order it came: each message with its one copy (or why it
-    cannot be parsed), its classification from that copy (None: left to the evaluation),
-    and its row's encoded columns. Lists rather than a tuple for each message: they
-    unpickle in a third of the time."""
+    cannot be parsed), and its classification from that copy (None: left to the
+    evaluation). Two lists rather than a pair for each message: they unpickle in a third of
+    the time."""
 
     messages: list[Message | str]
     verdicts: list[Verdict | None]
-    encoded: list[Encoded | None]
 
 
 def parsed_batch(
@@ -51,19 +49,13 @@ def parsed_batch(
     it cannot be parsed: one bad message never stops the sync. `seen`: today, even when
     `now` is an instant in the past (it bounds the times a message can claim)."""
     parsed: list[Message | str] = []
-    columns: list[Encoded | None] = []
     for message in arrived:
         try:
-            copied = copied_message(message, checkpoint, waive_keyword, now, seen)
-            columns.append(encoded(copied, message.raw_headers))
-            parsed.append(copied)
+            parsed.append(copied_message(message, checkpoint, waive_keyword, now, seen))
         except Exception as error:
             parsed.append(f"{type(error).__name__}: {error}")
-            columns.append(None)
     found = _verdicts([m for m in parsed if isinstance(m, Message)], policy)
-    return Parsed(
-        parsed, [None if isinstance(m, str) else found.get(m.key) for m in parsed], columns
-    )
+    return Parsed(parsed, [None if isinstance(m, str) else found.get(m.key) for m in parsed])
 
 
 def _verdicts(messages: list[Message], policy: Policy | None) -> dict[str, Verdict]:

@@ -152,8 +152,8 @@ class FolderBatches:
         replies: dict[int, bytes] = {}  # a client's reply may be a "thanks!": its header block
         checkpoint = batch.checkpoint
         found = parsing.result()
-        for fetched, message, verdict, columns in zip(
-            batch.messages, found.messages, found.verdicts, found.encoded, strict=True
+        for fetched, message, verdict in zip(
+            batch.messages, found.messages, found.verdicts, strict=True
         ):
             location = f"{checkpoint.mailbox}/{checkpoint.folder} uid {fetched.uid}"
             if isinstance(message, str):
@@ -167,7 +167,6 @@ class FolderBatches:
                     fetched.uid,
                     location,
                     verdict,
-                    columns,
                 )
             )
             if not fetched.sent and self.wants_body(message):

@@ -3,6 +3,7 @@ the mail set aside because it could not be handled."""
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Verdict, Waiver
 from mailwatch.core.times import copy_arrival
 from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
-from mailwatch.store.encoded import Encoded, encoded
 from mailwatch.store.rows import (
     copy_columns,
+    json_text,
     message_columns,
     messages_with_copies,
     threading_copy,
@@ -54,7 +55,6 @@ class StoredMessage:
     uid: int | None = None
     location: str = ""  # human-readable origin ("alice/INBOX uid 42", "/path/to/file.mbox#17")
     verdict: Verdict | None = None  # its classification from this one copy, when found
-    encoded: Encoded | None = None  # its encoded columns, when encoded already
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,24 +555,23 @@ def _message_row(
     classification = (
         {} if policy is None else verdict_columns(item.verdict if one_copy else None, policy, time)
     )
-    columns = item.encoded or encoded(message, item.raw_headers)
     return {
         "key": message.key,
         "from_addr": message.from_addr,
         "from_name": message.from_name,
         "sender_addr": message.sender_addr,
-        "to": columns.to,
-        "cc": columns.cc,
-        "bcc": columns.bcc,
+        "to": json_text(message.to),
+        "cc": json_text(message.cc),
+        "bcc": json_text(message.bcc),
         "subject": message.subject,
         "date": time(message.date),
         "received_time": time(message.received_time),
-        "in_reply_to": columns.in_reply_to,
-        "references": columns.references,
+        "in_reply_to": json_text(message.in_reply_to),
+        "references": json_text(message.references),
         "thread_index": message.thread_index,
-        "headers": columns.headers,
+        "headers": json_text(message.headers),
         "courtesy": message.courtesy,
-        "raw_headers": columns.raw_headers,
+        "raw_headers": zlib.compress(item.raw_headers),
         "arrived_at": time(arrived_at),
         "norm_subject": normalise_subject(message.subject),
         "dirty": 1,  # one change awaiting evaluation (add_messages counts known ones')

@@ -25,7 +25,6 @@ from mailwatch.core.model import (
 )
 from mailwatch.core.periods import Period
 from mailwatch.core.stats import Outcome
-from mailwatch.store.encoded import Encoded, encoded
 from mailwatch.store.evaluation import StoredOutcome
 from mailwatch.store.repository import Store, StoredMessage
 from mailwatch.store.tables import COPIES, MESSAGES, QuarantineRow
@@ -115,29 +114,6 @@ def replace_requests(store: Store, requests: list[Request], evaluated_at: dateti
 
 
 # ---------------------------------------------------------------- messages
-
-
-def test_a_message_encoded_by_the_parsing_process_is_stored_as_one_encoded_when_stored(
-    store: Store,
-):
-    # a long first sync has the parsing process encode the columns; imports do not
-    plain = imap_copy("<m1@acme.example>", "alice", "INBOX", uid=1)
-    ahead = imap_copy("<m1@acme.example>", "alice", "INBOX", uid=1)
-    ahead = replace(ahead, encoded=encoded(ahead.message, ahead.raw_headers))
-    columns = list(Encoded._fields)
-
-    stored = []
-    for item in (plain, ahead):
-        store.add_messages([item])
-        with store.engine.connect() as conn:
-            stored.append(conn.execute(select(*(MESSAGES.c[n] for n in columns))).one())
-            conn.execute(text("DELETE FROM message"))
-            conn.commit()
-
-    assert stored[0] == stored[1]
-    assert zlib.decompress(stored[1].raw_headers) == ahead.raw_headers
-    assert stored[1].cc == ["bob@rouge.example", "carol@rouge.example"]
-    assert (stored[1].bcc, stored[1].to) == ([], ["alice@rouge.example"])
 
 
 def test_a_message_seen_in_two_mailboxes_comes_back_exactly_with_all_its_copies(store: Store):

@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import Connection, text
 
 from mailwatch.store.db import dialect_insert
-from mailwatch.store.encoded import json_text
 from mailwatch.store.repository import Store
-from mailwatch.store.rows import written_insert, written_time
+from mailwatch.store.rows import json_text, written_insert, written_time
 from mailwatch.store.tables import MESSAGES
 
 TIMES = [
