@@ -258,7 +258,7 @@ def _address_pairs(value: str) -> list[tuple[str, str]]:
 
 def _split_addresses(value: str) -> list[str]:
     """Split an address list at the commas outside quotes, <> and (comments)."""
-    if not _ADDRESS_LIST_GROUPING.search(value):  # then every comma splits
+    if "," not in value or not _ADDRESS_LIST_GROUPING.search(value):  # every comma splits
         return value.split(",")
     pieces, start, quoted, depth, escaped = [], 0, False, 0, False
     for index, ch in enumerate(value):
@@ -300,7 +300,8 @@ def _ids(value: str) -> list[str]:
 def _normalise_id(found: str) -> str | None:
     # Folding or sloppy clients put white space inside ids (`<a b@c>`); the
     # same id is then spelled the same way everywhere once it is removed.
-    compact = _SPACES.sub("", found)
+    # (an id without a space and printable has no white space of any kind)
+    compact = found if " " not in found and found.isprintable() else _SPACES.sub("", found)
     if not compact or len(compact) > MAX_ID_LENGTH:
         return None
     local, at, domain = compact.rpartition("@")
