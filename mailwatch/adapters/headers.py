@@ -26,6 +26,7 @@ _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 _SIMPLE_FIELD = r"([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+\r?\n(?:[ \t][^\r\n]*+\r?\n)*+)"
 _SIMPLE_FIELDS = re.compile(_SIMPLE_FIELD)
 _SIMPLE_BLOCK = re.compile(f"(?:{_SIMPLE_FIELD})++(?:\r?\n)?")
+_SIMPLE_RUN = re.compile(f"(?:{_SIMPLE_FIELD})++")
 
 
 class Fields:
@@ -98,9 +99,22 @@ def header_lines(text: str) -> list[str]:
     return lines
 
 
+def header_length(text: str) -> int:
+    """How long the header block `header_lines` reads is: a common block followed by a
+    blank line (or nothing) is found by one regular expression."""
+    run = _SIMPLE_RUN.match(text)
+    if run and text[run.end() : run.end() + 1] in ("", "\r", "\n"):
+        return run.end()
+    return sum(map(len, header_lines(text)))
+
+
 def _header_end(text: str) -> int:
     """Where the first blank line ends (no header block goes past it), else the end: only
     that much is split into lines. Plain `find`s are far faster here than a regular
     expression: LF LF, LF CRLF (so CRLF CRLF too), CR CR."""
-    ends = [at + len(pair) for pair in ("\n\n", "\n\r\n", "\r\r") if (at := text.find(pair)) >= 0]
-    return min(ends, default=len(text))
+    end = len(text)
+    # each pair looked for only before the end found so far: a body is not read through
+    for pair in ("\n\r\n", "\n\n", "\r\r"):
+        if (at := text.find(pair, 0, end)) >= 0:
+            end = at + len(pair)
+    return end

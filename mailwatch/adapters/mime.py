@@ -16,7 +16,7 @@ import quopri
 import re
 import urllib.parse
 
-from mailwatch.adapters.headers import Fields, header_lines, split_fields
+from mailwatch.adapters.headers import Fields, header_length, split_fields
 
 _PART_FIELDS = frozenset({"content-type", "content-transfer-encoding"})
 _TAG = re.compile(r"<[^>]*>")
@@ -62,8 +62,8 @@ def _walk(entity: str, default_type: str, found: dict[str, str], depth: int) -> 
 def _split_entity(entity: str) -> tuple[str, str]:
     """Header and body, where the stdlib's parser splits them: at the first line that is
     neither a field nor a continuation; a blank line there is the separator."""
-    head = "".join(header_lines(entity))
-    rest = entity[len(head) :]
+    length = header_length(entity)
+    head, rest = entity[:length], entity[length:]
     separator = _LINE_END.match(rest)
     return head, rest[separator.end() :] if separator else rest
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailwatch.adapters.files import ImportedItem, read_path
-from mailwatch.adapters.headers import split_fields
+from mailwatch.adapters.headers import header_length, header_lines, split_fields
 from mailwatch.adapters.mime import first_text
 from mailwatch.adapters.parse import BODY_PREFIX_BYTES, HEADER_FIELDS, header_block
 from mailwatch.core.automated import looks_like_courtesy
@@ -114,6 +114,13 @@ def test_the_splitter_gives_the_stdlib_fields_whatever_the_lines(lines, after):
     fields = split_fields(text, WANTED.__contains__)
     wanted = [(name, value) for name, value in stdlib.items() if name.lower() in WANTED]
     assert (fields.items, fields.seen_any) == (wanted, bool(stdlib.keys()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LINES, max_size=8), st.sampled_from(["", "\n", "\r\n", "\r", "\nbody\n"]))
+def test_the_header_length_is_that_of_the_lines_read_whatever_the_lines(lines, after):
+    text = "".join(name + colon + value + end for name, colon, value, end in lines) + after
+    assert header_length(text) == len("".join(header_lines(text)))
 
 
 MULTIPART = (
