@@ -7,10 +7,12 @@ A long first sync parses in a process of its own, a few batches ahead of the sto
 CPython runs one core per process): the polling process fetches and stores while the
 other parses. A poll of a few new messages does it all itself, through the same calls.
 Parsing is pure (raw bytes in, a core `Message` and its classification out), so the
-parsing process needs no connection and no database. A batch parsed ahead when the poll
-stops is fetched again by the next poll, as its checkpoint was not stored; when the server
-fails, the batches fetched before the failure are stored first, so that a batch that
-always fails holds back no other.
+parsing process needs no connection and no database. The fetching (mostly waiting for the
+server) runs in a thread of the polling process, a batch ahead of the storing (in good part
+SQLite's, which lets go of the interpreter): only that thread uses the connection until the
+folder's batches are stored. A batch parsed ahead when the poll stops is fetched again by
+the next poll, as its checkpoint was not stored; when the server fails, the batches fetched
+before the failure are stored first, so that a batch that always fails holds back no other.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import logging
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,60 +81,61 @@ class FolderBatches:
 
     def stored(self, batches: Iterable[Batch]) -> Iterator[StoredBatch]:
         """Each batch stored with its checkpoint, in the order fetched. From the first batch
-        of a long first sync the parsing runs in a process of its own, AHEAD batches ahead."""
+        of a long first sync the parsing runs in a process of its own, AHEAD batches ahead;
+        the fetching and checking of the next batch runs in a thread while one is stored."""
         batches = iter(batches)
         first = next(batches, None)
         if first is None:
             return
-        with _parser(first.total) as executor:
-            ahead = AHEAD if isinstance(executor, ProcessPoolExecutor) else 0
-            parsing: Parsing = deque()
-            checking: deque[_Checked] = deque()
-            try:
-                for batch in itertools.chain([first], batches):
-                    parsing.append((batch, self._parse(executor, batch)))
-                    if len(parsing) > ahead:
-                        self._check_next(executor, parsing, checking)
-                    if len(checking) > min(ahead, 1):
-                        yield self._store(checking.popleft())
+        with (
+            _parser(first.total) as executor,
+            _one_ahead(self._checked(executor, itertools.chain([first], batches))) as checked,
+        ):
+            for batch in checked:
+                yield self._store(batch)
+
+    def _checked(
+        self, executor: Executor, batches: Iterator[Batch]
+    ) -> Generator[_Checked, None, None]:
+        """Each batch parsed and checked, in the order fetched. When the server fails, the
+        batches fetched before are still checked while it answers (none after one it does
+        not), then the failure raised: one batch that always fails (a server refusing a
+        range of UIDs) must not hold back the ones before it."""
+        ahead = AHEAD if isinstance(executor, ProcessPoolExecutor) else 0
+        # a checked batch is handed on once the next one is checked: its "thanks!" check,
+        # queued in the parsing process behind the batches parsed ahead, is done by then
+        lag = min(ahead, 1)
+        parsing: Parsing = deque()
+        checked: deque[_Checked] = deque()
+        try:
+            for batch in batches:
+                parsing.append((batch, self._parse(executor, batch)))
+                if len(parsing) > ahead:
+                    checked.append(self._check_next(executor, parsing))
+                if len(checked) > lag:
+                    yield checked.popleft()
+        except MailboxError:
+            with suppress(MailboxError):
                 while parsing:
-                    self._check_next(executor, parsing, checking)
-            except MailboxError:
-                # the batches fetched before the failure are stored: one that always fails
-                # (a server refusing a range of UIDs) must not hold back the ones before it
-                yield from self._stored_before_failure(executor, parsing, checking)
-                raise
-            while checking:
-                yield self._store(checking.popleft())
+                    checked.append(self._check_next(executor, parsing))
+            yield from checked
+            raise
+        while parsing:
+            checked.append(self._check_next(executor, parsing))
+            if len(checked) > lag:
+                yield checked.popleft()
+        yield from checked
 
-    def _stored_before_failure(
-        self,
-        executor: Executor,
-        parsing: Parsing,
-        checking: deque[_Checked],
-    ) -> Iterator[StoredBatch]:
-        """The batches fetched before a failure, stored in order while the server still
-        answers the FETCH of their replies' first bytes (none after one it does not)."""
-        with suppress(MailboxError):
-            while parsing:
-                self._check_next(executor, parsing, checking)
-        while checking:
-            yield self._store(checking.popleft())
-
-    def _check_next(
-        self,
-        executor: Executor,
-        parsing: Parsing,
-        checking: deque[_Checked],
-    ) -> None:
-        """The first parsed batch on to be checked. When its check fails, neither it nor any
+    def _check_next(self, executor: Executor, parsing: Parsing) -> _Checked:
+        """The first parsed batch on, checked. When its check fails, neither it nor any
         later batch is stored (nor tried again): the next poll fetches them again."""
         try:
-            checking.append(self._check(executor, *parsing[0]))
+            checked = self._check(executor, *parsing[0])
         except MailboxError:
             parsing.clear()
             raise
         parsing.popleft()
+        return checked
 
     def _parse(self, executor: Executor, batch: Batch) -> Future[Parsed]:
         seen = max(self.now, datetime.now(UTC))
@@ -212,6 +215,27 @@ class _Checked:
     parsed: list[StoredMessage]
     unparsable: list[tuple[str, str, FetchedMessage]]  # (location, why, the message)
     courteous: Future[set[int]]  # the UIDs of the replies that only thank
+
+
+@contextmanager
+def _one_ahead(items: Generator[_Checked, None, None]) -> Iterator[Iterator[_Checked]]:
+    """`items`, the next one made in a thread of its own while the caller handles the one
+    before: the fetching (mostly waiting for the server) and the storing (in part SQLite,
+    which lets go of the interpreter) overlap. The connection is used by that thread only
+    until the caller leaves; the item in the making is finished first."""
+    with ThreadPoolExecutor(1, thread_name_prefix="fetching") as thread:
+
+        def handed() -> Iterator[_Checked]:
+            coming = thread.submit(next, items, None)
+            while (item := coming.result()) is not None:
+                coming = thread.submit(next, items, None)
+                yield item
+
+        try:
+            yield handed()
+        finally:
+            thread.shutdown(wait=True)
+            items.close()
 
 
 @contextmanager
