@@ -13,7 +13,7 @@ import hmac
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from threading import Event
@@ -446,19 +446,25 @@ def poll_folder(
         task: Task | None = None
         finished = True
         batches = FolderBatches(opened, store, now, sync.waive_keyword, policy)
+        new_batches = opened.new_messages(checkpoint, since, sync.batch_size)
         try:
-            for done in batches.stored(opened.new_messages(checkpoint, since, sync.batch_size)):
-                batch = done.batch
-                fetched += len(batch.messages)
-                quarantined += done.quarantined
-                new += done.new
-                if history.progress is not None:
-                    task = task or history.progress.task(f"{mailbox}/{folder.name}", batch.total)
-                    task.update(batch.done)
-                if history.stopping.is_set() and batch.done < batch.total:
-                    finished = False
-                    log_stop(mailbox, folder, batch)
-                    break
+            # closed on leaving, whichever way: its fetching thread is then done with the
+            # connection, which the folder's close uses next
+            with closing(batches.stored(new_batches)) as stored:
+                for done in stored:
+                    batch = done.batch
+                    fetched += len(batch.messages)
+                    quarantined += done.quarantined
+                    new += done.new
+                    if history.progress is not None:
+                        task = task or history.progress.task(
+                            f"{mailbox}/{folder.name}", batch.total
+                        )
+                        task.update(batch.done)
+                    if history.stopping.is_set() and batch.done < batch.total:
+                        finished = False
+                        log_stop(mailbox, folder, batch)
+                        break
         except MailboxError:
             if fetched and unfinished is not None:
                 unfinished.append(

@@ -79,10 +79,11 @@ class FolderBatches:
         self.fingerprint = None if policy is None else policy_fingerprint(policy)
         self.wants_body = is_reply if policy is None else client_reply(policy)
 
-    def stored(self, batches: Iterable[Batch]) -> Iterator[StoredBatch]:
+    def stored(self, batches: Iterable[Batch]) -> Generator[StoredBatch, None, None]:
         """Each batch stored with its checkpoint, in the order fetched. From the first batch
         of a long first sync the parsing runs in a process of its own, AHEAD batches ahead;
-        the fetching and checking of the next batch runs in a thread while one is stored."""
+        the fetching and checking of the next batch runs in a thread while one is stored. A
+        caller leaving early (a stop, Ctrl-C) waits for that batch, which is not stored."""
         batches = iter(batches)
         first = next(batches, None)
         if first is None:
@@ -114,16 +115,16 @@ class FolderBatches:
                     checked.append(self._check_next(executor, parsing))
                 if len(checked) > lag:
                     yield checked.popleft()
+            while parsing:
+                checked.append(self._check_next(executor, parsing))
+                if len(checked) > lag:
+                    yield checked.popleft()
         except MailboxError:
             with suppress(MailboxError):
                 while parsing:
                     checked.append(self._check_next(executor, parsing))
             yield from checked
             raise
-        while parsing:
-            checked.append(self._check_next(executor, parsing))
-            if len(checked) > lag:
-                yield checked.popleft()
         yield from checked
 
     def _check_next(self, executor: Executor, parsing: Parsing) -> _Checked:

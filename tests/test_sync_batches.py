@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from mailwatch import sync_batches
+from mailwatch.adapters.imap import MailboxError, OpenFolder
 from mailwatch.config import Settings
 from mailwatch.core.model import Account, Policy, policy_fingerprint
 from mailwatch.evaluation_parts import classified, save_classified
@@ -193,6 +194,36 @@ def test_a_server_lost_while_batches_are_parsed_ahead_keeps_those_fetched_before
     messages = store.load_messages()
     assert sorted(m.key for m in messages) == sorted(f"<m{n}@acme.example>" for n in range(12))
     assert all(len(message.copies) == 1 for message in messages)
+
+
+def test_a_check_failing_after_the_last_fetch_keeps_the_batches_checked_before_it(
+    dovecot, store, tmp_path, parsing_apart, monkeypatch
+):
+    # client replies: each batch's check fetches their first body bytes, the fifth fails
+    user = dovecot.new_user("alice")
+    reply = "In-Reply-To: <r0@agency.test>\r\n"
+    for number in range(12):
+        raw = mail(f"<m{number}@acme.example>", body="Thanks!", extra=reply)
+        dovecot.append(user, "INBOX", raw, hours_ago(12 - number))
+    settings = mailbox_settings(dovecot, user, tmp_path, folders=("INBOX",))
+    checks = []
+    body_prefixes = OpenFolder.body_prefixes
+
+    def failing_from_the_fifth(opened, uids):
+        checks.append(uids)
+        if len(checks) >= 5:
+            raise MailboxError("connection lost", permanent=False)
+        return body_prefixes(opened, uids)
+
+    monkeypatch.setattr(OpenFolder, "body_prefixes", failing_from_the_fifth)
+    lost = poll_mailbox(settings, sync_settings(batch_size=2), store, NOW)
+    checkpoint = store.checkpoint("alice", "INBOX")
+
+    # the six batches were fetched before the fifth was checked: the four checked are stored
+    assert lost.error is not None and len(checks) == 5
+    assert [(f.fetched, f.finished) for f in lost.folders] == [(8, False)]
+    assert checkpoint is not None and checkpoint.last_uid == 8
+    assert len(store.load_messages()) == 8
 
 
 class StopsTheService:

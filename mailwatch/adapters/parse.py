@@ -258,7 +258,8 @@ def _address_pairs(value: str) -> list[tuple[str, str]]:
 
 def _split_addresses(value: str) -> list[str]:
     """Split an address list at the commas outside quotes, <> and (comments)."""
-    if "," not in value or not _ADDRESS_LIST_GROUPING.search(value):  # every comma splits
+    # one address, or nothing that can hide a comma: every comma splits
+    if "," not in value or not _ADDRESS_LIST_GROUPING.search(value):
         return value.split(",")
     pieces, start, quoted, depth, escaped = [], 0, False, 0, False
     for index, ch in enumerate(value):

@@ -476,6 +476,15 @@ def test_outside_senders_staff_replied_to_are_found_in_an_index_not_by_reading_t
     assert not any("ix_message_arrived_at" in line or "SCAN message" in line for line in plan)
 
 
+def test_out_of_office_replies_are_found_in_their_partial_index_not_by_scanning_mail(
+    store: Store,
+):
+    plan = query_plan(store, "out_of_office", store.out_of_office_replies)
+
+    assert any("ix_message_out_of_office" in line for line in plan), plan
+    assert not any("SCAN message" in line or "Seq Scan on message" in line for line in plan)
+
+
 def test_replacing_requests_drops_the_ones_no_longer_computed(store: Store):
     replace_requests(store, [a_request("<a@acme.example>", T0)], T0)
     fresh = a_request("<b@acme.example>", T0 + timedelta(hours=1))

@@ -1,5 +1,5 @@
-"""Indexes on mostly-NULL columns made partial, and one no query used dropped: a first
-sync wrote an entry in each for every message (docs/benchmarks.md, step 12).
+"""Indexes on columns mostly NULL (or false) made partial, and one no query used dropped: a
+first sync wrote an entry in each for every message (docs/benchmarks.md, step 12).
 
 Revision ID: 0013
 Revises: 0012
