@@ -108,17 +108,18 @@ class FolderBatches:
         lag = min(ahead, 1)
         parsing: Parsing = deque()
         checked: deque[_Checked] = deque()
+
+        def checked_beyond(parsed_ahead: int) -> Iterator[_Checked]:
+            while len(parsing) > parsed_ahead:
+                checked.append(self._check_next(executor, parsing))
+                while len(checked) > lag:
+                    yield checked.popleft()
+
         try:
             for batch in batches:
                 parsing.append((batch, self._parse(executor, batch)))
-                if len(parsing) > ahead:
-                    checked.append(self._check_next(executor, parsing))
-                if len(checked) > lag:
-                    yield checked.popleft()
-            while parsing:
-                checked.append(self._check_next(executor, parsing))
-                if len(checked) > lag:
-                    yield checked.popleft()
+                yield from checked_beyond(ahead)
+            yield from checked_beyond(0)
         except MailboxError:
             with suppress(MailboxError):
                 while parsing:

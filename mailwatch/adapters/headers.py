@@ -22,12 +22,11 @@ from collections.abc import Callable
 _LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 # The common block: fields with a name, each line ended by LF or CRLF (no bare CR),
-# continuations starting with a space or a tab, perhaps the blank line after them. Such a
-# block is split by two regular expressions; any other goes line by line. Possessive: a
-# hostile line of blanks costs one pass, not one per blank.
+# continuations starting with a space or a tab. Such a block (and the blank line after it)
+# is split by regular expressions; any other goes line by line. Possessive: a hostile line
+# of blanks costs one pass, not one per blank.
 _SIMPLE_FIELD = r"([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+\r?\n(?:[ \t][^\r\n]*+\r?\n)*+)"
 _SIMPLE_FIELDS = re.compile(_SIMPLE_FIELD)
-_SIMPLE_BLOCK = re.compile(f"(?:{_SIMPLE_FIELD})++(?:\r?\n)?")
 _SIMPLE_RUN = re.compile(f"(?:{_SIMPLE_FIELD})++")
 
 
@@ -55,7 +54,8 @@ class Fields:
 def split_fields(text: str, wanted: Callable[[str], bool]) -> Fields:
     """The fields of `text` (a header block, possibly followed by a body) whose lower-cased
     name is `wanted`, with the values compat32 gives: unfolded only by joining the lines."""
-    if _SIMPLE_BLOCK.fullmatch(text):
+    run = _SIMPLE_RUN.match(text)
+    if run and text[run.end() :] in ("", "\n", "\r\n"):
         found = _SIMPLE_FIELDS.findall(text)
         fields = [(name, value.rstrip("\r\n")) for name, value in found if wanted(name.lower())]
         return Fields(fields, True)

@@ -123,7 +123,8 @@ def _utc_time(value: datetime | None) -> datetime | None:
 def json_text(value: Any) -> str:
     """A JSON column's value as its column type encodes it (`json_strings` reads it); a
     tuple as a list."""
-    # most messages have no Cc, no Bcc, and a first one no references: a tenth of storing
+    # most messages have no Cc, no Bcc, and a first one no references: encoding those
+    # cost 0.1 s of storing 20,000 messages
     return "[]" if value == [] or value == () else json.dumps(value)
 
 
