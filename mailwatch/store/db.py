@@ -10,8 +10,9 @@ INSERT … ON CONFLICT DO NOTHING, which both dialects share.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,6 +103,39 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
     """The dialect's INSERT, which has on_conflict_do_nothing/do_update."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def execute_many(conn: Connection, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`statement` once for each of `rows`, whose values are given as the driver takes them
+    (`rows.written_insert`; no bound value of the statement's own). On SQLite the rows go
+    to the driver's executemany as tuples: SQLAlchemy's building of each row's parameters
+    cost three times SQLite's own writing of wide rows (50,000 requests: 0.8 s against
+    0.2 s). PostgreSQL keeps SQLAlchemy's, which sends many rows in one statement."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(statement, rows)
+        return
+    compiled = statement.compile(dialect=conn.dialect)
+    names = compiled.positiontup
+    values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    defaults = _defaults_left_out(compiled, set(names) - set(rows[0]))
+    if defaults:
+        conn.exec_driver_sql(compiled.string, [values({**defaults, **row}) for row in rows])
+    else:
+        conn.exec_driver_sql(compiled.string, [values(row) for row in rows])
+
+
+def _defaults_left_out(compiled: Any, names: set[str]) -> dict[str, Any]:
+    """The values of the inserted columns `names` that the rows leave to their default (an
+    INSERT names every column with a default): a constant default only."""
+    defaults = {}
+    for name in names:
+        column = compiled.statement.table.c.get(name) if compiled.isinsert else None
+        if column is None or column.default is None or not column.default.is_scalar:
+            raise ValueError(f"rows without a value for {name!r}")
+        defaults[name] = column.default.arg
+    return defaults
 
 
 def chunks(values: Sequence[Value], size: int = CHUNK) -> Iterator[Sequence[Value]]:

@@ -38,6 +38,7 @@ from mailwatch.store.db import (
     Database,
     chunks,
     dialect_insert,
+    execute_many,
     read_state,
     reading,
     save_state,
@@ -225,7 +226,7 @@ class EvaluationStore(Database):
                     | {"row_id": row_id, "seen": seen}
                     for row_id, verdict, seen in chunk
                 ]
-                conn.execute(classify, rows)
+                execute_many(conn, classify, rows)
             _add_people(conn, people)
 
     def classified_between(
@@ -479,12 +480,16 @@ def _save_threads(conn: Connection, marks: Mapping[int, tuple[str | None, int]])
         .where(MESSAGES.c.id == bindparam("row_id"))
         .values(
             # a change stored while this evaluation ran stays to be evaluated
-            dirty=case((MESSAGES.c.dirty == bindparam("seen"), 0), else_=MESSAGES.c.dirty),
+            dirty=case(
+                (MESSAGES.c.dirty == bindparam("seen"), literal_column("0")),
+                else_=MESSAGES.c.dirty,
+            ),
             thread_id=bindparam("new_thread"),
         )
     )
     for ids in chunks(sorted(marks)):
-        conn.execute(
+        execute_many(
+            conn,
             evaluated,
             [{"row_id": i, "new_thread": marks[i][0], "seen": marks[i][1]} for i in ids],
         )
@@ -525,7 +530,7 @@ def _swap_requests(
     if rows:
         insert = written_insert(conn, REQUESTS, list(rows[0]))
         for batch in chunks(rows):
-            conn.execute(insert, batch)
+            execute_many(conn, insert, batch)
 
 
 def _time_after(now: datetime) -> ColumnElement[bool]:

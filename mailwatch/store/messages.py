@@ -28,7 +28,14 @@ from sqlalchemy import (
 from mailwatch.core.conversations import normalise_subject
 from mailwatch.core.model import Checkpoint, Message, Verdict, Waiver
 from mailwatch.core.times import copy_arrival
-from mailwatch.store.db import Database, chunks, dialect_insert, reading, writing
+from mailwatch.store.db import (
+    Database,
+    chunks,
+    dialect_insert,
+    execute_many,
+    reading,
+    writing,
+)
 from mailwatch.store.rows import (
     copy_columns,
     json_text,
@@ -428,7 +435,7 @@ def _inserted_ids(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int
         # the write transaction holds the whole database: every key not stored before is
         # inserted here. A plain executemany and a read of the ids cost half the CPU of
         # an INSERT … RETURNING, which SQLAlchemy sends as many-row statements it builds
-        conn.execute(insert, rows)
+        execute_many(conn, insert, rows)
         return {
             key: row_id for key, (row_id, _) in _message_ids(conn, (r["key"] for r in rows)).items()
         }
@@ -457,7 +464,7 @@ def _add_references(conn: Connection, messages: dict[int, Message]) -> None:
     ]
     insert = written_insert(conn, REFERENCES, ["message_id", "ref_key"])
     for chunk in chunks(rows):
-        conn.execute(insert, chunk)
+        execute_many(conn, insert, chunk)
 
 
 def _add_copies(
@@ -494,7 +501,7 @@ def _add_copies(
         )
     if rows:
         insert = written_insert(conn, COPIES, list(rows[0]))
-        conn.execute(insert.on_conflict_do_nothing(), rows)
+        execute_many(conn, insert.on_conflict_do_nothing(), rows)
 
 
 def _present_uids(
