@@ -144,7 +144,7 @@ def _refresh(settings: Settings, store: Store, now: datetime) -> Refresh:
             if row.dirty == 0 or row.message.key in changes
         }
         run.save(
-            evaluated_part(settings, now, context, loaded, verdicts),
+            evaluated_part(settings, now, context, loaded, verdicts, store.dialect),
             lambda row_id, key: changes.get(key, 0),
         )
     run.finish(fingerprint)
@@ -183,7 +183,7 @@ def _evaluate_everything(
     alone = [i for i in outside if i not in threaded]
     for ids in _pages(alone, EVALUATION_BATCH):
         part = store.loaded_by_ids(ids)
-        found = evaluated_part(settings, now, context, part, stored_verdicts(part))
+        found = evaluated_part(settings, now, context, part, stored_verdicts(part), store.dialect)
         run.save(found, _changes_seen(seen))
     run.finish(fingerprint)
     _reduce(settings, store, None, now)
@@ -234,9 +234,7 @@ class _Run:
         }
         threads = set(found.thread_of.values())
         old = {thread for _, _, thread in found.kept if thread is not None}
-        self.store.save_evaluation(
-            marks, found.requests, (threads | old) - self.written, self.now, {}
-        )
+        self.store.save_evaluation(marks, found.requests, (threads | old) - self.written, {})
         self.written |= threads
         self.messages += found.messages
         self.requests += len(found.requests)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
@@ -18,13 +19,13 @@ from mailwatch.core.model import (
     Absence,
     Message,
     RecordedAnswer,
-    Request,
     Verdict,
     Waiver,
     policy_fingerprint,
 )
 from mailwatch.store.messages import Loaded
 from mailwatch.store.repository import Store
+from mailwatch.store.rows import request_rows
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ class PartEvaluation:
     thread_of: dict[str, str]
     # the keys the clock took part in; the others (stamped after `now`) stay to be evaluated
     evaluated: frozenset[str]
-    requests: tuple[Request, ...]
+    # as their rows are written (`request_rows`): encoded in a worker, not the evaluating
+    # process, which was the first evaluation's bound
+    requests: list[dict[str, Any]]
     untimed: tuple[str, ...]
     unlisted_senders: tuple[str, ...]
     unknown_correspondents: tuple[str, ...]
@@ -110,10 +113,12 @@ def evaluated_part(
     context: MailContext,
     part: list[Loaded],
     verdicts: dict[str, str | None],
+    dialect: str,
     thread_of: dict[str, str] | None = None,
 ) -> PartEvaluation:
     """Evaluate a union of whole threads, with the automation verdicts stored (`verdicts`;
-    the others are found) and, when known, their threads (`thread_of`)."""
+    the others are found) and, when known, their threads (`thread_of`); the requests as
+    the store of `dialect` writes them."""
     messages = [row.message for row in part]
     evaluation, set_aside = _evaluate_setting_aside(
         settings, messages, now, context, verdicts, thread_of
@@ -128,7 +133,7 @@ def evaluated_part(
         ],
         thread_of=evaluation.thread_of,
         evaluated=frozenset(evaluation.classifications),
-        requests=evaluation.requests,
+        requests=request_rows(evaluation.requests, now, dialect),
         untimed=evaluation.untimed,
         unlisted_senders=evaluation.unlisted_senders,
         unknown_correspondents=evaluation.unknown_correspondents,

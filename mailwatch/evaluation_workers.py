@@ -70,7 +70,9 @@ class _Work:
         with collector_paused():
             part = self.store.loaded_by_keys(thread_of, rule_headers)
             verdicts = stored_verdicts(part)
-            return evaluated_part(self.settings, now, context, part, verdicts, thread_of)
+            return evaluated_part(
+                self.settings, now, context, part, verdicts, self.store.dialect, thread_of
+            )
 
 
 _worker: _Work | None = None  # in a worker process: its work, opened by `_start`

@@ -53,7 +53,6 @@ from mailwatch.store.rows import (
     json_as_text,
     json_strings,
     read_requests,
-    request_row,
     verdict_columns,
     written_insert,
     written_time,
@@ -289,19 +288,19 @@ class EvaluationStore(Database):
     def save_evaluation(
         self,
         marks: Mapping[int, tuple[str | None, int]],
-        requests: Sequence[Request],
+        requests: Sequence[dict[str, Any]],
         threads: set[str],
-        evaluated_at: datetime,
         state: dict[str, str],
     ) -> None:
         """Store one evaluation of a closed set of threads, in one transaction: each
         message's thread by row id, `marks` (thread, changes seen): no longer awaiting
         evaluation unless it changed again since its counter was read; and the requests of
-        `threads` (every old and new thread id involved) swapped for `requests`.
+        `threads` (every old and new thread id involved) swapped for `requests`, as their
+        rows are written (`rows.request_rows`, built where the threads were evaluated).
         """
         with writing(self.engine) as conn:
             _save_threads(conn, marks)
-            _swap_requests(conn, threads, requests, evaluated_at)
+            _swap_requests(conn, threads, requests)
             for name, value in state.items():
                 save_state(conn, name, value)
 
@@ -509,23 +508,20 @@ def _by_time_then_key(
     yield from sorted(same_time)
 
 
-def _swap_requests(
-    conn: Connection, threads: set[str], requests: Sequence[Request], evaluated_at: datetime
-) -> None:
-    """Replace the stored requests of `threads` with `requests`.  Requests received before
-    the retention horizon are history: their messages are gone, so they are neither
-    deleted nor replaced by an evaluation that can no longer see them."""
+def _swap_requests(conn: Connection, threads: set[str], requests: Sequence[dict[str, Any]]) -> None:
+    """Replace the stored requests of `threads` with `requests` (their rows).  Requests
+    received before the retention horizon are history: their messages are gone, so they
+    are neither deleted nor replaced by an evaluation that can no longer see them."""
     horizon = retention_horizon(conn)
     for chunk in chunks(sorted(threads)):
         stale = REQUESTS.delete().where(REQUESTS.c.thread.in_(chunk))
         if horizon is not None:
             stale = stale.where(REQUESTS.c.received_at >= horizon)
         conn.execute(stale)
-    time = written_time(conn)
+    # a row's time as written compares as the time does (text of one format on SQLite)
+    written_horizon = written_time(conn)(horizon)
     rows = [
-        request_row(request, evaluated_at, time)
-        for request in requests
-        if horizon is None or request.received_at >= horizon
+        row for row in requests if written_horizon is None or row["received_at"] >= written_horizon
     ]
     if rows:
         insert = written_insert(conn, REQUESTS, list(rows[0]))

@@ -103,7 +103,12 @@ def written_insert(conn: Connection, table: Table, names: Sequence[str]) -> Any:
 def written_time(conn: Connection) -> Callable[[datetime | None], datetime | str | None]:
     """A time as its UTC column type stores it: on SQLite the text `_time` reads back (and
     queries compare), on PostgreSQL the time itself."""
-    return _sqlite_time if conn.dialect.name == "sqlite" else _utc_time
+    return written_time_on(conn.dialect.name)
+
+
+def written_time_on(dialect: str) -> Callable[[datetime | None], datetime | str | None]:
+    """`written_time` for a database named by its dialect ("sqlite", "postgresql")."""
+    return _sqlite_time if dialect == "sqlite" else _utc_time
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
@@ -250,6 +255,14 @@ def verdict_columns(
 
 
 # ---------------------------------------------------------------- requests
+
+
+def request_rows(
+    requests: Sequence[Request], evaluated_at: datetime, dialect: str
+) -> list[dict[str, Any]]:
+    """The requests' rows as the database named by its `dialect` stores them."""
+    time = written_time_on(dialect)
+    return [request_row(request, evaluated_at, time) for request in requests]
 
 
 def request_row(

@@ -274,7 +274,6 @@ def test_a_change_stored_while_an_evaluation_ran_stays_to_be_evaluated(store):
         marks={row.row_id: ("<c1>", row.dirty)},
         requests=[],
         threads={"<c1>"},
-        evaluated_at=at(0, 12),
         state={},
     )
 

@@ -27,6 +27,7 @@ from mailwatch.core.periods import Period
 from mailwatch.core.stats import Outcome
 from mailwatch.store.evaluation import StoredOutcome
 from mailwatch.store.repository import Store, StoredMessage
+from mailwatch.store.rows import request_rows
 from mailwatch.store.tables import COPIES, MESSAGES, QuarantineRow
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -110,7 +111,7 @@ def known_uids(store: Store, mailbox: str, folder: str, uidvalidity: int) -> set
 def replace_requests(store: Store, requests: list[Request], evaluated_at: datetime) -> None:
     """Every stored request swapped for `requests`: an evaluation of all their threads."""
     threads = {r.thread for r in store.requests()} | {r.thread for r in requests}
-    store.save_evaluation({}, requests, threads, evaluated_at, {})
+    store.save_evaluation({}, request_rows(requests, evaluated_at, store.dialect), threads, {})
 
 
 # ---------------------------------------------------------------- messages
