@@ -28,6 +28,7 @@ from mailwatch.core.model import Absence, Message, Policy, Role, policy_fingerpr
 from mailwatch.core.times import SEND_TIME_SPREAD
 from mailwatch.evaluation_parts import (
     MailContext,
+    Part,
     PartEvaluation,
     classified,
     error_text,
@@ -35,6 +36,7 @@ from mailwatch.evaluation_parts import (
     evaluated_part,
     save_classified,
     stored_verdicts,
+    thread_marks,
 )
 from mailwatch.evaluation_workers import Workers, worker_processes
 from mailwatch.privacy_policy import UNRELATED_MAIL
@@ -174,9 +176,9 @@ def _evaluate_everything(
         late = _known_late(store, Directory(settings.policy), now, outside)
         # rule headers only for tiers matching on them: the automation verdicts are stored
         rule_headers = any(tier.high_priority for tier in settings.policy.tiers)
-        parts = _parts_of_all_threads(store, settings.policy, now, late)
+        parts = _parts_of_all_threads(store, settings.policy, now, late, _counter_of(seen))
         for found in workers.evaluated_parts(parts, rule_headers, now, context):
-            run.save(found, _changes_seen(seen))
+            run.save_requests(found)  # the part's threads were stored as it was evaluated
             collect_young()  # the collector is paused: a part's cycles, not all of memory
     threaded = {row.row_id for row, _ in late}
     # untimed mail, and mail not arrived yet, stands alone
@@ -195,10 +197,15 @@ def _pages(values: list[Value], size: int) -> Iterator[list[Value]]:
         yield values[start : start + size]
 
 
+def _counter_of(seen: array[int]) -> Callable[[int], int]:
+    """Each message's change counter as its classification read it, by row id: a change
+    stored since (a row added or changed after) leaves it to be evaluated again."""
+    return lambda row_id: seen[row_id] if row_id < len(seen) else -1
+
+
 def _changes_seen(seen: array[int]) -> Callable[[int, str], int]:
-    """Each message's change counter as its classification read it: a change stored since
-    (a row added or changed after) leaves it to be evaluated again."""
-    return lambda row_id, key: seen[row_id] if row_id < len(seen) else -1
+    counter_of = _counter_of(seen)
+    return lambda row_id, key: counter_of(row_id)
 
 
 def _reduce(settings: Settings, store: Store, keys: set[str] | None, now: datetime) -> None:
@@ -222,16 +229,14 @@ class _Run:
     def save(self, found: PartEvaluation, changes_seen: Callable[[int, str], int]) -> None:
         """Store the evaluation of a union of whole threads, `changes_seen` telling each
         message's change counter as read (by row id and key)."""
+        self._save(found, thread_marks(found, changes_seen))
+
+    def save_requests(self, found: PartEvaluation) -> None:
+        """Store the requests of an evaluation whose threads are stored."""
+        self._save(found, {})
+
+    def _save(self, found: PartEvaluation, marks: dict[int, tuple[str | None, int]]) -> None:
         self.notice = _merged(self.notice, found)
-        marks = {
-            row_id: (
-                found.thread_of.get(key),
-                # mail stamped after `now` (a server clock ahead) was left out: it stays to
-                # be evaluated
-                changes_seen(row_id, key) if key in found.evaluated else -1,
-            )
-            for row_id, key, _ in found.kept
-        }
         threads = set(found.thread_of.values())
         old = {thread for _, _, thread in found.kept if thread is not None}
         self.store.save_evaluation(marks, found.requests, (threads | old) - self.written, {})
@@ -260,34 +265,43 @@ def _parts_of_whole_threads(
 
 
 def _parts_of_all_threads(
-    store: Store, policy: Policy, now: datetime, late: list[tuple[Loaded, datetime]]
-) -> Iterator[dict[str, str]]:
+    store: Store,
+    policy: Policy,
+    now: datetime,
+    late: list[tuple[Loaded, datetime]],
+    counter_of: Callable[[int], int],
+) -> Iterator[Part]:
     """Every timed message known at `now` (with the `late` ones the core decided about) in
     parts of about EVALUATION_BATCH messages (a longer thread alone), each a union of whole
     threads, threading one reference group at a time in order of its first message. Memory
     holds arrays by row id and the keys of the threads active within the subject window (a
     subject that recurs keeps a thread active for years), not the mail: a part is read
-    again, by key, once its threads are known. Each part is each message's thread, by key."""
+    again, by key, once its threads are known. Each part is each message's thread and its
+    change counter (`counter_of` its row id), by key."""
     directory = Directory(policy)
     roots = store.reference_components(
         now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
     )
     order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
     times: dict[str, datetime] = {}  # of the messages of the page being threaded
+    # of the messages read and not in a thread yet (those of active threads)
+    counters: dict[str, int] = {}
     late_times = {row.row_id: at for row, at in late}
-    groups = _reference_groups(store, roots, order, late_times, times)
+    groups = _reference_groups(store, roots, order, late_times, times, counters, counter_of)
 
     def time_of(m: Message) -> datetime:
         return times[m.key]
 
-    thread_of: dict[str, str] = {}  # of the messages of the part being gathered
+    part = Part({}, {})  # the part being gathered
     for root, keys in stream_threads(groups, time_of, thread_accounts(directory), policy):
-        if thread_of and len(thread_of) + len(keys) > EVALUATION_BATCH:
-            yield thread_of
-            thread_of = {}
-        thread_of.update((key, root) for key in keys)
-    if thread_of:
-        yield thread_of
+        if part.thread_of and len(part.thread_of) + len(keys) > EVALUATION_BATCH:
+            yield part
+            part = Part({}, {})
+        for key in keys:
+            part.thread_of[key] = root
+            part.counters[key] = counters.pop(key)
+    if part.thread_of:
+        yield part
 
 
 def _known_late(
@@ -308,11 +322,14 @@ def _reference_groups(
     order: array[int],
     late_times: dict[int, datetime],
     times: dict[str, datetime],
+    counters: dict[str, int],
+    counter_of: Callable[[int], int],
 ) -> Iterator[list[Message]]:
     """Each reference group's messages (copies with what threading reads), in order of
     (time, key), the groups in the `order` of their first message, read a page of groups
     at a time; each message's time (classified, or as known at `now` for the late ones in
-    `late_times`) is in `times` while its page is threaded."""
+    `late_times`) is in `times` while its page is threaded, and its change counter (by
+    `counter_of` its row id) put in `counters` as it is read."""
 
     def page_of_groups(roots_of_page: list[int]) -> Iterator[list[Message]]:
         ids = [row_id for root in roots_of_page for row_id in members(root)]
@@ -322,6 +339,7 @@ def _reference_groups(
             found = late_times.get(row_id, at)
             assert found is not None  # the store's time decided it takes part
             times[message.key] = found
+            counters[message.key] = counter_of(row_id)
             groups[roots[row_id]].append(message)
         for group in groups.values():
             yield sorted(group, key=lambda m: (times[m.key], m.key))

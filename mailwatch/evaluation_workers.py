@@ -36,10 +36,12 @@ from mailwatch.collector import collector_paused
 from mailwatch.config import Settings
 from mailwatch.evaluation_parts import (
     MailContext,
+    Part,
     PartEvaluation,
     classified_page,
     evaluated_part,
     stored_verdicts,
+    thread_marks,
 )
 from mailwatch.processes import InThisProcess, leave_stopping_to_the_starter, usable_cores
 from mailwatch.store.repository import Store
@@ -63,16 +65,21 @@ class _Work:
         with collector_paused():
             return classified_page(self.settings, self.store, after, upto)
 
-    def evaluate_keys(
-        self, now: datetime, context: MailContext, thread_of: dict[str, str], rule_headers: bool
+    def evaluate_part(
+        self, now: datetime, context: MailContext, part: Part, rule_headers: bool
     ) -> PartEvaluation:
-        """Read and evaluate a part: each message's thread, by key."""
+        """Read and evaluate a part, and store each message's thread: its own transaction,
+        beside the evaluating process's storing of the requests, which was the first
+        evaluation's bound. Until the evaluation ends the policy's state says so, and the
+        next refresh evaluates everything again: a crash between the two loses nothing."""
         with collector_paused():
-            part = self.store.loaded_by_keys(thread_of, rule_headers)
-            verdicts = stored_verdicts(part)
-            return evaluated_part(
-                self.settings, now, context, part, verdicts, self.store.dialect, thread_of
+            rows = self.store.loaded_by_keys(part.thread_of, rule_headers)
+            verdicts = stored_verdicts(rows)
+            found = evaluated_part(
+                self.settings, now, context, rows, verdicts, self.store.dialect, part.thread_of
             )
+            self.store.save_threads(thread_marks(found, lambda _, key: part.counters.get(key, -1)))
+            return found
 
 
 _worker: _Work | None = None  # in a worker process: its work, opened by `_start`
@@ -91,9 +98,7 @@ def _classify_ids(after: int, upto: int) -> list[tuple[int, int]]:
     return _worker.classify_ids(after, upto)
 
 
-def _evaluate_keys(
-    circumstances: bytes, thread_of: dict[str, str], rule_headers: bool
-) -> PartEvaluation:
+def _evaluate_part(circumstances: bytes, part: Part, rule_headers: bool) -> PartEvaluation:
     """`circumstances`: `now` and the context, pickled once for every part and decoded once
     by each worker (the context holds every absence of years of mail)."""
     global _circumstances
@@ -101,7 +106,7 @@ def _evaluate_keys(
     if _circumstances is None or _circumstances[0] != circumstances:
         _circumstances = (circumstances, *pickle.loads(circumstances))
     _, now, context = _circumstances
-    return _worker.evaluate_keys(now, context, thread_of, rule_headers)
+    return _worker.evaluate_part(now, context, part, rule_headers)
 
 
 class Workers:
@@ -169,21 +174,21 @@ class Workers:
 
     def evaluated_parts(
         self,
-        parts: Iterable[dict[str, str]],
+        parts: Iterable[Part],
         rule_headers: bool,
         now: datetime,
         context: MailContext,
     ) -> Iterator[PartEvaluation]:
-        """Each part (each message's thread, by key) evaluated, in the order they end."""
+        """Each part evaluated, its threads stored, in the order they end."""
         if not self.processes:
             return self._unordered(
-                self.work.evaluate_keys, ((now, context, part, rule_headers) for part in parts)
+                self.work.evaluate_part, ((now, context, part, rule_headers) for part in parts)
             )
         return self._evaluated_while_starting(iter(parts), rule_headers, now, context)
 
     def _evaluated_while_starting(
         self,
-        parts: Iterator[dict[str, str]],
+        parts: Iterator[Part],
         rule_headers: bool,
         now: datetime,
         context: MailContext,
@@ -194,10 +199,10 @@ class Workers:
             if self._start_settled():
                 parts = itertools.chain([part], parts)
                 break
-            yield self.work.evaluate_keys(now, context, part, rule_headers)
+            yield self.work.evaluate_part(now, context, part, rule_headers)
         circumstances = pickle.dumps((now, context))
         yield from self._unordered(
-            _evaluate_keys, ((circumstances, part, rule_headers) for part in parts)
+            _evaluate_part, ((circumstances, part, rule_headers) for part in parts)
         )
 
     def _unordered(

@@ -304,6 +304,11 @@ class EvaluationStore(Database):
             for name, value in state.items():
                 save_state(conn, name, value)
 
+    def save_threads(self, marks: Mapping[int, tuple[str | None, int]]) -> None:
+        """`save_evaluation`'s marks alone, in a transaction of their own."""
+        with writing(self.engine) as conn:
+            _save_threads(conn, marks)
+
     def requests(
         self, received_since: datetime | None = None, received_until: datetime | None = None
     ) -> list[Request]:

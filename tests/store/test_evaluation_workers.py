@@ -115,13 +115,13 @@ def test_the_evaluating_process_evaluates_parts_itself_while_the_workers_start(s
     import mailwatch.evaluation_workers as workers
 
     in_this_process = []
-    evaluate_keys = workers._Work.evaluate_keys
+    evaluate_part = workers._Work.evaluate_part
 
-    def noted(work, now, context, thread_of, rule_headers):
-        in_this_process.append(len(thread_of))
-        return evaluate_keys(work, now, context, thread_of, rule_headers)
+    def noted(work, now, context, part, rule_headers):
+        in_this_process.append(len(part.thread_of))
+        return evaluate_part(work, now, context, part, rule_headers)
 
-    monkeypatch.setattr(workers._Work, "evaluate_keys", noted)  # not in the workers' module
+    monkeypatch.setattr(workers._Work, "evaluate_part", noted)  # not in the workers' module
     monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
     monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
     store.add_messages(stored(agency_history()))
