@@ -1,7 +1,7 @@
 """The work of an evaluation on stored messages: classifying them, and evaluating a part
 of whole threads.  It runs in the evaluating process, or in the worker processes of a
 first evaluation (`evaluation_workers.py`): a part's evaluation is a plain value that the
-evaluating process stores."""
+evaluating process stores (a worker stores the part's threads itself)."""
 
 from __future__ import annotations
 
