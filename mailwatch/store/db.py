@@ -119,14 +119,14 @@ def execute_many(conn: Connection, statement: Any, rows: Sequence[Mapping[str, A
     compiled = statement.compile(dialect=conn.dialect)
     names = compiled.positiontup
     values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    defaults = _defaults_left_out(compiled, set(names) - set(rows[0]))
+    defaults = _defaults_left_out(compiled, sorted(set(names) - set(rows[0])))
     if defaults:
         conn.exec_driver_sql(compiled.string, [values({**defaults, **row}) for row in rows])
     else:
         conn.exec_driver_sql(compiled.string, [values(row) for row in rows])
 
 
-def _defaults_left_out(compiled: Any, names: set[str]) -> dict[str, Any]:
+def _defaults_left_out(compiled: Any, names: list[str]) -> dict[str, Any]:
     """The values of the inserted columns `names` that the rows leave to their default (an
     INSERT names every column with a default): a constant default only."""
     defaults = {}

@@ -5,16 +5,18 @@ rely on it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Connection, text
 
-from mailwatch.store.db import dialect_insert
+from mailwatch.store.db import dialect_insert, execute_many
 from mailwatch.store.repository import Store
 from mailwatch.store.rows import json_text, written_insert, written_time
 from mailwatch.store.tables import MESSAGES
+from tests.fixtures.stores import SqliteTemplate
 
 TIMES = [
     datetime(50, 1, 2, 3, 4, 5, tzinfo=UTC),
@@ -24,6 +26,9 @@ TIMES = [
     None,
 ]
 ADDRESSES = [(), ("a@acme.example", "é@acme.example", "\u2028", "\\", '"', "😀")]
+# what `rows` gives, and columns it leaves to their defaults
+DRIVER_COLUMNS = ["to", "headers", "date", "arrived_at", "courtesy", "raw_headers", "cc"]
+DRIVER_COLUMNS += ["dirty", "out_of_office", "from_name"]
 RULE_HEADERS = [(("list-id", "<news.acme.example>"), ("x-campaign", '😀 \\ "')), None]
 
 
@@ -78,6 +83,48 @@ def test_values_written_as_the_driver_takes_them_are_stored_as_the_column_types_
         conn.execute(written_insert(conn, MESSAGES, list(written[0])), written)
 
         assert as_stored(conn, names) == by_column_types
+
+
+def test_rows_written_by_execute_many_are_stored_as_sqlalchemy_stores_them(
+    migrated_sqlite: SqliteTemplate, tmp_path: Path
+) -> None:
+    """On SQLite, the driver's own executemany: the columns the rows leave out (`dirty`,
+    `out_of_office`, `from_name`) given their defaults as SQLAlchemy gives them."""
+    stored = []
+    for name, write in (("sqlalchemy", Connection.execute), ("driver", execute_many)):
+        sqlite = Store(migrated_sqlite.copy(tmp_path / f"{name}.db"))
+        with sqlite.engine.begin() as conn:
+            time = written_time(conn)
+            written = [
+                {
+                    **row,
+                    "to": json_text(row["to"]),
+                    "headers": json_text(row["headers"]),
+                    "date": time(row["date"]),
+                    "arrived_at": time(row["arrived_at"]),
+                }
+                | dict.fromkeys(["cc", "bcc", "in_reply_to", "references"], "[]")
+                for row in rows()
+            ]
+            write(conn, written_insert(conn, MESSAGES, list(written[0])), written)
+            stored.append(as_stored(conn, DRIVER_COLUMNS))
+        sqlite.close()
+
+    assert stored[1] == stored[0]
+    assert len(stored[1]) == len(rows())
+
+
+def test_a_row_leaving_out_a_column_without_a_constant_default_is_refused(
+    migrated_sqlite: SqliteTemplate, tmp_path: Path
+) -> None:
+    sqlite = Store(migrated_sqlite.copy(tmp_path / "driver.db"))
+    with sqlite.engine.begin() as conn:
+        written = [{"key": "<m@acme.example>", "arrived_at": written_time(conn)(TIMES[0])}]
+        insert = written_insert(conn, MESSAGES, list(written[0]))
+        # Bcc's default is a new list for each row: SQLAlchemy's to make, not the rows'
+        with pytest.raises(ValueError, match="rows without a value for 'bcc'"):
+            execute_many(conn, insert, written)
+    sqlite.close()
 
 
 def test_a_time_without_a_timezone_is_refused_as_the_column_type_refuses_it(
