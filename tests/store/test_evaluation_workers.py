@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from mailwatch.core.model import Waiver
 from mailwatch.evaluation import POLICY_STATE, refresh_requests
 from mailwatch.evaluation_workers import Workers, worker_processes
 from mailwatch.store.repository import Store
@@ -88,6 +89,26 @@ def test_a_first_evaluation_in_worker_processes_stores_what_one_in_this_process_
     assert refreshed.messages == len(in_this_process["messages"])
     assert what_is_stored(store) == in_this_process
     assert len(in_this_process["requests"]) >= 10  # a history worth comparing
+
+
+def test_a_change_stored_while_worker_processes_evaluate_stays_to_be_evaluated(store, monkeypatch):
+    import mailwatch.evaluation as engine
+
+    store.add_messages(stored(agency_history()))
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
+    monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
+    read_context = engine.mail_context
+
+    def waiver_after_classification(*args):
+        # the counters were read with the classification: this waiver comes after them
+        store.add_waiver(Waiver("<c3>", by="cli", seen_at=at(3, 11)))
+        return read_context(*args)
+
+    monkeypatch.setattr(engine, "mail_context", waiver_after_classification)
+    refresh_requests(settings_with(), store, NOW)
+
+    # the workers stored every thread, and left the changed message to be evaluated again
+    assert store.dirty_keys() == {"<c3>": 2}
 
 
 def test_the_evaluating_process_classifies_pages_itself_while_the_workers_start(store, monkeypatch):
