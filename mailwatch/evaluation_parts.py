@@ -103,11 +103,15 @@ class PartEvaluation:
 
 
 class Part(NamedTuple):
-    """Whole threads to evaluate: each message's thread, and its change counter as its
-    classification read it, by key."""
+    """Whole threads to evaluate: each message's thread, by key, and its change counter as
+    its classification read it: `usual`, unless `counters` tells another by key."""
 
     thread_of: dict[str, str]
+    usual: int
     counters: dict[str, int]
+
+    def counter(self, key: str) -> int:
+        return self.counters.get(key, self.usual)
 
 
 def thread_marks(

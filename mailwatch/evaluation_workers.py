@@ -80,7 +80,7 @@ class _Work:
             found = evaluated_part(
                 self.settings, now, context, rows, verdicts, self.store.dialect, part.thread_of
             )
-            self.store.save_threads(thread_marks(found, lambda _, key: part.counters.get(key, -1)))
+            self.store.save_threads(thread_marks(found, lambda _, key: part.counter(key)))
             return found
 
 

@@ -111,6 +111,23 @@ def test_a_change_stored_while_worker_processes_evaluate_stays_to_be_evaluated(s
     assert store.dirty_keys() == {"<c3>": 2}
 
 
+def test_a_change_stored_before_a_first_evaluation_in_worker_processes_is_evaluated(
+    store, monkeypatch
+):
+    import mailwatch.evaluation as engine
+
+    store.add_messages(stored(agency_history()))
+    store.add_waiver(Waiver("<c3>", by="cli", seen_at=at(3, 11)))  # its counter: 2, not 1
+    monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
+    monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
+
+    refresh_requests(settings_with(), store, NOW)
+
+    assert store.dirty_keys() == {}
+    (waived,) = [r for r in store.requests() if "<c3>" in r.messages]
+    assert waived.waiver is not None
+
+
 def test_the_evaluating_process_classifies_pages_itself_while_the_workers_start(store, monkeypatch):
     import mailwatch.evaluation as engine
     import mailwatch.evaluation_workers as workers

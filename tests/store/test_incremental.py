@@ -439,14 +439,15 @@ def test_a_first_evaluation_threads_every_message_group_by_group_into_whole_thre
                 seen = engine._classify_everything(store, workers, store.last_row_id())
             outside = store.outside_time_order(now)
             late = engine._known_late(store, Directory(policy()), now, outside)
-            found = list(
-                engine._parts_of_all_threads(store, policy(), now, late, engine._counter_of(seen))
-            )
+            found = list(engine._parts_of_all_threads(store, policy(), now, late, seen))
             parts = [list(p.thread_of) for p in found]
             # each message's change counter as its classification read it goes with it
             row_of = {row.message.key: row.row_id for row in store.loaded_by_keys(every_key)}
             for p in found:
-                assert p.counters == {key: seen[row_of[key]] for key in p.thread_of}
+                assert {key: p.counter(key) for key in p.thread_of} == {
+                    key: seen[row_of[key]] for key in p.thread_of
+                }
+                assert p.usual not in p.counters.values()  # only the others are held
             # the rest (untimed, not arrived by `now`) is evaluated alone: every message once
             threaded = {row.row_id for row, _ in late}
             alone = [i for i in outside if i not in threaded]
