@@ -28,7 +28,6 @@ from mailwatch.core.model import Absence, Message, Policy, Role, policy_fingerpr
 from mailwatch.core.times import SEND_TIME_SPREAD
 from mailwatch.evaluation_parts import (
     MailContext,
-    Part,
     PartEvaluation,
     classified,
     error_text,
@@ -36,7 +35,6 @@ from mailwatch.evaluation_parts import (
     evaluated_part,
     save_classified,
     stored_verdicts,
-    thread_marks,
 )
 from mailwatch.evaluation_workers import Workers, worker_processes
 from mailwatch.privacy_policy import UNRELATED_MAIL
@@ -176,9 +174,9 @@ def _evaluate_everything(
         late = _known_late(store, Directory(settings.policy), now, outside)
         # rule headers only for tiers matching on them: the automation verdicts are stored
         rule_headers = any(tier.high_priority for tier in settings.policy.tiers)
-        parts = _parts_of_all_threads(store, settings.policy, now, late, seen)
+        parts = _parts_of_all_threads(store, settings.policy, now, late)
         for found in workers.evaluated_parts(parts, rule_headers, now, context):
-            run.save_requests(found)  # the part's threads were stored as it was evaluated
+            run.save(found, _changes_seen(seen))
             collect_young()  # the collector is paused: a part's cycles, not all of memory
     threaded = {row.row_id for row, _ in late}
     # untimed mail, and mail not arrived yet, stands alone
@@ -197,21 +195,10 @@ def _pages(values: list[Value], size: int) -> Iterator[list[Value]]:
         yield values[start : start + size]
 
 
-def _counter_of(seen: array[int]) -> Callable[[int], int]:
-    """Each message's change counter as its classification read it, by row id: a change
-    stored since (a row added or changed after) leaves it to be evaluated again."""
-    return lambda row_id: seen[row_id] if row_id < len(seen) else -1
-
-
-def _usual_counter(seen: array[int]) -> int:
-    """The change counter most messages were classified with: 1 for mail stored once and
-    not evaluated yet (a first sync), 0 for mail evaluated before (a new policy)."""
-    return max((0, 1), key=seen.count)
-
-
 def _changes_seen(seen: array[int]) -> Callable[[int, str], int]:
-    counter_of = _counter_of(seen)
-    return lambda row_id, key: counter_of(row_id)
+    """Each message's change counter as its classification read it: a change stored since
+    (a row added or changed after) leaves it to be evaluated again."""
+    return lambda row_id, key: seen[row_id] if row_id < len(seen) else -1
 
 
 def _reduce(settings: Settings, store: Store, keys: set[str] | None, now: datetime) -> None:
@@ -235,14 +222,16 @@ class _Run:
     def save(self, found: PartEvaluation, changes_seen: Callable[[int, str], int]) -> None:
         """Store the evaluation of a union of whole threads, `changes_seen` telling each
         message's change counter as read (by row id and key)."""
-        self._save(found, thread_marks(found, changes_seen))
-
-    def save_requests(self, found: PartEvaluation) -> None:
-        """Store the requests of an evaluation whose threads are stored."""
-        self._save(found, {})
-
-    def _save(self, found: PartEvaluation, marks: dict[int, tuple[str | None, int]]) -> None:
         self.notice = _merged(self.notice, found)
+        marks = {
+            row_id: (
+                found.thread_of.get(key),
+                # mail stamped after `now` (a server clock ahead) was left out: it stays to
+                # be evaluated
+                changes_seen(row_id, key) if key in found.evaluated else -1,
+            )
+            for row_id, key, _ in found.kept
+        }
         threads = set(found.thread_of.values())
         old = {thread for _, _, thread in found.kept if thread is not None}
         self.store.save_evaluation(marks, found.requests, (threads | old) - self.written, {})
@@ -271,51 +260,34 @@ def _parts_of_whole_threads(
 
 
 def _parts_of_all_threads(
-    store: Store,
-    policy: Policy,
-    now: datetime,
-    late: list[tuple[Loaded, datetime]],
-    seen: array[int],
-) -> Iterator[Part]:
+    store: Store, policy: Policy, now: datetime, late: list[tuple[Loaded, datetime]]
+) -> Iterator[dict[str, str]]:
     """Every timed message known at `now` (with the `late` ones the core decided about) in
     parts of about EVALUATION_BATCH messages (a longer thread alone), each a union of whole
     threads, threading one reference group at a time in order of its first message. Memory
     holds arrays by row id and the keys of the threads active within the subject window (a
     subject that recurs keeps a thread active for years), not the mail: a part is read
-    again, by key, once its threads are known. Each part is each message's thread, by key,
-    and the change counters its classification read (`seen`, by row id): the usual one,
-    and by key the few others (a key and a counter for every message of the active threads
-    was 45 MB more at 1,000,000 messages)."""
+    again, by key, once its threads are known. Each part is each message's thread, by key."""
     directory = Directory(policy)
     roots = store.reference_components(
         now, {row.row_id: [row.message.key, *thread_links(row.message)] for row, _ in late}
     )
     order = store.in_time_order(now, [(at, row.message.key, row.row_id) for row, at in late])
     times: dict[str, datetime] = {}  # of the messages of the page being threaded
-    usual, counter_of = _usual_counter(seen), _counter_of(seen)
-    unusual: dict[str, int] = {}  # counters of the messages read and not in a thread yet
-
-    def note_counter(row_id: int, key: str) -> None:
-        if (counter := counter_of(row_id)) != usual:
-            unusual[key] = counter
-
     late_times = {row.row_id: at for row, at in late}
-    groups = _reference_groups(store, roots, order, late_times, times, note_counter)
+    groups = _reference_groups(store, roots, order, late_times, times)
 
     def time_of(m: Message) -> datetime:
         return times[m.key]
 
-    part = Part({}, usual, {})  # the part being gathered
+    thread_of: dict[str, str] = {}  # of the messages of the part being gathered
     for root, keys in stream_threads(groups, time_of, thread_accounts(directory), policy):
-        if part.thread_of and len(part.thread_of) + len(keys) > EVALUATION_BATCH:
-            yield part
-            part = Part({}, usual, {})
-        for key in keys:
-            part.thread_of[key] = root
-            if key in unusual:
-                part.counters[key] = unusual.pop(key)
-    if part.thread_of:
-        yield part
+        if thread_of and len(thread_of) + len(keys) > EVALUATION_BATCH:
+            yield thread_of
+            thread_of = {}
+        thread_of.update((key, root) for key in keys)
+    if thread_of:
+        yield thread_of
 
 
 def _known_late(
@@ -336,13 +308,11 @@ def _reference_groups(
     order: array[int],
     late_times: dict[int, datetime],
     times: dict[str, datetime],
-    note_counter: Callable[[int, str], None],
 ) -> Iterator[list[Message]]:
     """Each reference group's messages (copies with what threading reads), in order of
     (time, key), the groups in the `order` of their first message, read a page of groups
     at a time; each message's time (classified, or as known at `now` for the late ones in
-    `late_times`) is in `times` while its page is threaded; `note_counter` is told each
-    one's row id and key as it is read."""
+    `late_times`) is in `times` while its page is threaded."""
 
     def page_of_groups(roots_of_page: list[int]) -> Iterator[list[Message]]:
         ids = [row_id for root in roots_of_page for row_id in members(root)]
@@ -352,7 +322,6 @@ def _reference_groups(
             found = late_times.get(row_id, at)
             assert found is not None  # the store's time decided it takes part
             times[message.key] = found
-            note_counter(row_id, message.key)
             groups[roots[row_id]].append(message)
         for group in groups.values():
             yield sorted(group, key=lambda m: (times[m.key], m.key))

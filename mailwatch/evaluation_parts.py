@@ -1,15 +1,15 @@
 """The work of an evaluation on stored messages: classifying them, and evaluating a part
 of whole threads.  It runs in the evaluating process, or in the worker processes of a
 first evaluation (`evaluation_workers.py`): a part's evaluation is a plain value that the
-evaluating process stores (a worker stores the part's threads itself)."""
+evaluating process stores."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from mailwatch.config import Settings
 from mailwatch.core.addresses import Directory
@@ -100,33 +100,6 @@ class PartEvaluation:
     unlisted_senders: tuple[str, ...]
     unknown_correspondents: tuple[str, ...]
     set_aside: tuple[str, ...]  # a line for each thread whose evaluation failed
-
-
-class Part(NamedTuple):
-    """Whole threads to evaluate: each message's thread, by key, and its change counter as
-    its classification read it: `usual`, unless `counters` tells another by key."""
-
-    thread_of: dict[str, str]
-    usual: int
-    counters: dict[str, int]
-
-    def counter(self, key: str) -> int:
-        return self.counters.get(key, self.usual)
-
-
-def thread_marks(
-    found: PartEvaluation, changes_seen: Callable[[int, str], int]
-) -> dict[int, tuple[str | None, int]]:
-    """What storing the evaluation marks on each message it kept, by row id: its thread,
-    and the change counter `changes_seen` tells (by row id and key) — or -1 for mail
-    stamped after `now`, which was left out and stays to be evaluated."""
-    return {
-        row_id: (
-            found.thread_of.get(key),
-            changes_seen(row_id, key) if key in found.evaluated else -1,
-        )
-        for row_id, key, _ in found.kept
-    }
 
 
 def stored_verdicts(part: list[Loaded]) -> dict[str, str | None]:

@@ -4,9 +4,9 @@ whole threads while the evaluating process threads the mail and stores what they
 (docs/benchmarks.md: reading mail back and the clock are most of a first evaluation, and
 CPython runs one core per process).
 
-A page's classification is its own transaction, in any order, and so is a part's storing
-of each message's thread, by the worker that evaluated it; the requests of the parts are
-stored by the evaluating process alone, which knows the threads already written. The
+A page's classification is its own transaction, in any order; the threads and requests of
+the parts are stored by the evaluating process alone (one transaction a part), which knows
+the threads already written; a worker encodes its part's requests as their rows. The
 workers are forked from a forkserver that imports their modules once, and the evaluating
 process classifies pages and evaluates parts itself while it does. A small store, an
 in-memory database or a single core evaluates in the evaluating process itself, through
@@ -38,12 +38,10 @@ from mailwatch.collector import collector_paused
 from mailwatch.config import Settings
 from mailwatch.evaluation_parts import (
     MailContext,
-    Part,
     PartEvaluation,
     classified_page,
     evaluated_part,
     stored_verdicts,
-    thread_marks,
 )
 from mailwatch.processes import InThisProcess, leave_stopping_to_the_starter, usable_cores
 from mailwatch.store.repository import Store
@@ -67,21 +65,16 @@ class _Work:
         with collector_paused():
             return classified_page(self.settings, self.store, after, upto)
 
-    def evaluate_part(
-        self, now: datetime, context: MailContext, part: Part, rule_headers: bool
+    def evaluate_keys(
+        self, now: datetime, context: MailContext, thread_of: dict[str, str], rule_headers: bool
     ) -> PartEvaluation:
-        """Read and evaluate a part, and store each message's thread: its own transaction,
-        beside the evaluating process's storing of the requests, which was the first
-        evaluation's bound. Until the evaluation ends the policy's state says so, and the
-        next refresh evaluates everything again: a crash between the two loses nothing."""
+        """Read and evaluate a part: each message's thread, by key."""
         with collector_paused():
-            rows = self.store.loaded_by_keys(part.thread_of, rule_headers)
-            verdicts = stored_verdicts(rows)
-            found = evaluated_part(
-                self.settings, now, context, rows, verdicts, self.store.dialect, part.thread_of
+            part = self.store.loaded_by_keys(thread_of, rule_headers)
+            verdicts = stored_verdicts(part)
+            return evaluated_part(
+                self.settings, now, context, part, verdicts, self.store.dialect, thread_of
             )
-            self.store.save_threads(thread_marks(found, lambda _, key: part.counter(key)))
-            return found
 
 
 _worker: _Work | None = None  # in a worker process: its work, opened by `_start`
@@ -100,7 +93,9 @@ def _classify_ids(after: int, upto: int) -> list[tuple[int, int]]:
     return _worker.classify_ids(after, upto)
 
 
-def _evaluate_part(circumstances: bytes, part: Part, rule_headers: bool) -> PartEvaluation:
+def _evaluate_keys(
+    circumstances: bytes, thread_of: dict[str, str], rule_headers: bool
+) -> PartEvaluation:
     """`circumstances`: `now` and the context, pickled once for every part and decoded once
     by each worker (the context holds every absence of years of mail)."""
     global _circumstances
@@ -108,7 +103,7 @@ def _evaluate_part(circumstances: bytes, part: Part, rule_headers: bool) -> Part
     if _circumstances is None or _circumstances[0] != circumstances:
         _circumstances = (circumstances, *pickle.loads(circumstances))
     _, now, context = _circumstances
-    return _worker.evaluate_part(now, context, part, rule_headers)
+    return _worker.evaluate_keys(now, context, thread_of, rule_headers)
 
 
 class Workers:
@@ -176,21 +171,21 @@ class Workers:
 
     def evaluated_parts(
         self,
-        parts: Iterable[Part],
+        parts: Iterable[dict[str, str]],
         rule_headers: bool,
         now: datetime,
         context: MailContext,
     ) -> Iterator[PartEvaluation]:
-        """Each part evaluated, its threads stored, in the order they end."""
+        """Each part (each message's thread, by key) evaluated, in the order they end."""
         if not self.processes:
             return self._unordered(
-                self.work.evaluate_part, ((now, context, part, rule_headers) for part in parts)
+                self.work.evaluate_keys, ((now, context, part, rule_headers) for part in parts)
             )
         return self._evaluated_while_starting(iter(parts), rule_headers, now, context)
 
     def _evaluated_while_starting(
         self,
-        parts: Iterator[Part],
+        parts: Iterator[dict[str, str]],
         rule_headers: bool,
         now: datetime,
         context: MailContext,
@@ -201,10 +196,10 @@ class Workers:
             if self._start_settled():
                 parts = itertools.chain([part], parts)
                 break
-            yield self.work.evaluate_part(now, context, part, rule_headers)
+            yield self.work.evaluate_keys(now, context, part, rule_headers)
         circumstances = pickle.dumps((now, context))
         yield from self._unordered(
-            _evaluate_part, ((circumstances, part, rule_headers) for part in parts)
+            _evaluate_keys, ((circumstances, part, rule_headers) for part in parts)
         )
 
     def _unordered(

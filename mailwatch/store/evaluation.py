@@ -219,13 +219,12 @@ class EvaluationStore(Database):
         classify = update(MESSAGES).where(MESSAGES.c.id == bindparam("row_id")).values(columns)
         with writing(self.engine) as conn:
             time = written_time(conn)
-            for chunk in chunks(verdicts):
-                rows = [
-                    {f"new_{c}": v for c, v in verdict_columns(verdict, policy, time).items()}
-                    | {"row_id": row_id, "seen": seen}
-                    for row_id, verdict, seen in chunk
-                ]
-                execute_many(conn, classify, rows)
+            rows = [
+                {f"new_{c}": v for c, v in verdict_columns(verdict, policy, time).items()}
+                | {"row_id": row_id, "seen": seen}
+                for row_id, verdict, seen in verdicts
+            ]
+            execute_many(conn, classify, rows)
             _add_people(conn, people)
 
     def classified_between(
@@ -303,11 +302,6 @@ class EvaluationStore(Database):
             _swap_requests(conn, threads, requests)
             for name, value in state.items():
                 save_state(conn, name, value)
-
-    def save_threads(self, marks: Mapping[int, tuple[str | None, int]]) -> None:
-        """`save_evaluation`'s marks alone, in a transaction of their own."""
-        with writing(self.engine) as conn:
-            _save_threads(conn, marks)
 
     def requests(
         self, received_since: datetime | None = None, received_until: datetime | None = None
@@ -491,12 +485,8 @@ def _save_threads(conn: Connection, marks: Mapping[int, tuple[str | None, int]])
             thread_id=bindparam("new_thread"),
         )
     )
-    for ids in chunks(sorted(marks)):
-        execute_many(
-            conn,
-            evaluated,
-            [{"row_id": i, "new_thread": marks[i][0], "seen": marks[i][1]} for i in ids],
-        )
+    rows = [{"row_id": i, "new_thread": marks[i][0], "seen": marks[i][1]} for i in sorted(marks)]
+    execute_many(conn, evaluated, rows)
 
 
 def _by_time_then_key(
@@ -530,8 +520,7 @@ def _swap_requests(conn: Connection, threads: set[str], requests: Sequence[dict[
     ]
     if rows:
         insert = written_insert(conn, REQUESTS, list(rows[0]))
-        for batch in chunks(rows):
-            execute_many(conn, insert, batch)
+        execute_many(conn, insert, rows)
 
 
 def _time_after(now: datetime) -> ColumnElement[bool]:

@@ -462,9 +462,7 @@ def _add_references(conn: Connection, messages: dict[int, Message]) -> None:
         for row_id, message in messages.items()
         for ref in sorted(set(message.in_reply_to) | set(message.references))
     ]
-    insert = written_insert(conn, REFERENCES, ["message_id", "ref_key"])
-    for chunk in chunks(rows):
-        execute_many(conn, insert, chunk)
+    execute_many(conn, written_insert(conn, REFERENCES, ["message_id", "ref_key"]), rows)
 
 
 def _add_copies(

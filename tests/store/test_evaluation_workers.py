@@ -107,7 +107,7 @@ def test_a_change_stored_while_worker_processes_evaluate_stays_to_be_evaluated(s
     monkeypatch.setattr(engine, "mail_context", waiver_after_classification)
     refresh_requests(settings_with(), store, NOW)
 
-    # the workers stored every thread, and left the changed message to be evaluated again
+    # every thread stored, and the changed message left to be evaluated again
     assert store.dirty_keys() == {"<c3>": 2}
 
 
@@ -153,13 +153,13 @@ def test_the_evaluating_process_evaluates_parts_itself_while_the_workers_start(s
     import mailwatch.evaluation_workers as workers
 
     in_this_process = []
-    evaluate_part = workers._Work.evaluate_part
+    evaluate_keys = workers._Work.evaluate_keys
 
-    def noted(work, now, context, part, rule_headers):
-        in_this_process.append(len(part.thread_of))
-        return evaluate_part(work, now, context, part, rule_headers)
+    def noted(work, now, context, thread_of, rule_headers):
+        in_this_process.append(len(thread_of))
+        return evaluate_keys(work, now, context, thread_of, rule_headers)
 
-    monkeypatch.setattr(workers._Work, "evaluate_part", noted)  # not in the workers' module
+    monkeypatch.setattr(workers._Work, "evaluate_keys", noted)  # not in the workers' module
     monkeypatch.setattr(engine, "EVALUATION_BATCH", 4)
     monkeypatch.setattr(engine, "worker_processes", lambda *args: 2)
     store.add_messages(stored(agency_history()))

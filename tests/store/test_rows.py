@@ -127,6 +127,19 @@ def test_a_row_leaving_out_a_column_without_a_constant_default_is_refused(
     sqlite.close()
 
 
+def test_a_value_the_statement_gives_itself_is_refused_not_replaced_by_a_default(
+    migrated_sqlite: SqliteTemplate, tmp_path: Path
+) -> None:
+    sqlite = Store(migrated_sqlite.copy(tmp_path / "driver.db"))
+    with sqlite.engine.begin() as conn:
+        written = [{"key": "<m@acme.example>", "arrived_at": written_time(conn)(TIMES[0])}]
+        written[0] |= dict.fromkeys(["to", "cc", "bcc", "in_reply_to", "references"], "[]")
+        insert = written_insert(conn, MESSAGES, list(written[0])).values(dirty=0)
+        with pytest.raises(ValueError, match="rows without a value for 'dirty'"):
+            execute_many(conn, insert, written)
+    sqlite.close()
+
+
 def test_a_time_without_a_timezone_is_refused_as_the_column_type_refuses_it(
     store: Store,
 ) -> None:
