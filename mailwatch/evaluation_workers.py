@@ -250,6 +250,7 @@ def _stop_forkserver() -> None:
     pool, so it is killed first: asked to stop, it tore down an interpreter holding every
     module they use, 0.25-0.3 s at the end of each first evaluation."""
     server: Any = multiprocessing.forkserver._forkserver
-    if server._forkserver_pid is not None:
-        os.kill(server._forkserver_pid, signal.SIGKILL)
-    server._stop()
+    with server._lock:  # the one `_stop` takes: no other thread starts it meanwhile
+        if server._forkserver_pid is not None:
+            os.kill(server._forkserver_pid, signal.SIGKILL)
+        server._stop_unlocked()
