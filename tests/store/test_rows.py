@@ -47,6 +47,21 @@ def rows() -> list[dict[str, Any]]:
     ]
 
 
+def written_rows(conn: Connection) -> list[dict[str, Any]]:
+    """`rows` as the driver takes them (`written_insert`)."""
+    time = written_time(conn)
+    return [
+        {
+            **row,
+            "to": json_text(row["to"]),
+            "headers": json_text(row["headers"]),
+            "date": time(row["date"]),
+            "arrived_at": time(row["arrived_at"]),
+        }
+        for row in rows()
+    ]
+
+
 def as_stored(conn: Connection, names: list[str]) -> list[tuple[str, ...]]:
     """Each message's `names` as the database holds them: the type and the text."""
     if conn.dialect.name == "sqlite":
@@ -69,17 +84,7 @@ def test_values_written_as_the_driver_takes_them_are_stored_as_the_column_types_
         by_column_types = as_stored(conn, names)
         conn.execute(text("DELETE FROM message"))
 
-        time = written_time(conn)
-        written = [
-            {
-                **row,
-                "to": json_text(row["to"]),
-                "headers": json_text(row["headers"]),
-                "date": time(row["date"]),
-                "arrived_at": time(row["arrived_at"]),
-            }
-            for row in rows()
-        ]
+        written = written_rows(conn)
         conn.execute(written_insert(conn, MESSAGES, list(written[0])), written)
 
         assert as_stored(conn, names) == by_column_types
@@ -94,17 +99,9 @@ def test_rows_written_by_execute_many_are_stored_as_sqlalchemy_stores_them(
     for name, write in (("sqlalchemy", Connection.execute), ("driver", execute_many)):
         sqlite = Store(migrated_sqlite.copy(tmp_path / f"{name}.db"))
         with sqlite.engine.begin() as conn:
-            time = written_time(conn)
             written = [
-                {
-                    **row,
-                    "to": json_text(row["to"]),
-                    "headers": json_text(row["headers"]),
-                    "date": time(row["date"]),
-                    "arrived_at": time(row["arrived_at"]),
-                }
-                | dict.fromkeys(["cc", "bcc", "in_reply_to", "references"], "[]")
-                for row in rows()
+                row | dict.fromkeys(["cc", "bcc", "in_reply_to", "references"], "[]")
+                for row in written_rows(conn)
             ]
             write(conn, written_insert(conn, MESSAGES, list(written[0])), written)
             stored.append(as_stored(conn, DRIVER_COLUMNS))
