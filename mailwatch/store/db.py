@@ -122,9 +122,8 @@ def execute_many(conn: Connection, statement: Any, rows: Sequence[Mapping[str, A
     values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
     defaults = _defaults_left_out(compiled, sorted(set(names) - set(rows[0])))
     if defaults:
-        conn.exec_driver_sql(compiled.string, [values({**defaults, **row}) for row in rows])
-    else:
-        conn.exec_driver_sql(compiled.string, [values(row) for row in rows])
+        rows = [{**defaults, **row} for row in rows]
+    conn.exec_driver_sql(compiled.string, [values(row) for row in rows])
 
 
 def _defaults_left_out(compiled: Any, names: list[str]) -> dict[str, Any]:

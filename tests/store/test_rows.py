@@ -4,6 +4,7 @@ rely on it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -111,30 +112,33 @@ def test_rows_written_by_execute_many_are_stored_as_sqlalchemy_stores_them(
     assert len(stored[1]) == len(rows())
 
 
-def test_a_row_leaving_out_a_column_without_a_constant_default_is_refused(
-    migrated_sqlite: SqliteTemplate, tmp_path: Path
-) -> None:
+@pytest.fixture
+def sqlite_conn(migrated_sqlite: SqliteTemplate, tmp_path: Path) -> Iterator[Connection]:
+    """A transaction on a migrated SQLite store, where `execute_many` uses the driver."""
     sqlite = Store(migrated_sqlite.copy(tmp_path / "driver.db"))
     with sqlite.engine.begin() as conn:
-        written = [{"key": "<m@acme.example>", "arrived_at": written_time(conn)(TIMES[0])}]
-        insert = written_insert(conn, MESSAGES, list(written[0]))
-        # Bcc's default is a new list for each row: SQLAlchemy's to make, not the rows'
-        with pytest.raises(ValueError, match="rows without a value for 'bcc'"):
-            execute_many(conn, insert, written)
+        yield conn
     sqlite.close()
+
+
+def test_a_row_leaving_out_a_column_without_a_constant_default_is_refused(
+    sqlite_conn: Connection,
+) -> None:
+    written = [{"key": "<m@acme.example>", "arrived_at": written_time(sqlite_conn)(TIMES[0])}]
+    insert = written_insert(sqlite_conn, MESSAGES, list(written[0]))
+    # Bcc's default is a new list for each row: SQLAlchemy's to make, not the rows'
+    with pytest.raises(ValueError, match="rows without a value for 'bcc'"):
+        execute_many(sqlite_conn, insert, written)
 
 
 def test_a_value_the_statement_gives_itself_is_refused_not_replaced_by_a_default(
-    migrated_sqlite: SqliteTemplate, tmp_path: Path
+    sqlite_conn: Connection,
 ) -> None:
-    sqlite = Store(migrated_sqlite.copy(tmp_path / "driver.db"))
-    with sqlite.engine.begin() as conn:
-        written = [{"key": "<m@acme.example>", "arrived_at": written_time(conn)(TIMES[0])}]
-        written[0] |= dict.fromkeys(["to", "cc", "bcc", "in_reply_to", "references"], "[]")
-        insert = written_insert(conn, MESSAGES, list(written[0])).values(dirty=0)
-        with pytest.raises(ValueError, match="rows without a value for 'dirty'"):
-            execute_many(conn, insert, written)
-    sqlite.close()
+    written = [{"key": "<m@acme.example>", "arrived_at": written_time(sqlite_conn)(TIMES[0])}]
+    written[0] |= dict.fromkeys(["to", "cc", "bcc", "in_reply_to", "references"], "[]")
+    insert = written_insert(sqlite_conn, MESSAGES, list(written[0])).values(dirty=0)
+    with pytest.raises(ValueError, match="rows without a value for 'dirty'"):
+        execute_many(sqlite_conn, insert, written)
 
 
 def test_a_time_without_a_timezone_is_refused_as_the_column_type_refuses_it(
